@@ -1,0 +1,25 @@
+"""graceful: end a Python program well.
+
+On HUP, INT, QUIT and TERM, run the cleanups you registered, exactly once and newest first, then
+die by the same signal so the parent sees the truth; never run them in a forked child.
+"""
+
+from . import _fork as _fork
+from ._errors import Signalled
+from ._guard import Guard, guard
+from ._main import main
+from ._registry import register, register_break, unregister, unregister_break
+from ._shutdown import DEFAULT_TIMEOUT, shutdown_event
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Guard",
+    "Signalled",
+    "guard",
+    "main",
+    "register",
+    "register_break",
+    "shutdown_event",
+    "unregister",
+    "unregister_break",
+]

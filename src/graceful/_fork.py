@@ -1,0 +1,170 @@
+"""Fork hooks: what a forked child must forget, and ``at_fork``, a cancellable os.register_at_fork.
+
+graceful registers with ``os.register_at_fork`` once, at import. In the child its own hook runs
+first (drop the parent's cleanups, make inherited guards inert), then the ``at_fork`` hooks.
+``os.register_at_fork`` cannot unregister and prints a raising hook as "Exception ignored";
+``at_fork`` hooks can be cancelled, and one that raises is logged to the "graceful" logger with
+its traceback while the others still run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from types import TracebackType
+from typing import Callable, Optional
+
+from . import _guard, _registry
+from ._checks import check_callable
+
+logger = logging.getLogger("graceful")
+
+Hook = Callable[[], object]
+
+
+class ForkHooks:
+    """What ``at_fork`` returns: ``cancel()`` it, or leave its ``with`` block, to unregister."""
+
+    __slots__ = ("_active", "after_in_child", "after_in_parent", "before")
+
+    def __init__(
+        self,
+        before: Optional[Hook],
+        after_in_parent: Optional[Hook],
+        after_in_child: Optional[Hook],
+    ) -> None:
+        self.before = before
+        self.after_in_parent = after_in_parent
+        self.after_in_child = after_in_child
+        self._active = True
+
+    @property
+    def active(self) -> bool:
+        """True until cancelled."""
+        return self._active
+
+    def cancel(self) -> None:
+        """Unregister the hooks; later forks won't call them. Idempotent."""
+        global _hooks
+        with _lock:
+            self._active = False
+            _hooks = tuple(h for h in _hooks if h is not self)
+
+    def __enter__(self) -> ForkHooks:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.cancel()
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name}={_registry.describe(func)}"
+            for name, func in (
+                ("before", self.before),
+                ("after_in_parent", self.after_in_parent),
+                ("after_in_child", self.after_in_child),
+            )
+            if func is not None
+        ]
+        state = "active" if self._active else "cancelled"
+        return f"<graceful.ForkHooks {' '.join(parts)} {state}>"
+
+
+#: Registered handles, oldest first. Replaced, never mutated, so a fork can read it without a lock.
+_hooks: tuple[ForkHooks, ...] = ()
+#: Serialises writers only. Replaced in the child: another thread may have held it at the fork.
+_lock = threading.Lock()
+#: The handles a fork in progress started with, so its after-hooks pair with its before-hooks.
+_forking: Optional[tuple[ForkHooks, ...]] = None
+
+
+def at_fork(
+    *,
+    before: Optional[Hook] = None,
+    after_in_parent: Optional[Hook] = None,
+    after_in_child: Optional[Hook] = None,
+) -> ForkHooks:
+    """Call hooks around every ``os.fork()`` of this process, like ``os.register_at_fork``.
+
+    ``before`` runs in the parent just before the fork (newest registration first), the
+    ``after_*`` hooks just after it, in the parent or the child (oldest first). The usual job: close
+    connections in ``before`` and let each process reconnect on its own. A hook that raises is
+    logged and the others still run. A fork calls the hooks registered when it began; they are
+    inherited by forked children, as with ``os.register_at_fork``. Returns a handle:
+    ``handle.cancel()`` unregisters them, and so does leaving it as a context manager.
+    """
+    global _hooks
+    for name, func in (
+        ("before", before),
+        ("after_in_parent", after_in_parent),
+        ("after_in_child", after_in_child),
+    ):
+        if func is not None:
+            check_callable(func, f"graceful.at_fork({name}=...)")
+    if before is None and after_in_parent is None and after_in_child is None:
+        raise TypeError(
+            "graceful.at_fork() needs at least one hook: pass before=, after_in_parent= "
+            "or after_in_child= as a keyword argument"
+        )
+    handle = ForkHooks(before, after_in_parent, after_in_child)
+    with _lock:
+        _hooks = (*_hooks, handle)
+    return handle
+
+
+def _call(func: Hook, when: str) -> None:
+    try:
+        func()
+    except BaseException:  # a hook must not stop the fork or the other hooks
+        logger.exception(
+            "graceful: at_fork %s hook %s raised; the remaining ones still run",
+            when,
+            _registry.describe(func),
+        )
+
+
+def _before() -> None:
+    global _forking
+    _forking = _hooks
+    for handle in reversed(_forking):
+        if handle.before is not None:
+            _call(handle.before, "before")
+
+
+def _take_forking() -> tuple[ForkHooks, ...]:
+    global _forking
+    # _forking is None if the fork started before graceful was imported (from a before-hook).
+    started, _forking = (_hooks if _forking is None else _forking), None
+    return started
+
+
+def _after_in_parent() -> None:
+    for handle in _take_forking():
+        if handle.after_in_parent is not None:
+            _call(handle.after_in_parent, "after_in_parent")
+
+
+def _after_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
+    # graceful's own state first, so a hook may register the child's cleanups or enter a guard.
+    try:
+        _registry.forget_inherited()
+        _guard.after_fork_in_child()
+    except BaseException:
+        logger.exception("graceful: resetting inherited state in a forked child failed")
+    for handle in _take_forking():
+        if handle.after_in_child is not None:
+            _call(handle.after_in_child, "after_in_child")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child
+    )

@@ -1,0 +1,185 @@
+"""One shutdown, from the first guarded signal to the end of the outermost guard.
+
+The first signal starts an *episode*: ``shutdown_event`` is set, break callbacks run in a helper
+thread, and the deadline starts. A second signal during the episode ends the process at once
+(``on_second_signal="force"``) or is absorbed (``"ignore"``). These decisions are taken here, from
+whichever thread hears the signal first: the wakeup-fd watcher (at once, even while the main
+thread is stuck in C) or the Python handler in the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import NamedTuple, NoReturn, Optional
+
+from . import _registry
+
+logger = logging.getLogger("graceful")
+
+#: Set as soon as a guarded signal arrives, so worker threads can stop.
+shutdown_event = threading.Event()
+
+#: ``docker stop`` sends SIGKILL 10 s after SIGTERM: end well before that.
+DEFAULT_TIMEOUT = 5.0
+
+
+class Policy(NamedTuple):
+    """How the outermost guard wants the shutdown to go."""
+
+    timeout: Optional[float]
+    on_signal: str
+    exit_code: Optional[int]
+    on_second_signal: str
+
+
+class Episode:
+    """What is known about the shutdown in progress (guarded by ``_lock``)."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[signal.Signals] = None
+        self.deadline: Optional[float] = None  # time.monotonic() value
+        self.heard: dict[str, int] = {"watcher": 0, "handler": 0}
+        self.raised = False  # Signalled has been raised in the main thread
+
+    @property
+    def active(self) -> bool:
+        return self.signal is not None
+
+
+_lock = threading.Lock()
+episode = Episode()
+#: The outermost guard's policy while a guard is active in this process, else None.
+policy: Optional[Policy] = None
+#: Union of the signals the active guards handle.
+handled: frozenset[signal.Signals] = frozenset()
+
+
+def hear(sig: signal.Signals, source: str) -> bool:
+    """Record one delivery of a guarded signal; return True if it started the episode.
+
+    ``source`` is ``"watcher"`` or ``"handler"``: each counts its own deliveries, so a signal
+    heard by both is not mistaken for a second one.
+    """
+    current = policy
+    with _lock:
+        episode.heard[source] += 1
+        first = episode.signal is None
+        if first:
+            episode.signal = sig
+            if current is not None and current.timeout is not None:
+                episode.deadline = time.monotonic() + current.timeout
+        second = episode.heard[source] >= 2
+    if first:
+        shutdown_event.set()
+        _start_breaks(sig)
+        from . import _watcher
+
+        _watcher.poke()  # so it starts counting down the deadline
+    elif second and current is not None and current.on_second_signal == "force":
+        die_now(sig, f"second {sig.name} during shutdown: exiting now, skipping what is left")
+    return first
+
+
+def end() -> None:
+    """The episode is over and the process goes on (``on_signal="raise"``): forget it."""
+    global episode
+    with _lock:
+        episode = Episode()
+    shutdown_event.clear()
+
+
+def after_fork_in_child() -> None:
+    """A forked child starts with no shutdown in progress and no guard of its own."""
+    global _lock, episode, policy, handled
+    _lock = threading.Lock()
+    episode = Episode()
+    policy = None
+    handled = frozenset()
+    reinit = getattr(shutdown_event, "_at_fork_reinit", None)  # its lock may be held by a dead thread
+    if reinit is not None:
+        reinit()
+    shutdown_event.clear()
+
+
+def _start_breaks(sig: signal.Signals) -> None:
+    entries = list(reversed(_registry.breaks.pending()))
+    if not entries:
+        return
+
+    def run() -> None:
+        for entry in entries:
+            _registry.run_logged(entry, "break callback", track=False)
+
+    threading.Thread(target=run, name=f"graceful-break-{sig.name}", daemon=True).start()
+
+
+def overdue(now: float) -> Optional[float]:
+    """Seconds until the deadline (<= 0 once passed), or None if there is none."""
+    deadline = episode.deadline
+    return None if deadline is None else deadline - now
+
+
+def deadline_passed() -> NoReturn:
+    """Called by the watcher when the deadline passes: say what was running, then die."""
+    sig = episode.signal or signal.SIGTERM
+    current = policy
+    timeout = current.timeout if current is not None else None
+    running = _registry.running
+    if running is not None:
+        what = f"cleanup {running.describe()} was still running"
+    else:
+        what = f"the main thread was at {_main_thread_location()}"
+    die_now(sig, f"shutdown deadline of {timeout} s passed after {sig.name}; {what}")
+
+
+def _main_thread_location() -> str:
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    if frame is None:
+        return "an unknown place"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def die_now(sig: signal.Signals, reason: str) -> NoReturn:
+    """End the process at once by ``sig`` (or by the guard's exit code with ``on_signal="exit"``),
+    from any thread, running nothing more. The log line is written first, with a bounded wait."""
+    _log_bounded(reason)
+    current = policy
+    if current is not None and current.on_signal == "exit":
+        os._exit(current.exit_code if current.exit_code is not None else 128 + sig)
+    try:
+        if threading.current_thread() is threading.main_thread():
+            flush_stdio()
+            signal.signal(sig, signal.SIG_DFL)
+        else:
+            from . import _csignal  # signal.signal() refuses outside the main thread
+
+            _csignal.set_default(sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        signal.pthread_kill(threading.get_ident(), sig)
+    finally:
+        os._exit(128 + sig)
+
+
+def flush_stdio() -> None:
+    """Dying by a signal skips Python's own flush: do it, quietly, before."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:  # noqa: BLE001, S110 - a closed or broken stream must not stop the exit
+            pass
+
+
+def _log_bounded(message: str) -> None:
+    """Log from a thread that may find the logging lock held by a stuck main thread."""
+    if threading.current_thread() is threading.main_thread():
+        logger.error("graceful: %s", message)
+        return
+    writer = threading.Thread(target=logger.error, args=("graceful: %s", message), daemon=True)
+    writer.start()
+    writer.join(0.5)

@@ -1,0 +1,115 @@
+"""The helper thread that hears guarded signals at once, through ``signal.set_wakeup_fd``.
+
+Python runs signal handlers only in the main thread, and only between bytecodes: a main thread
+blocked in C code that retries on EINTR (a libpq query, say) hears nothing. The C-level handler
+writes each signal's number to the wakeup fd at once, so this thread can set
+``shutdown_event``, run break callbacks, notice a second signal and enforce the deadline. The
+wakeup fd is one process-wide slot (asyncio uses it too): whatever was there gets every byte
+forwarded, and is put back when the outermost guard ends.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+from typing import Optional
+
+from . import _shutdown
+
+_POKE = b"\0"  # not a signal number: "look at the deadline again"
+
+
+class _Watcher:
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()  # both close-on-exec: nothing leaks into children
+        os.set_blocking(self.write_fd, False)
+        self.forward_to = -1
+        self.pid = os.getpid()
+        self.thread = threading.Thread(target=self._run, name="graceful-watcher", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            remaining = _shutdown.overdue(time.monotonic())
+            if remaining is not None and remaining <= 0:
+                _shutdown.deadline_passed()
+            ready, _, _ = select.select([self.read_fd], [], [], remaining)
+            if not ready:
+                continue
+            try:
+                data = os.read(self.read_fd, 4096)
+            except OSError:
+                return  # closed after a fork, or at interpreter exit
+            if not data:
+                return
+            self._forward(data)
+            for byte in data:
+                self._heard(byte)
+
+    def _forward(self, data: bytes) -> None:
+        target = self.forward_to
+        if target < 0:
+            return
+        payload = data.replace(_POKE, b"")
+        if payload:
+            try:
+                os.write(target, payload)
+            except OSError:
+                pass  # the previous owner's buffer is full or closed; it would have lost it too
+
+    @staticmethod
+    def _heard(byte: int) -> None:
+        if byte == 0:
+            return
+        try:
+            sig = signal.Signals(byte)
+        except ValueError:
+            return
+        if sig in _shutdown.handled:
+            _shutdown.hear(sig, "watcher")
+
+
+_watcher: Optional[_Watcher] = None
+
+
+def install() -> int:
+    """Make the watcher the wakeup fd (main thread only); return what was there before."""
+    global _watcher
+    if _watcher is None or _watcher.pid != os.getpid():
+        _watcher = _Watcher()
+    previous = signal.set_wakeup_fd(_watcher.write_fd)
+    _watcher.forward_to = previous if previous != _watcher.write_fd else -1
+    return previous
+
+
+def uninstall(previous: int) -> None:
+    """Put back the wakeup fd that :func:`install` replaced."""
+    signal.set_wakeup_fd(previous)
+    if _watcher is not None:
+        _watcher.forward_to = -1
+
+
+def poke() -> None:
+    """Wake the watcher so it re-reads the deadline."""
+    watcher = _watcher
+    if watcher is not None and watcher.pid == os.getpid():
+        try:
+            os.write(watcher.write_fd, _POKE)
+        except OSError:
+            pass
+
+
+def after_fork_in_child() -> None:
+    """The thread did not survive the fork; close its inherited pipe and start afresh later."""
+    global _watcher
+    watcher = _watcher
+    _watcher = None
+    if watcher is not None:
+        for fd in (watcher.read_fd, watcher.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

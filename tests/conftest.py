@@ -1,0 +1,31 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+# --- PostgreSQL (tests/pgserver.py) -----------------------------------------------------------
+import pgserver
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pgserver.PostgresServer]:
+    """A throwaway PostgreSQL cluster for the whole test session, on a Unix socket in a temp dir.
+
+    Connect with `psycopg2.connect(postgres_server.dsn)` or `psycopg.connect(postgres_server.dsn)`
+    (user and database `postgres`, trust auth); `postgres_server.conninfo(application_name=...)`
+    adds libpq parameters, which is how a test tags its own sessions in `pg_stat_activity` (the
+    server is shared by the session, so count only your own). Skips with an install hint when the
+    server binaries are missing; under CI=true that skip is a failure. Stopped and deleted at the
+    end of the session, even after failures.
+    """
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        pgserver.unavailable(pgserver.INSTALL_HINT)
+    with pgserver.running(bindir) as server:
+        yield server
+
+
+# --- end PostgreSQL ---------------------------------------------------------------------------
