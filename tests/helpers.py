@@ -1,0 +1,139 @@
+"""Run Python snippets in real child processes, synchronised by readiness lines, never by sleeps."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import IO, Any, Optional
+
+TIMEOUT = 15.0  # the longest any single wait in the suite may take
+
+
+class Child:
+    """A Python child running ``code``; its stdout is read line by line in a thread."""
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        stdin: bool = False,
+        env: Optional[dict[str, str]] = None,
+        **popen: Any,
+    ) -> None:
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-c", textwrap.dedent(code)],
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full_env,
+            **popen,
+        )
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self._queue: queue.Queue[Optional[str]] = queue.Queue()
+        self._stderr: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.proc.stdout, self._queue), daemon=True),
+            threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: IO[str], q: queue.Queue[Optional[str]]) -> None:
+        for line in stream:
+            q.put(line.rstrip("\n"))
+        q.put(None)
+
+    def _drain(self, stream: IO[str]) -> None:
+        for line in stream:
+            self._stderr.append(line)
+
+    def wait_for(self, expected: str, timeout: float = TIMEOUT) -> None:
+        """Read stdout until a line equal to ``expected``; fail on EOF or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no line {expected!r} within {timeout} s; got {self.lines}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.proc.wait(TIMEOUT)
+                raise AssertionError(
+                    f"child ended (rc={self.proc.returncode}) before {expected!r}; "
+                    f"stdout={self.lines} stderr={''.join(self._stderr)}"
+                )
+            self.lines.append(line)
+            if line == expected:
+                return
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def write(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = TIMEOUT) -> int:
+        """Wait for the child to end; collect all output; return the return code."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"child still running after {timeout} s; stdout={self.lines}") from None
+        for reader in self._readers:
+            reader.join(TIMEOUT)
+        while True:
+            line = self._queue.get_nowait() if not self._queue.empty() else None
+            if line is None:
+                break
+            self.lines.append(line)
+        return rc
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(TIMEOUT)
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def run(code: str, sig: Optional[int] = None, ready: str = "ready", **kwargs: Any) -> Child:
+    """Start ``code``, optionally wait for ``ready`` and send ``sig``, and wait for the end."""
+    child = Child(code, **kwargs)
+    try:
+        if sig is not None:
+            child.wait_for(ready)
+            child.send(sig)
+        child.finish()
+    finally:
+        child.__exit__()
+    return child
+
+
+def name(sig: int) -> str:
+    return signal.Signals(sig).name

@@ -1,0 +1,399 @@
+"""Issue 2, the core: cleanups on HUP/INT/QUIT/TERM, then die by the same signal. Real processes."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from helpers import TIMEOUT, Child, run
+
+HANDLED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM]
+
+NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+
+GUARDED = NO_CORE + """
+import time, graceful
+graceful.register(print, "global 1")
+graceful.register(print, "global 2")
+with graceful.guard(**OPTIONS) as g:
+    g.register(print, "block 1")
+    g.register(print, "block 2")
+    try:
+        print("ready")
+        time.sleep(60)
+    finally:
+        print("finally")
+print("after the block")
+"""
+
+
+def guarded(**options: object) -> str:
+    return f"OPTIONS = {options!r}\n" + GUARDED
+
+
+@pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
+def test_signal_runs_cleanups_lifo_once_then_dies_by_it(sig: signal.Signals) -> None:
+    child = run(guarded(), sig)
+    assert child.proc.returncode == -sig, child.stderr
+    assert child.lines == ["ready", "finally", "block 2", "block 1", "global 2", "global 1"]
+    assert child.stderr == ""
+
+
+def test_sigint_is_a_keyboard_interrupt_and_a_signalled() -> None:
+    code = """
+    import time, graceful
+    with graceful.guard(on_signal="raise"):
+        try:
+            print("ready")
+            time.sleep(60)
+        except KeyboardInterrupt as exc:
+            print(type(exc).__mro__[1].__name__, isinstance(exc, graceful.Signalled), exc.signal.name)
+            raise
+    """
+    child = run(
+        "import graceful, sys\ntry:\n" + textwrap.indent(textwrap.dedent(code), "    ")
+        + "\nexcept graceful.Signalled as e:\n    print('caught', e)\n",
+        signal.SIGINT,
+    )
+    assert child.lines[1:] == ["Signalled True SIGINT", "caught received SIGINT"]
+    assert child.proc.returncode == 0
+
+
+def test_on_signal_exit_uses_128_plus_signum_or_exit_code() -> None:
+    assert run(guarded(on_signal="exit"), signal.SIGTERM).proc.returncode == 128 + 15
+    child = run(guarded(on_signal="exit", exit_code=3), signal.SIGHUP)
+    assert child.proc.returncode == 3
+    assert child.lines[-1] == "global 1"
+
+
+def test_on_signal_raise_lets_signalled_propagate_after_cleanups() -> None:
+    code = """
+    import time, graceful
+    graceful.register(print, "global")
+    g = graceful.guard("TERM", on_signal="raise")
+    try:
+        with g:
+            print("ready")
+            time.sleep(60)
+    except graceful.Signalled as exc:
+        print("caught", exc.signal.name, g.signal.name, graceful.shutdown_event.is_set())
+    print("still running")
+    """
+    child = run(code, signal.SIGTERM)
+    assert child.lines == ["ready", "global", "caught SIGTERM SIGTERM False", "still running"]
+    assert child.proc.returncode == 0
+
+
+def test_guard_signal_is_none_after_a_normal_block_and_cleanups_run_at_block_end() -> None:
+    code = """
+    import graceful
+    graceful.register(print, "at exit")
+    with graceful.guard() as g:
+        g.register(print, "block")
+    print("signal", g.signal)
+    """
+    child = run(code)
+    assert child.lines == ["block", "signal None", "at exit"]
+    assert child.proc.returncode == 0
+
+
+def test_a_block_that_swallows_signalled_still_ends_by_the_signal() -> None:
+    code = """
+    import time, graceful
+    with graceful.guard():
+        try:
+            print("ready")
+            time.sleep(60)
+        except graceful.Signalled:
+            print("swallowed")
+    print("not reached")
+    """
+    child = run(code, signal.SIGTERM)
+    assert child.lines == ["ready", "swallowed"]
+    assert child.proc.returncode == -signal.SIGTERM
+
+
+def test_nested_guards_inner_cleanups_first_and_outer_decides() -> None:
+    code = """
+    import signal, time, graceful
+    outer = graceful.guard("TERM", "USR1", on_signal="exit", exit_code=7)
+    with outer:
+        outer.register(print, "outer cleanup")
+        h_outer = signal.getsignal(signal.SIGTERM)
+        with graceful.guard("TERM", on_signal="raise") as inner:
+            inner.register(print, "inner cleanup")
+            with graceful.guard("USR1"):
+                pass
+            print("ready")
+            time.sleep(60)
+    """
+    # USR1 after the innermost guard ended: handled by the outer guard's handler, put back.
+    child = run(code, signal.SIGUSR1)
+    assert child.lines == [
+"ready", "inner cleanup", "outer cleanup"
+    ]
+    assert child.proc.returncode == 7
+
+
+def test_unhandled_signal_in_inner_guard_propagates_to_outer() -> None:
+    code = """
+    import time, graceful
+    with graceful.guard("USR1") as outer:
+        outer.register(print, "outer")
+        with graceful.guard("USR2") as inner:
+            inner.register(print, "inner")
+            print("ready")
+            time.sleep(60)
+    """
+    child = run(code, signal.SIGUSR1)
+    assert child.lines == ["ready", "inner", "outer"]
+    assert child.proc.returncode == -signal.SIGUSR1
+
+
+def test_other_signals_can_be_named_and_defaults_exclude_them() -> None:
+    child = run(guarded(), signal.SIGUSR1)  # not handled by default: Python's default kills
+    assert child.proc.returncode == -signal.SIGUSR1
+    assert child.lines == ["ready"]
+    code = "OPTIONS = {}\n" + GUARDED.replace("graceful.guard(**OPTIONS)", "graceful.guard('usr1', 'SIGXCPU', signal.SIGPWR)")
+    child = run("import signal\n" + code, signal.SIGPWR)
+    assert child.proc.returncode == -signal.SIGPWR
+    assert child.lines[-1] == "global 1"
+
+
+# --- exact restore ----------------------------------------------------------------------------
+
+
+def test_restores_python_handlers_sig_dfl_and_sig_ign_exactly() -> None:
+    code = """
+    import signal, graceful
+    def mine(signum, frame): pass
+    signal.signal(signal.SIGHUP, mine)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+    before = {s: signal.getsignal(s) for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP)}
+    with graceful.guard("HUP", "INT", "QUIT", "TERM", "USR1", override_ignored=True):
+        print("inside", signal.getsignal(signal.SIGHUP) is mine, signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN)
+    after = {s: signal.getsignal(s) for s in before}
+    print("same", before == after, before[signal.SIGINT] is signal.default_int_handler)
+    """
+    child = run(code)
+    assert child.lines == ["inside False False", "same True True"], child.stderr
+
+
+C_HANDLER = r"""
+#include <signal.h>
+#include <unistd.h>
+static void on_usr1(int signum) { (void)signum; _exit(42); }
+__attribute__((constructor)) static void install(void) { signal(SIGUSR1, on_usr1); }
+"""
+
+
+def test_restores_a_handler_installed_from_c(tmp_path: Path) -> None:
+    # A handler installed from C before Python starts (as in an embedding application): Python
+    # reports it as None and cannot put None back through signal.signal().
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("this test needs a C compiler (cc or gcc) to build its LD_PRELOAD library")
+    source = tmp_path / "handler.c"
+    source.write_text(C_HANDLER)
+    library = tmp_path / "libhandler.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60)
+    code = """
+    import os, signal, graceful
+    print("before", signal.getsignal(signal.SIGUSR1))
+    with graceful.guard("USR1"):
+        print("inside", callable(signal.getsignal(signal.SIGUSR1)))
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGUSR1)  # the C handler is back: it calls _exit(42)
+    print("not reached")
+    """
+    child = run(code, env={"LD_PRELOAD": str(library)})
+    assert child.lines == ["before None", "inside True", "ready"], child.stderr
+    assert child.proc.returncode == 42
+
+
+def test_restore_happens_when_the_block_raises() -> None:
+    code = """
+    import signal, graceful
+    try:
+        with graceful.guard():
+            raise ValueError("boom")
+    except ValueError:
+        pass
+    print(all(signal.getsignal(s) == h for s, h in [
+        (signal.SIGTERM, signal.SIG_DFL), (signal.SIGHUP, signal.SIG_DFL),
+        (signal.SIGINT, signal.default_int_handler)]))
+    print(signal.set_wakeup_fd(-1))
+    """
+    assert run(code).lines == ["True", "-1"]
+
+
+# --- SIG_IGN stays ignored --------------------------------------------------------------------
+
+
+def _ignoring(sig: signal.Signals) -> None:
+    signal.signal(sig, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_signal_ignored_at_entry_stays_ignored(sig: signal.Signals) -> None:
+    # As under `nohup prog` (HUP) or a background job of a non-interactive shell (INT).
+    code = """
+    import sys, graceful
+    with graceful.guard() as g:
+        print("ready")
+        sys.stdin.readline()
+        print("survived")
+    """
+    with Child(code, stdin=True, preexec_fn=lambda: _ignoring(sig)) as child:
+        child.wait_for("ready")
+        child.send(sig)
+        child.write("go\n")
+        child.wait_for("survived")
+        assert child.finish() == 0
+
+
+def test_override_ignored_handles_an_ignored_signal_and_restores_sig_ign() -> None:
+    code = """
+    import atexit, signal, sys, graceful
+    atexit.register(lambda: print("ignored again", signal.getsignal(signal.SIGHUP) == signal.SIG_IGN))
+    graceful.register(print, "cleanup")
+    with graceful.guard("HUP", override_ignored=True, on_signal="exit"):
+        print("ready")
+        sys.stdin.readline()
+    """
+    with Child(code, stdin=True, preexec_fn=lambda: _ignoring(signal.SIGHUP)) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGHUP)
+        assert child.finish() == 129
+    assert child.lines == ["ready", "cleanup", "ignored again True"]
+
+
+# --- without a guard, @main -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ending", ["return", "raise"])
+def test_register_without_guard_runs_at_exit_lifo_once(ending: str) -> None:
+    code = f"""
+    import graceful
+    def first(): print("first")
+    graceful.register(first)
+    graceful.register(print, "second", end="!\\n")
+    graceful.register(first)
+    graceful.unregister(first)
+    @graceful.register
+    def third(): print("third")
+    if {ending!r} == "raise":
+        raise SystemError("uncaught")
+    """
+    child = run(code)
+    assert child.lines == ["third", "second!"]
+    if ending == "raise":
+        assert child.proc.returncode == 1
+        assert "SystemError: uncaught" in child.stderr
+    else:
+        assert child.proc.returncode == 0
+
+
+MAIN = """
+import sys, graceful
+graceful.register(print, "cleanup")
+@graceful.main
+def main(arg):
+    print("main", arg)
+    return RESULT
+main("x")
+"""
+
+
+@pytest.mark.parametrize(("result", "rc"), [("None", 0), ("0", 0), ("3", 3)])
+def test_main_return_value_is_the_exit_status(result: str, rc: int) -> None:
+    child = run(MAIN.replace("RESULT", result))
+    assert child.proc.returncode == rc
+    assert child.lines == ["main x", "cleanup"]
+
+
+def test_main_uncaught_exception_runs_cleanups_and_exits_as_python_would() -> None:
+    child = run(MAIN.replace("return RESULT", "raise LookupError('nope')"))
+    assert child.proc.returncode == 1
+    assert child.lines == ["main x", "cleanup"]
+    assert "LookupError: nope" in child.stderr
+
+
+def test_main_with_options_and_a_signal() -> None:
+    code = """
+    import time, graceful
+    graceful.register(print, "cleanup")
+    @graceful.main(signals=("TERM",), on_signal="exit", exit_code=42, timeout=None)
+    def main():
+        print("ready")
+        time.sleep(60)
+    main()
+    """
+    child = run(code, signal.SIGTERM)
+    assert child.lines == ["ready", "cleanup"]
+    assert child.proc.returncode == 42
+
+
+@pytest.mark.parametrize(("mode", "next_printed"), [("reraise", False), ("exit", True)])
+def test_bash_stops_after_ctrl_c_only_when_the_child_dies_by_sigint(
+    mode: str, next_printed: bool, tmp_path: Path
+) -> None:
+    # Ctrl-C: the terminal sends SIGINT to the whole foreground process group.
+    prog = textwrap.dedent(f"""
+        import time, graceful
+        @graceful.main(on_signal={mode!r})
+        def main():
+            print("ready", flush=True)
+            time.sleep(60)
+        main()
+    """)
+    (tmp_path / "prog.py").write_text(prog)
+    script = f"{shlex.quote(sys.executable)} -u {shlex.quote(str(tmp_path / 'prog.py'))}; echo next"
+    with Child(
+        f"import os, sys\nos.execvp('bash', ['bash', '-c', {script!r}])", start_new_session=True
+    ) as bash:
+        bash.wait_for("ready")
+        os.killpg(bash.pid, signal.SIGINT)
+        rc = bash.finish()
+    assert ("next" in bash.lines) is next_printed
+    assert rc == (0 if next_printed else -signal.SIGINT)
+
+
+# --- exactly once, owner --------------------------------------------------------------------------
+
+
+def test_forked_child_never_runs_parent_cleanups() -> None:
+    code = """
+    import os, sys, graceful
+    graceful.register(print, "parent cleanup", os.getpid())
+    pid = os.fork()
+    if pid == 0:
+        graceful.register(print, "child cleanup")
+        sys.exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child status", os.waitstatus_to_exitcode(status))
+    """
+    child = run(code)
+    assert child.lines[:2] == ["child cleanup", "child status 0"]
+    assert child.lines[2].startswith("parent cleanup")
+    assert len(child.lines) == 3
+
+
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, graceful\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('asyncio', 'subprocess', 'multiprocessing', 'ctypes')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,129 @@
+"""Bad input: each mistake raises a precise exception, at the call, saying what to do instead."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+
+import graceful
+
+
+@pytest.mark.parametrize("sig", ["KILL", "SIGSTOP", signal.SIGKILL, 19])
+def test_uncatchable_signals(sig: object) -> None:
+    with pytest.raises(ValueError, match=r"cannot be caught.*docs/signals\.md"):
+        graceful.guard(sig)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("sig", ["SEGV", "bus", signal.SIGFPE, "SIGILL"])
+def test_fault_signals_point_to_faulthandler(sig: object) -> None:
+    with pytest.raises(ValueError, match="faulthandler"):
+        graceful.guard(sig)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("sig", "exc", "match"),
+    [
+        ("TREM", ValueError, "unknown signal name 'TREM'.*'TERM'"),
+        ("SIG_DFL", ValueError, "unknown signal name"),
+        (0, ValueError, "unknown signal number 0"),
+        (999, ValueError, "unknown signal number 999"),
+        (1.0, TypeError, "signal.Signals, an int or a name"),
+        (True, TypeError, "signal.Signals, an int or a name"),
+        (None, TypeError, "signal.Signals, an int or a name"),
+    ],
+)
+def test_unknown_signals(sig: object, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        graceful.guard(sig)  # type: ignore[arg-type]
+
+
+def test_names_any_case_with_or_without_sig() -> None:
+    assert graceful.guard("term", "SIGTERM", " Hup ", 15, signal.SIGUSR1).signals == (
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGUSR1,
+    )
+    assert graceful.guard().signals == (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("func", [None, 3, "conn.close"])
+def test_non_callables_are_refused_at_registration(func: object) -> None:
+    for register in (graceful.register, graceful.register_break, graceful.guard().register):
+        with pytest.raises(TypeError, match="expects a callable"):
+            register(func)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "exc"), [(-1, ValueError), (-0.001, ValueError), (float("nan"), ValueError),
+                         ("5", TypeError), (True, TypeError)]
+)
+def test_bad_timeouts(timeout: object, exc: type[Exception]) -> None:
+    with pytest.raises(exc, match="timeout"):
+        graceful.guard(timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(exc, match="timeout"):
+        graceful.main(timeout=timeout)  # type: ignore[call-overload]
+
+
+def test_zero_and_none_timeouts_are_fine() -> None:
+    assert graceful.guard(timeout=0).timeout == 0
+    assert graceful.guard(timeout=None).timeout is None
+
+
+def test_bad_modes_and_exit_codes() -> None:
+    with pytest.raises(ValueError, match="on_signal must be one of"):
+        graceful.guard(on_signal="die")
+    with pytest.raises(ValueError, match="on_second_signal must be one of"):
+        graceful.guard(on_second_signal="twice")
+    with pytest.raises(ValueError, match="only with on_signal='exit'"):
+        graceful.guard(exit_code=3)
+    with pytest.raises(ValueError, match="between 0 and 255"):
+        graceful.guard(on_signal="exit", exit_code=256)
+    with pytest.raises(TypeError, match="exit_code must be an int"):
+        graceful.guard(on_signal="exit", exit_code="3")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        graceful.main(signal="TERM")  # type: ignore[call-overload]
+
+
+def test_guard_outside_the_main_thread() -> None:
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with graceful.guard():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join(10)
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "main thread" in str(errors[0])
+    assert "shutdown_event" in str(errors[0])
+
+
+def test_a_guard_cannot_be_entered_twice() -> None:
+    g = graceful.guard()
+    with g, pytest.raises(RuntimeError, match="already active"), g:
+        pass
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_all_matches_exports() -> None:
+    public = {n for n in dir(graceful) if not n.startswith("_")}
+    assert set(graceful.__all__) == public
+    for name in graceful.__all__:
+        assert getattr(graceful, name) is not None
+
+
+def test_signalled_pickles_and_is_a_base_exception() -> None:
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(graceful.Signalled(signal.SIGTERM)))
+    assert isinstance(exc, graceful.Signalled)
+    assert exc.signal is signal.SIGTERM
+    assert not issubclass(graceful.Signalled, Exception)
+    assert str(exc) == "received SIGTERM"
