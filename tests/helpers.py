@@ -93,7 +93,9 @@ class Child:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"child still running after {timeout} s; stdout={self.lines}") from None
+            raise AssertionError(
+                f"child still running after {timeout} s; stdout={self.lines}"
+            ) from None
         for reader in self._readers:
             reader.join(TIMEOUT)
         while True:

@@ -19,7 +19,9 @@ HANDLED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM]
 
 NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
 
-GUARDED = NO_CORE + """
+GUARDED = (
+    NO_CORE
+    + """
 import time, graceful
 graceful.register(print, "global 1")
 graceful.register(print, "global 2")
@@ -33,6 +35,7 @@ with graceful.guard(**OPTIONS) as g:
         print("finally")
 print("after the block")
 """
+)
 
 
 def guarded(**options: object) -> str:
@@ -59,7 +62,8 @@ def test_sigint_is_a_keyboard_interrupt_and_a_signalled() -> None:
             raise
     """
     child = run(
-        "import graceful, sys\ntry:\n" + textwrap.indent(textwrap.dedent(code), "    ")
+        "import graceful, sys\ntry:\n"
+        + textwrap.indent(textwrap.dedent(code), "    ")
         + "\nexcept graceful.Signalled as e:\n    print('caught', e)\n",
         signal.SIGINT,
     )
@@ -137,9 +141,7 @@ def test_nested_guards_inner_cleanups_first_and_outer_decides() -> None:
     """
     # USR1 after the innermost guard ended: handled by the outer guard's handler, put back.
     child = run(code, signal.SIGUSR1)
-    assert child.lines == [
-"ready", "inner cleanup", "outer cleanup"
-    ]
+    assert child.lines == ["ready", "inner cleanup", "outer cleanup"]
     assert child.proc.returncode == 7
 
 
@@ -162,7 +164,9 @@ def test_other_signals_can_be_named_and_defaults_exclude_them() -> None:
     child = run(guarded(), signal.SIGUSR1)  # not handled by default: Python's default kills
     assert child.proc.returncode == -signal.SIGUSR1
     assert child.lines == ["ready"]
-    code = "OPTIONS = {}\n" + GUARDED.replace("graceful.guard(**OPTIONS)", "graceful.guard('usr1', 'SIGXCPU', signal.SIGPWR)")
+    code = "OPTIONS = {}\n" + GUARDED.replace(
+        "graceful.guard(**OPTIONS)", "graceful.guard('usr1', 'SIGXCPU', signal.SIGPWR)"
+    )
     child = run("import signal\n" + code, signal.SIGPWR)
     assert child.proc.returncode == -signal.SIGPWR
     assert child.lines[-1] == "global 1"
@@ -204,7 +208,9 @@ def test_restores_a_handler_installed_from_c(tmp_path: Path) -> None:
     source = tmp_path / "handler.c"
     source.write_text(C_HANDLER)
     library = tmp_path / "libhandler.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60
+    )
     code = """
     import os, signal, graceful
     print("before", signal.getsignal(signal.SIGUSR1))

@@ -45,7 +45,12 @@ def test_names_any_case_with_or_without_sig() -> None:
         signal.SIGHUP,
         signal.SIGUSR1,
     )
-    assert graceful.guard().signals == (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+    assert graceful.guard().signals == (
+        signal.SIGHUP,
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGTERM,
+    )
 
 
 @pytest.mark.parametrize("func", [None, 3, "conn.close"])
@@ -56,8 +61,14 @@ def test_non_callables_are_refused_at_registration(func: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("timeout", "exc"), [(-1, ValueError), (-0.001, ValueError), (float("nan"), ValueError),
-                         ("5", TypeError), (True, TypeError)]
+    ("timeout", "exc"),
+    [
+        (-1, ValueError),
+        (-0.001, ValueError),
+        (float("nan"), ValueError),
+        ("5", TypeError),
+        (True, TypeError),
+    ],
 )
 def test_bad_timeouts(timeout: object, exc: type[Exception]) -> None:
     with pytest.raises(exc, match="timeout"):

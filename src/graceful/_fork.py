@@ -5,12 +5,17 @@ first (drop the parent's cleanups, make inherited guards inert), then the ``at_f
 ``os.register_at_fork`` cannot unregister and prints a raising hook as "Exception ignored";
 ``at_fork`` hooks can be cancelled, and one that raises is logged to the "graceful" logger with
 its traceback while the others still run.
+
+multiprocessing children started by fork or forkserver end with ``os._exit``: before 3.13 no
+``atexit`` handler runs there, and from 3.13 the inherited ones (graceful's included) are cleared
+first. So each such child also runs its own cleanups from a multiprocessing finalizer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from types import TracebackType
 from typing import Callable, Optional
@@ -129,8 +134,38 @@ def _call(func: Hook, when: str) -> None:
         )
 
 
+class _Anchor:
+    """multiprocessing holds after-fork callbacks in a WeakValueDictionary: this keeps ours."""
+
+
+_anchor: Optional[_Anchor] = None
+
+
+def _hook_multiprocessing() -> None:
+    """Once multiprocessing is in use here, have each of its children run its own cleanups.
+
+    Never imports multiprocessing: it is hooked at the first fork after something else did.
+    """
+    global _anchor
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _anchor is not None:
+        return
+    _anchor = _Anchor()
+    # Runs in the child, inside Process._bootstrap, after multiprocessing has cleared the
+    # inherited finalizers and (3.13) atexit handlers; spawned children call it too.
+    util.register_after_fork(_anchor, _in_multiprocessing_child)
+
+
+def _in_multiprocessing_child(anchor: _Anchor) -> None:
+    util = sys.modules["multiprocessing.util"]
+    # util._exit_function runs finalizers as the child ends, on every start method and version;
+    # the cleanups run at most once however many exit paths reach them.
+    util.Finalize(None, _registry.cleanups.run_all, exitpriority=0)
+
+
 def _before() -> None:
     global _forking
+    _hook_multiprocessing()
     _forking = _hooks
     for handle in reversed(_forking):
         if handle.before is not None:
@@ -164,6 +199,7 @@ def _after_in_child() -> None:
             _call(handle.after_in_child, "after_in_child")
 
 
+_hook_multiprocessing()  # in a forkserver or spawned child, multiprocessing came first
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
         before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child

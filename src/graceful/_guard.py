@@ -30,7 +30,7 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     sig = signal.Signals(signum)
     _shutdown.hear(sig, "handler")  # a second signal may end the process here ("force")
     episode = _shutdown.episode
-    if _exiting or episode.raised:
+    if _exiting or episode.raised or (frame is not None and frame.f_code in _QUIET):
         return
     episode.raised = True
     raise signalled(sig)
@@ -127,6 +127,8 @@ class Guard(contextlib.ContextDecorator):
         outermost = bool(_stack) and _stack[0] is self
         _exiting += 1
         try:
+            if _shutdown.episode.active:
+                _shutdown.wait_for_breaks()
             self._cleanups.run_all()
             sig = _shutdown.episode.signal
             if sig is not None and outermost:
@@ -166,6 +168,11 @@ class Guard(contextlib.ContextDecorator):
                 if _shutdown.episode.signal is None:
                     _shutdown.policy = None
             self._pid = None
+
+
+#: Code the handler must never raise into: a guard's own exit (even its first bytecode, before
+#: ``_exiting`` is raised) decides what a recorded signal means.
+_QUIET = frozenset({Guard.__exit__.__code__, Guard._close.__code__})
 
 
 def _reraise(sig: signal.Signals) -> None:

@@ -95,8 +95,9 @@ def end() -> None:
 
 def after_fork_in_child() -> None:
     """A forked child starts with no shutdown in progress and no guard of its own."""
-    global _lock, episode, policy, handled
+    global _lock, episode, policy, handled, _breaking
     _lock = threading.Lock()
+    _breaking = None
     episode = Episode()
     policy = None
     handled = frozenset()
@@ -106,7 +107,11 @@ def after_fork_in_child() -> None:
     shutdown_event.clear()
 
 
+_breaking: Optional[threading.Thread] = None
+
+
 def _start_breaks(sig: signal.Signals) -> None:
+    global _breaking
     entries = list(reversed(_registry.breaks.pending()))
     if not entries:
         return
@@ -115,7 +120,16 @@ def _start_breaks(sig: signal.Signals) -> None:
         for entry in entries:
             _registry.run_logged(entry, "break callback", track=False)
 
-    threading.Thread(target=run, name=f"graceful-break-{sig.name}", daemon=True).start()
+    _breaking = threading.Thread(target=run, name=f"graceful-break-{sig.name}", daemon=True)
+    _breaking.start()
+
+
+def wait_for_breaks() -> None:
+    """Break first, then clean up: cleanups start once the break callbacks are done (a hung
+    one is cut off by the deadline, like everything else in the shutdown)."""
+    thread = _breaking
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
 
 
 def overdue(now: float) -> Optional[float]:

@@ -1,0 +1,80 @@
+"""The exec shim that ``graceful.spawn`` runs between fork and the real program.
+
+Run as ``python -I -S _launcher.py PPID SIGNAL GROUP ERRFD LIFELINE EXECUTABLE -- ARGV...``, it
+needs only the standard library. It resets every signal to its default and empties the signal
+mask, leads a new process group if asked, arms PR_SET_PDEATHSIG (Linux), and then checks that the
+parent recorded before the fork is still its parent: a parent that died before prctl() ran sends
+no signal. Then it execs the program, which keeps the PID, the process group and the parent-death
+signal. Doing this in a fresh interpreter instead of ``preexec_fn`` keeps Python code out of the
+window between fork and exec, where a parent with threads can deadlock its child.
+
+An exec failure is written to ERRFD (close-on-exec) as ``errno:message``, so that ``spawn`` can
+raise it like ``subprocess.Popen`` would; success closes ERRFD with nothing written.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+#: The environment variable that tells ``graceful.die_with_parent`` in the program who its parent
+#: is: "PID:PARENT_PID:SIGNAL:LIFELINE_FD" (same format in ``_parent_death.py``).
+ENV = "GRACEFUL_PARENT"
+_UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
+
+
+def _reset_signals() -> None:
+    for sig in signal.valid_signals():
+        if sig in _UNCATCHABLE:
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue  # reserved by the C library
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def _arm_parent_death(sig: int) -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, ctypes.c_ulong(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+
+
+def _setup(ppid: int, sig: int, group: bool, lifeline: int) -> None:
+    if group and os.getpgid(0) != os.getpid():
+        os.setpgid(0, 0)
+    _reset_signals()
+    if not sig:
+        return
+    _arm_parent_death(sig)
+    os.environ[ENV] = f"{os.getpid()}:{ppid}:{sig}:{lifeline}"
+    if os.getppid() != ppid:
+        # The parent died before prctl() took effect, so the kernel will send nothing: do it.
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)  # the signal's default action does not end a process
+
+
+def main(argv: list[str]) -> None:
+    errfd = int(argv[4])
+    try:
+        ppid, sig, group, lifeline = int(argv[1]), int(argv[2]), argv[3] == "1", int(argv[5])
+        executable, args = argv[6], argv[8:]
+        os.set_inheritable(errfd, False)
+        _setup(ppid, sig, group, lifeline)
+        os.execvp(executable, args)
+    except OSError as exc:
+        report = f"{exc.errno or 0}:{exc.strerror or exc}"
+    except BaseException as exc:  # anything else must reach the parent too
+        report = f"0:{type(exc).__name__}: {exc}"
+    os.write(errfd, report.encode("utf-8", "replace"))
+    os._exit(127)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

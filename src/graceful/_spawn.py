@@ -1,0 +1,255 @@
+"""``graceful.spawn``: ``subprocess.Popen`` + ``track`` + parent-death protection.
+
+The child first runs the launcher (``_launcher.py``) in a fresh interpreter, which sets up what
+must happen between fork and exec (default signals, empty mask, process group, PR_SET_PDEATHSIG,
+the check that the parent is still alive) and then execs the program. No ``preexec_fn``: Python
+code between fork and exec can deadlock when the parent has threads. ``spawn`` waits for the
+exec, so it raises ``FileNotFoundError`` and friends exactly where ``Popen`` would.
+
+PR_SET_PDEATHSIG fires when the *thread* that forked the child exits. So a caller that is not
+the main thread forks through one helper thread that lives as long as the process.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal as _signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+
+from . import _launcher, _parent_death, _pidfd
+from ._backends import track
+from ._checks import check_timeout
+from ._signum import check_signal
+
+if TYPE_CHECKING:
+    import subprocess
+
+_T = TypeVar("_T")
+
+#: How long spawn waits for the launcher to exec the program (a loaded machine is slow).
+LAUNCH_TIMEOUT = 30.0
+_LAUNCHER = os.path.abspath(_launcher.__file__)
+
+
+def spawn(
+    args: Any,
+    *,
+    die_with_parent: bool = True,
+    signal: int = _signal.SIGTERM,
+    timeout: Optional[float] = 5.0,
+    group: bool = False,
+    **popen_kwargs: Any,
+) -> subprocess.Popen[Any]:
+    """Start a backend that is stopped when this program ends and dies when it dies.
+
+    ``args`` and ``popen_kwargs`` are those of ``subprocess.Popen``. The child starts with default
+    signal dispositions and an empty signal mask. With ``die_with_parent`` it gets ``signal``
+    when this process dies, even by SIGKILL (Linux). With ``group`` it leads a new process group,
+    and its whole group gets the signals. It is tracked: see ``graceful.track``.
+    """
+    sig = check_signal(signal, "graceful.spawn()")
+    check_timeout(timeout, "graceful.spawn()")
+    for name, value in (("die_with_parent", die_with_parent), ("group", group)):
+        if not isinstance(value, bool):
+            raise TypeError(f"graceful.spawn(): {name} must be True or False, got {value!r}")
+    if not sys.executable:
+        raise RuntimeError(
+            "graceful.spawn() runs its launcher with sys.executable, which is empty in this "
+            "interpreter; start the child with subprocess.Popen and graceful.track() instead"
+        )
+    executable, argv = _target(args, popen_kwargs.pop("shell", False), popen_kwargs)
+    pdeathsig = sig if die_with_parent else 0
+
+    def start() -> subprocess.Popen[Any]:
+        return _start(
+            args,
+            executable=executable,
+            argv=argv,
+            pdeathsig=pdeathsig,
+            group=group,
+            popen_kwargs=popen_kwargs,
+        )
+
+    if die_with_parent and threading.current_thread() is not threading.main_thread():
+        proc = _spawner().call(start)
+    else:
+        proc = start()
+    try:
+        return track(proc, signal=sig, timeout=timeout, group=group)
+    except BaseException:
+        _discard(proc)
+        raise
+
+
+def _target(args: Any, shell: object, popen_kwargs: dict[str, Any]) -> tuple[str, list[str]]:
+    """The program and argv that Popen would exec (same rules for ``shell`` and ``executable``)."""
+    executable = popen_kwargs.pop("executable", None)
+    argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+    if shell:
+        argv = ["/bin/sh", "-c", *argv]
+        if executable:
+            argv[0] = executable
+    if not argv:
+        raise ValueError("graceful.spawn() needs a program to run; args is empty")
+    if executable is None:
+        executable = argv[0]
+    return os.fsdecode(executable), [os.fsdecode(a) for a in argv]
+
+
+def _start(
+    args: Any,
+    *,
+    executable: str,
+    argv: list[str],
+    pdeathsig: int,
+    group: bool,
+    popen_kwargs: dict[str, Any],
+) -> subprocess.Popen[Any]:
+    import subprocess
+
+    lifeline = -1
+    extra_fds = []
+    if pdeathsig and not _pidfd.AVAILABLE:
+        lifeline = _parent_death.lifeline_for_child()
+        extra_fds.append(lifeline)
+    err_read, err_write = os.pipe()
+    extra_fds.append(err_write)
+    kwargs = dict(popen_kwargs)
+    if kwargs.get("close_fds", True):
+        kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), *extra_fds)
+    else:
+        for fd in extra_fds:
+            os.set_inheritable(fd, True)
+    command = [
+        sys.executable,
+        "-I",
+        "-S",
+        _LAUNCHER,
+        str(os.getpid()),
+        str(pdeathsig),
+        "1" if group else "0",
+        str(err_write),
+        str(lifeline),
+        executable,
+        "--",
+        *argv,
+    ]
+    try:
+        try:
+            proc = subprocess.Popen(command, **kwargs)
+        finally:
+            os.close(err_write)
+            if lifeline >= 0:
+                os.set_inheritable(lifeline, False)
+        try:
+            report = _read_report(err_read, proc)
+        except BaseException:
+            _discard(proc)
+            raise
+    finally:
+        os.close(err_read)
+    if report:
+        _discard(proc)
+        raise _launch_error(report, executable)
+    proc.args = args
+    return proc
+
+
+def _read_report(fd: int, proc: subprocess.Popen[Any]) -> str:
+    """What the launcher wrote before exec: nothing if the exec succeeded."""
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(
+                f"graceful.spawn(): the launcher (PID {proc.pid}) did not exec the program "
+                f"within {LAUNCH_TIMEOUT:g} s; is the machine overloaded?"
+            )
+        if not poller.poll(int(remaining * 1000) + 1):
+            continue
+        data = os.read(fd, 4096)
+        if not data:
+            return b"".join(chunks).decode("utf-8", "replace")
+        chunks.append(data)
+
+
+def _launch_error(report: str, executable: str) -> Exception:
+    code, _, message = report.partition(":")
+    errno = int(code) if code.isdigit() else 0
+    if errno:
+        return OSError(errno, os.strerror(errno), executable)  # FileNotFoundError for ENOENT
+    import subprocess
+
+    return subprocess.SubprocessError(
+        f"graceful.spawn(): the launcher failed before it could start {executable!r}: {message}"
+    )
+
+
+def _discard(proc: subprocess.Popen[Any]) -> None:
+    """Kill and reap a child that will not be handed to the caller, and close its pipes."""
+    proc.kill()
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+# --- the long-lived forking thread --------------------------------------------------------
+
+
+class _Spawner:
+    """A daemon thread that forks for callers that are not the main thread.
+
+    The kernel sends PR_SET_PDEATHSIG when the thread that forked the child exits; this one
+    lives as long as the process, so a short-lived worker can spawn a backend that outlives it.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        self.thread = threading.Thread(target=self._run, name="graceful-spawner", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            func, box, done = self.jobs.get()
+            try:
+                box.append((True, func()))
+            except BaseException as exc:
+                box.append((False, exc))
+            finally:
+                done.set()
+                del func, box, done
+
+    def call(self, func: Callable[[], _T]) -> _T:
+        box: list[tuple[bool, Any]] = []
+        done = threading.Event()
+        self.jobs.put((func, box, done))
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        result: _T = value
+        return result
+
+
+_spawner_lock = threading.Lock()
+_the_spawner: Optional[_Spawner] = None
+
+
+def _spawner() -> _Spawner:
+    global _the_spawner
+    with _spawner_lock:
+        if _the_spawner is None or _the_spawner.pid != os.getpid():
+            _the_spawner = _Spawner()  # after a fork the old thread does not exist here
+        return _the_spawner

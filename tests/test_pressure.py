@@ -1,0 +1,329 @@
+"""Issue 3, shutdown under pressure: break callbacks, the deadline, the second signal, threads."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from helpers import Child, run
+
+DEADLINE_SLACK = 1.5  # seconds allowed past a deadline on a loaded 2-core machine
+
+
+def timed(code: str, sig: int, ready: str = "ready", **kwargs: object) -> tuple[Child, float]:
+    child = Child(code, **kwargs)  # type: ignore[arg-type]
+    with child:
+        child.wait_for(ready)
+        start = time.monotonic()
+        child.send(sig)
+        child.finish()
+        return child, time.monotonic() - start
+
+
+def test_hung_cleanup_is_cut_off_by_the_deadline_with_the_same_signal() -> None:
+    code = """
+    import threading, graceful
+    graceful.register(print, "ran first")
+    @graceful.register
+    def hang():
+        print("hanging")
+        threading.Event().wait()
+    with graceful.guard(timeout=1):
+        print("ready")
+        threading.Event().wait()
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
+    assert child.lines == ["ready", "hanging"]
+    assert 1.0 <= elapsed < 1.0 + DEADLINE_SLACK
+    assert "deadline of 1.0 s passed after SIGTERM" in child.stderr
+    assert "__main__.hang was still running" in child.stderr
+
+
+def test_deadline_with_on_signal_exit_uses_the_exit_code() -> None:
+    code = """
+    import threading, graceful
+    graceful.register(threading.Event().wait)
+    with graceful.guard(timeout=0.5, on_signal="exit", exit_code=9):
+        print("ready")
+        threading.Event().wait()
+    """
+    child, elapsed = timed(code, signal.SIGHUP)
+    assert child.proc.returncode == 9
+    assert elapsed < 0.5 + DEADLINE_SLACK
+
+
+def test_main_thread_that_swallows_signalled_and_keeps_looping() -> None:
+    code = """
+    import time, graceful
+    with graceful.guard(timeout=1):
+        while True:
+            try:
+                print("ready")
+                while True:
+                    time.sleep(0.05)
+            except graceful.Signalled:
+                print("swallowed")
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
+    assert child.lines == ["ready", "swallowed", "ready"]
+    assert 1.0 <= elapsed < 1.0 + DEADLINE_SLACK
+    assert "the main thread was at" in child.stderr
+
+
+def test_second_sigint_during_slow_cleanup_forces_the_exit() -> None:
+    code = """
+    import threading, graceful
+    graceful.register(print, "skipped")
+    @graceful.register
+    def slow():
+        print("slow cleanup")
+        threading.Event().wait()
+    with graceful.guard(timeout=None):
+        print("ready")
+        threading.Event().wait()
+    """
+    with Child(code) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGINT)
+        child.wait_for("slow cleanup")
+        start = time.monotonic()
+        child.send(signal.SIGINT)
+        assert child.finish() == -signal.SIGINT
+        assert time.monotonic() - start < 1.0
+    assert "skipped" not in child.lines
+    assert "second SIGINT during shutdown: exiting now" in child.stderr
+    assert "Traceback" not in child.stderr
+
+
+STORM = """
+import os, signal, threading, graceful
+count = {"a": 0, "b": 0, "c": 0}
+def cleanup(name):
+    count[name] += 1
+    print("cleanup", name, count[name])
+    if name == "b":
+        # the storm arrives while this cleanup runs
+        print("storm", flush=True)
+        assert done.wait(30)
+done = threading.Event()
+for name in "abc":
+    graceful.register(cleanup, name)
+with graceful.guard(on_second_signal=MODE, timeout=20):
+    print("ready")
+    threading.Event().wait()
+"""
+
+
+def test_storm_of_500_signals_during_cleanup_runs_every_cleanup_once() -> None:
+    # With "ignore" the storm is absorbed; the storm's end is announced through stdin.
+    code = STORM.replace("MODE", "'ignore'").replace(
+        "assert done.wait(30)", "import sys; sys.stdin.readline()"
+    )
+    with Child(code, stdin=True) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("storm")
+        for i in range(500):
+            child.send((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)[i % 3])
+        child.write("storm over\n")
+        assert child.finish() == -signal.SIGTERM
+    assert child.lines == ["ready", "cleanup c 1", "cleanup b 1", "storm", "cleanup a 1"]
+    assert child.stderr == ""
+
+
+def test_storm_with_force_dies_at_once_without_running_anything_twice() -> None:
+    with Child(STORM.replace("MODE", "'force'")) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("storm")
+        for _ in range(500):
+            try:
+                child.send(signal.SIGTERM)
+            except ProcessLookupError:
+                break
+        assert child.finish() == -signal.SIGTERM
+    assert child.lines == ["ready", "cleanup c 1", "cleanup b 1", "storm"]
+    assert "Traceback" not in child.stderr
+
+
+def test_children_started_during_shutdown_get_default_dispositions_and_no_mask() -> None:
+    code = """
+    import subprocess, sys, graceful
+    probe = (
+        "import signal; print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,"
+        " signal.getsignal(signal.SIGINT) is signal.default_int_handler,"
+        " sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])))"
+    )
+    @graceful.register
+    def start_a_child():
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        print(out.stdout.strip())
+    with graceful.guard(on_second_signal="ignore"):
+        print("ready")
+        import threading; threading.Event().wait()
+    """
+    child = run(code, signal.SIGTERM)
+    assert child.lines == ["ready", "True True []"]
+    assert child.proc.returncode == -signal.SIGTERM
+
+
+def test_non_daemon_thread_that_never_ends_does_not_hang_the_exit() -> None:
+    code = """
+    import threading, graceful
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    def polite():
+        graceful.shutdown_event.wait()
+        print("worker saw shutdown_event")
+    worker = threading.Thread(target=polite)
+    worker.start()
+    graceful.register(worker.join, 5)  # the polite worker is waited for; the other one is not
+    with graceful.guard(timeout=3):
+        print("ready")
+        threading.Event().wait()
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
+    assert "worker saw shutdown_event" in child.lines
+    assert elapsed < 1.0  # re-raising does not wait for threads; the deadline is not needed
+
+
+def test_non_daemon_thread_with_on_signal_exit_is_cut_off_by_the_deadline() -> None:
+    # sys.exit() joins non-daemon threads before atexit: the deadline still holds.
+    code = """
+    import threading, graceful
+    threading.Thread(target=threading.Event().wait, daemon=False).start()
+    with graceful.guard(timeout=1, on_signal="exit"):
+        print("ready")
+        threading.Event().wait()
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == 128 + signal.SIGTERM
+    assert elapsed < 1.0 + DEADLINE_SLACK
+
+
+def test_shutdown_event_is_set_while_the_main_thread_is_stuck() -> None:
+    # The main thread is stuck in C (a query that never ends). A worker waiting on
+    # shutdown_event interrupts it: only the watcher thread can have set the event so soon.
+    code = """
+    import sqlite3, threading, graceful
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    def worker():
+        graceful.shutdown_event.wait()
+        conn.interrupt()
+    threading.Thread(target=worker, daemon=True).start()
+    conn.create_function("announce", 0, lambda: print("ready") or 1)
+    with graceful.guard(timeout=10):
+        conn.execute(
+            "WITH RECURSIVE c(x) AS (SELECT announce() UNION ALL SELECT x + 1 FROM c) "
+            "SELECT count(*) FROM c"
+        ).fetchone()
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
+    assert elapsed < 1.0, "the query was not interrupted: the deadline ended it"
+
+
+def test_break_callbacks_run_once_newest_first_and_a_failing_one_is_logged() -> None:
+    code = """
+    import sqlite3, graceful
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    graceful.register_break(conn.interrupt)
+    @graceful.register_break
+    def broken():
+        raise RuntimeError("break failed")
+    graceful.register_break(print, "break 2")
+    graceful.register_break(print, "dropped")
+    graceful.unregister_break(print)
+    graceful.register_break(print, "break 3")
+    conn.create_function("announce", 0, lambda: print("ready") or 1)
+    with graceful.guard():
+        try:
+            conn.execute(
+                "WITH RECURSIVE c(x) AS (SELECT announce() UNION ALL SELECT x + 1 FROM c) "
+                "SELECT count(*) FROM c"
+            ).fetchone()
+        except sqlite3.OperationalError as exc:
+            print("query:", exc)
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.lines[0] == "ready"
+    assert child.lines.count("break 3") == 1
+    assert "break 2" not in child.lines  # unregister_break(print) dropped both
+    assert elapsed < 1.0  # conn.interrupt ran although broken() raised before it
+    assert "RuntimeError: break failed" in child.stderr
+    assert child.proc.returncode == -signal.SIGTERM
+
+
+def test_an_existing_wakeup_fd_keeps_working_and_is_put_back() -> None:
+    code = """
+    import os, signal, socket, graceful
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    signal.set_wakeup_fd(a.fileno())
+    with graceful.guard():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        b.settimeout(10)
+        print("forwarded", b.recv(1)[0] == signal.SIGUSR1)
+    print("put back", signal.set_wakeup_fd(-1) == a.fileno())
+    """
+    assert run(code).lines == ["forwarded True", "put back True"]
+
+
+def test_break_callback_ends_a_long_postgres_query_within_a_second(postgres_server: object) -> None:
+    code = f"""
+    import psycopg2, graceful
+    conn = psycopg2.connect({postgres_server.dsn!r})
+    graceful.register_break(conn.cancel)
+    graceful.register(conn.close)
+    with graceful.guard():
+        cur = conn.cursor()
+        print("ready")
+        try:
+            cur.execute("SELECT pg_sleep(30)")
+        except psycopg2.errors.QueryCanceled:
+            print("cancelled")
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.lines[0] == "ready", child.stderr
+    assert child.proc.returncode == -signal.SIGTERM
+    assert elapsed < 1.0  # measured without the break callback: the full 30 s, or the deadline
+
+
+def test_without_a_break_callback_the_deadline_ends_a_long_postgres_query(
+    postgres_server: object,
+) -> None:
+    code = f"""
+    import psycopg2, graceful
+    conn = psycopg2.connect({postgres_server.dsn!r})
+    with graceful.guard(timeout=1):
+        print("ready")
+        conn.cursor().execute("SELECT pg_sleep(30)")
+    """
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
+    assert 1.0 <= elapsed < 1.0 + DEADLINE_SLACK
+    assert "the main thread was at" in child.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_guard_exit_costs_are_restored_after_shutdown_with_raise(sig: int) -> None:
+    code = """
+    import signal, time, graceful
+    for round in range(2):
+        try:
+            with graceful.guard(on_signal="raise"):
+                print("ready")
+                time.sleep(60)
+        except graceful.Signalled:
+            print("round", round, graceful.shutdown_event.is_set())
+    """
+    with Child(code) as child:
+        for _ in range(2):
+            child.wait_for("ready")
+            child.send(sig)
+        assert child.finish() == 0
+    assert child.lines == ["ready", "round 0 False", "ready", "round 1 False"]
