@@ -58,7 +58,8 @@ def test_sigint_is_a_keyboard_interrupt_and_a_signalled() -> None:
             print("ready")
             time.sleep(60)
         except KeyboardInterrupt as exc:
-            print(type(exc).__mro__[1].__name__, isinstance(exc, graceful.Signalled), exc.signal.name)
+            print(type(exc).__mro__[1].__name__, isinstance(exc, graceful.Signalled),
+                  exc.signal.name)
             raise
     """
     child = run(
@@ -181,9 +182,11 @@ def test_restores_python_handlers_sig_dfl_and_sig_ign_exactly() -> None:
     def mine(signum, frame): pass
     signal.signal(signal.SIGHUP, mine)
     signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-    before = {s: signal.getsignal(s) for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP)}
+    catchable = [s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP)]
+    before = {s: signal.getsignal(s) for s in catchable}
     with graceful.guard("HUP", "INT", "QUIT", "TERM", "USR1", override_ignored=True):
-        print("inside", signal.getsignal(signal.SIGHUP) is mine, signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN)
+        print("inside", signal.getsignal(signal.SIGHUP) is mine,
+              signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN)
     after = {s: signal.getsignal(s) for s in before}
     print("same", before == after, before[signal.SIGINT] is signal.default_int_handler)
     """
@@ -269,7 +272,8 @@ def test_signal_ignored_at_entry_stays_ignored(sig: signal.Signals) -> None:
 def test_override_ignored_handles_an_ignored_signal_and_restores_sig_ign() -> None:
     code = """
     import atexit, signal, sys, graceful
-    atexit.register(lambda: print("ignored again", signal.getsignal(signal.SIGHUP) == signal.SIG_IGN))
+    atexit.register(lambda: print("ignored again",
+                                  signal.getsignal(signal.SIGHUP) == signal.SIG_IGN))
     graceful.register(print, "cleanup")
     with graceful.guard("HUP", override_ignored=True, on_signal="exit"):
         print("ready")

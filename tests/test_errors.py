@@ -104,7 +104,7 @@ def test_guard_outside_the_main_thread() -> None:
         try:
             with graceful.guard():
                 pass
-        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=worker)

@@ -150,7 +150,8 @@ def test_a_raising_hook_is_logged_and_the_others_still_run(
     assert events == ["third", "first"]
     assert child_events == ["third", "first", "first", "third"]
     where = f"{__name__}.test_a_raising_hook_is_logged_and_the_others_still_run.<locals>.broken"
-    before = ["graceful", f"graceful: at_fork before hook {where} raised; the remaining ones still run", True]
+    message = f"graceful: at_fork before hook {where} raised; the remaining ones still run"
+    before = ["graceful", message, True]
     in_child = ["graceful", before[1].replace("before hook", "after_in_child hook"), True]
     assert child_logs == [before, in_child]
     assert [(r.name, r.getMessage(), r.exc_info is not None) for r in caplog.records] == [
@@ -162,11 +163,13 @@ def test_a_raising_hook_is_logged_and_the_others_still_run(
 
 def test_at_fork_rejects_what_is_not_a_hook() -> None:
     with pytest.raises(TypeError, match=r"graceful\.at_fork\(before=\.\.\.\) expects a callable"):
-        graceful.at_fork(before=print("oops"))  # type: ignore[func-returns-value]
+        graceful.at_fork(before="conn.close")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"after_in_child=\.\.\.\) expects a callable.*int 3"):
         graceful.at_fork(after_in_child=3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="needs at least one hook"):
         graceful.at_fork()
+    with pytest.raises(TypeError, match=r"None.*not the result of calling it"):
+        graceful.at_fork(before=print("oops"))  # type: ignore[func-returns-value]
     with pytest.raises(TypeError):
         graceful.at_fork(print)  # type: ignore[misc]  # keyword-only, as os.register_at_fork
 
@@ -319,7 +322,7 @@ def test_a_forked_child_never_runs_the_parents_cleanups(tmp_path: Path, end: str
     parents = [entry for entry in entries if entry[-1] == parent_pid]
     children = [entry for entry in entries if entry[-1] != parent_pid]
     # The parent ran its guard's cleanup, then its registered one; no break (no signal here).
-    assert [what for what, *_ in parents] == ["parent-done", "parent-guard", "parent"]
+    assert [what for what, *_ in parents] == ["parent-guard", "parent-done", "parent"]
     # The child ran only what it registered itself.
     expected = {
         "sigterm-in-own-guard": ["my-break", "my-guard", "mine"],
@@ -335,7 +338,8 @@ def mine(signum, frame):
 
 signal.signal(signal.SIGHUP, mine)
 signal.signal(signal.SIGQUIT, signal.SIG_IGN)
-before = {s.name: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)}
+SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+before = {s.name: signal.getsignal(s) for s in SIGNALS}
 
 def describe(handler):
     return {mine: "mine", signal.default_int_handler: "default_int_handler"}.get(

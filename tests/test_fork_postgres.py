@@ -178,6 +178,53 @@ with graceful.guard():
 """
 
 
+# docs/fork.md: a child that inherited a connection can let go of it without closing it, so the
+# server never hears a goodbye. "drop": lose every reference (both drivers skip the goodbye when
+# an object from another process is garbage collected). "detach": put /dev/null in place of the
+# socket, then close(): libpq frees its state and says goodbye to /dev/null.
+# "close" is the control: the hazard. argv: ... pattern.
+DROP = """
+import gc
+
+PATTERN = sys.argv[4]
+conn = connect()
+backend = query(conn, "select pg_backend_pid()")[0]
+fd = conn.fileno()
+
+def drop_inherited(conn):
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(devnull, conn.fileno(), inheritable=False)
+    finally:
+        os.close(devnull)
+    conn.close()
+
+pid = os.fork()
+if pid == 0:
+    try:
+        if PATTERN == "close":
+            conn.close()
+        elif PATTERN == "drop":
+            del conn
+            gc.collect()
+        else:
+            drop_inherited(conn)
+            print("child: inherited socket closed", not os.path.exists(f"/proc/self/fd/{fd}"))
+        mine = connect()
+        print("child: own session", query(mine, "select pg_backend_pid()")[0] != backend)
+        mine.close()
+    except BaseException as exc:
+        print("child failed:", repr(exc))
+        os._exit(1)
+    sys.exit(0)
+code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+try:
+    print("parent: same session", query(conn, "select pg_backend_pid()")[0] == backend, code)
+except db.OperationalError as exc:
+    print("parent: broken", " ".join(str(exc).split()), code)
+"""
+
+
 def _script(tmp_path: Path, name: str, body: str) -> Path:
     path = tmp_path / f"{name}.py"
     path.write_text(PRELUDE + body)
@@ -357,3 +404,23 @@ def test_forking_server_closes_before_fork_and_each_process_reconnects(
         rows = conn.execute(f"select value, doubled from {table} order by value").fetchall()
         conn.execute(f"drop table {table}")
     assert rows == [(value, value * 2) for value in requests]
+
+
+@pytest.mark.parametrize("pattern", ["drop", "detach", "close"])
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_child_can_let_go_of_an_inherited_connection_without_closing_it(
+    postgres_server: pgserver.PostgresServer, tmp_path: Path, driver: str, pattern: str
+) -> None:
+    pgserver.import_driver(driver)
+    script = _script(tmp_path, "drop", DROP)
+    rc, out, err = _run([str(script), driver, postgres_server.dsn, str(tmp_path / "log"), pattern])
+    assert rc == 0, (out, err)
+    lines = out.splitlines()
+    assert "child: own session True" in lines, (out, err)
+    if pattern == "detach" and sys.platform == "linux":
+        assert "child: inherited socket closed True" in lines
+    if pattern == "close":  # the control: closing it in the child ends the parent's session
+        assert lines[-1].startswith("parent: broken "), (out, err)
+        assert "server closed the connection unexpectedly" in lines[-1]
+    else:
+        assert lines[-1] == "parent: same session True 0", (out, err)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import signal
 import time
+from typing import Any
 
 import pytest
+
 from helpers import Child, run
 
 DEADLINE_SLACK = 1.5  # seconds allowed past a deadline on a loaded 2-core machine
@@ -273,37 +275,63 @@ def test_an_existing_wakeup_fd_keeps_working_and_is_put_back() -> None:
     assert run(code).lines == ["forwarded True", "put back True"]
 
 
-def test_break_callback_ends_a_long_postgres_query_within_a_second(postgres_server: object) -> None:
-    code = f"""
-    import psycopg2, graceful
-    conn = psycopg2.connect({postgres_server.dsn!r})
-    graceful.register_break(conn.cancel)
-    graceful.register(conn.close)
-    with graceful.guard():
-        cur = conn.cursor()
-        print("ready")
-        try:
-            cur.execute("SELECT pg_sleep(30)")
-        except psycopg2.errors.QueryCanceled:
-            print("cancelled")
-    """
-    child, elapsed = timed(code, signal.SIGTERM)
-    assert child.lines[0] == "ready", child.stderr
-    assert child.proc.returncode == -signal.SIGTERM
-    assert elapsed < 1.0  # measured without the break callback: the full 30 s, or the deadline
+def _wait_until_running(server: Any, application_name: str) -> None:
+    """Readiness from the server itself: the child's query is executing."""
+    import psycopg
+
+    deadline = time.monotonic() + 15
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+                "AND state = 'active' AND query LIKE 'SELECT pg_sleep%%'",
+                (application_name,),
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.01)  # polling the server, bounded by the deadline above
+    raise AssertionError(f"{application_name}: query never started")
+
+
+PG_SLEEP = """
+import psycopg2, graceful
+conn = psycopg2.connect(DSN)
+BREAK
+graceful.register(conn.close)
+with graceful.guard(timeout=TIMEOUT):
+    print("connected")
+    conn.cursor().execute("SELECT pg_sleep(30)")
+"""
+
+
+def _pg_sleep(server: Any, name: str, brk: str, timeout: float) -> tuple[Child, float]:
+    code = (
+        PG_SLEEP.replace("DSN", repr(server.conninfo(application_name=name)))
+        .replace("BREAK", brk)
+        .replace("TIMEOUT", repr(timeout))
+    )
+    with Child(code) as child:
+        child.wait_for("connected")
+        _wait_until_running(server, name)
+        start = time.monotonic()
+        child.send(signal.SIGTERM)
+        child.finish()
+        return child, time.monotonic() - start
+
+
+def test_break_callback_ends_a_long_postgres_query_within_a_second(postgres_server: Any) -> None:
+    child, elapsed = _pg_sleep(
+        postgres_server, "graceful-break", "graceful.register_break(conn.cancel)", 10
+    )
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert elapsed < 1.0
 
 
 def test_without_a_break_callback_the_deadline_ends_a_long_postgres_query(
-    postgres_server: object,
+    postgres_server: Any,
 ) -> None:
-    code = f"""
-    import psycopg2, graceful
-    conn = psycopg2.connect({postgres_server.dsn!r})
-    with graceful.guard(timeout=1):
-        print("ready")
-        conn.cursor().execute("SELECT pg_sleep(30)")
-    """
-    child, elapsed = timed(code, signal.SIGTERM)
+    # psycopg2 waits in libpq, which retries on EINTR: no Python handler runs until the deadline.
+    child, elapsed = _pg_sleep(postgres_server, "graceful-nobreak", "", 1)
     assert child.proc.returncode == -signal.SIGTERM
     assert 1.0 <= elapsed < 1.0 + DEADLINE_SLACK
     assert "the main thread was at" in child.stderr

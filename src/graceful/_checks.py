@@ -1,4 +1,4 @@
-"""Argument checks shared by the public API: fail at the call, with a message that says what to do."""
+"""Argument checks for the public API: fail at the call, with a message that says what to do."""
 
 from __future__ import annotations
 

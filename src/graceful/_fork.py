@@ -115,7 +115,8 @@ def at_fork(
     if before is None and after_in_parent is None and after_in_child is None:
         raise TypeError(
             "graceful.at_fork() needs at least one hook: pass before=, after_in_parent= "
-            "or after_in_child= as a keyword argument"
+            "or after_in_child= as a keyword argument (None means no hook: pass the function "
+            "itself, such as conn.close, not the result of calling it)"
         )
     handle = ForkHooks(before, after_in_parent, after_in_child)
     with _lock:

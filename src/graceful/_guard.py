@@ -1,4 +1,4 @@
-"""``graceful.guard``: handle signals for a block, unwind it, clean up, then end the way Unix expects."""
+"""``graceful.guard``: handle signals for a block, unwind, clean up, then end as Unix expects."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 from types import FrameType, TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Literal, Optional, TypeVar
 
 from . import _registry, _shutdown, _signals, _watcher
 from ._checks import check_callable, check_main_thread, check_timeout
@@ -42,6 +42,7 @@ class Guard(contextlib.ContextDecorator):
     def __init__(
         self,
         signals: tuple[signal.Signals, ...],
+        *,
         timeout: Optional[float],
         on_signal: str,
         exit_code: Optional[int],
@@ -74,11 +75,11 @@ class Guard(contextlib.ContextDecorator):
         # As a decorator, each call gets its own guard (recursion and re-use are then safe).
         return Guard(
             self.signals,
-            self.timeout,
-            self.on_signal,
-            self.exit_code,
-            self.on_second_signal,
-            self.override_ignored,
+            timeout=self.timeout,
+            on_signal=self.on_signal,
+            exit_code=self.exit_code,
+            on_second_signal=self.on_second_signal,
+            override_ignored=self.override_ignored,
         )
 
     def __enter__(self) -> Guard:
@@ -87,9 +88,7 @@ class Guard(contextlib.ContextDecorator):
             raise RuntimeError(
                 "this Guard is already active; use a new graceful.guard() for a nested block"
             )
-        sigs = tuple(
-            s for s in self.signals if self.override_ignored or not _signals.is_ignored(s)
-        )
+        sigs = tuple(s for s in self.signals if self.override_ignored or not _signals.is_ignored(s))
         # Block our signals while installing, so the handler never sees half a guard.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
         try:
@@ -119,7 +118,7 @@ class Guard(contextlib.ContextDecorator):
         exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         global _exiting
         if self._inert:
             self._cleanups.run_all()  # only what the child registered itself
@@ -224,7 +223,14 @@ def guard(
                 f"exit_code applies only with on_signal='exit' (got on_signal={on_signal!r}); "
                 "pass on_signal='exit' too, or drop exit_code"
             )
-    return Guard(sigs, checked_timeout, on_signal, exit_code, on_second_signal, override_ignored)
+    return Guard(
+        sigs,
+        timeout=checked_timeout,
+        on_signal=on_signal,
+        exit_code=exit_code,
+        on_second_signal=on_second_signal,
+        override_ignored=override_ignored,
+    )
 
 
 def after_fork_in_child() -> None:

@@ -33,7 +33,9 @@ def main(
     func: Optional[Callable[..., Optional[int]]] = None,
     /,
     **options: Any,
-) -> Union[Callable[..., NoReturn], Callable[[Callable[..., Optional[int]]], Callable[..., NoReturn]]]:
+) -> Union[
+    Callable[..., NoReturn], Callable[[Callable[..., Optional[int]]], Callable[..., NoReturn]]
+]:
     """Run ``func`` inside :func:`graceful.guard` and exit with its result.
 
     An int return value is the exit status; None exits 0. On a normal return or an uncaught

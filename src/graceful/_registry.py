@@ -56,7 +56,9 @@ class Registry:
         self._lock = threading.RLock()
         self._entries: list[Entry] = []
 
-    def add(self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def add(
+        self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         entry = Entry(func, args, kwargs, os.getpid())
         with self._lock:
             self._entries.append(entry)
@@ -110,7 +112,9 @@ def run_logged(entry: Entry, kind: str, *, track: bool = True) -> None:
     try:
         entry.func(*entry.args, **entry.kwargs)
     except BaseException:
-        logger.exception("graceful: %s %s raised; the remaining ones still run", kind, entry.describe())
+        logger.exception(
+            "graceful: %s %s raised; the remaining ones still run", kind, entry.describe()
+        )
     finally:
         if track:
             running = None

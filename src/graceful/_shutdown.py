@@ -45,6 +45,7 @@ class Episode:
         self.deadline: Optional[float] = None  # time.monotonic() value
         self.heard: dict[str, int] = {"watcher": 0, "handler": 0}
         self.raised = False  # Signalled has been raised in the main thread
+        self.breaks_done = threading.Event()
 
     @property
     def active(self) -> bool:
@@ -95,41 +96,40 @@ def end() -> None:
 
 def after_fork_in_child() -> None:
     """A forked child starts with no shutdown in progress and no guard of its own."""
-    global _lock, episode, policy, handled, _breaking
+    global _lock, episode, policy, handled
     _lock = threading.Lock()
-    _breaking = None
     episode = Episode()
     policy = None
     handled = frozenset()
-    reinit = getattr(shutdown_event, "_at_fork_reinit", None)  # its lock may be held by a dead thread
+    reinit = getattr(
+        shutdown_event, "_at_fork_reinit", None
+    )  # its lock may be held by a dead thread
     if reinit is not None:
         reinit()
     shutdown_event.clear()
 
 
-_breaking: Optional[threading.Thread] = None
-
-
 def _start_breaks(sig: signal.Signals) -> None:
-    global _breaking
     entries = list(reversed(_registry.breaks.pending()))
+    done = episode.breaks_done
     if not entries:
+        done.set()
         return
 
     def run() -> None:
-        for entry in entries:
-            _registry.run_logged(entry, "break callback", track=False)
+        try:
+            for entry in entries:
+                _registry.run_logged(entry, "break callback", track=False)
+        finally:
+            done.set()
 
-    _breaking = threading.Thread(target=run, name=f"graceful-break-{sig.name}", daemon=True)
-    _breaking.start()
+    threading.Thread(target=run, name=f"graceful-break-{sig.name}", daemon=True).start()
 
 
 def wait_for_breaks() -> None:
     """Break first, then clean up: cleanups start once the break callbacks are done (a hung
     one is cut off by the deadline, like everything else in the shutdown)."""
-    thread = _breaking
-    if thread is not None and thread is not threading.current_thread():
-        thread.join()
+    episode.breaks_done.wait()
 
 
 def overdue(now: float) -> Optional[float]:
@@ -185,7 +185,7 @@ def flush_stdio() -> None:
         try:
             if stream is not None:
                 stream.flush()
-        except Exception:  # noqa: BLE001, S110 - a closed or broken stream must not stop the exit
+        except Exception:
             pass
 
 

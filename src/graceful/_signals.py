@@ -12,18 +12,27 @@ DOCS = "docs/signals.md"
 
 #: Handled when a guard names no signals: those of HUP, INT, QUIT, TERM the platform has.
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name) for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM") if hasattr(signal, name)
+    getattr(signal, name)
+    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM")
+    if hasattr(signal, name)
 )
 
 _UNCATCHABLE = {getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n)}
-_SYNCHRONOUS = {getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)}
+_SYNCHRONOUS = {
+    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)
+}
+
+
+_NAMES = frozenset(n for n in signal.Signals.__members__ if not n.startswith("SIG_"))
 
 
 def resolve(sig: SignalLike) -> signal.Signals:
-    """Turn a ``signal.Signals``, an int or a name (``"TERM"``, ``"sigterm"``) into a catchable signal."""
+    """Turn a ``signal.Signals``, an int or a name (``"TERM"``, ``"sigterm"``) into a signal
+    that can be handled, or raise a precise error."""
     if isinstance(sig, bool) or not isinstance(sig, (int, str)):
         raise TypeError(
-            f"a signal is a signal.Signals, an int or a name such as 'TERM', got {type(sig).__name__} {sig!r}"
+            "a signal is a signal.Signals, an int or a name such as 'TERM', "
+            f"got {type(sig).__name__} {sig!r}"
         )
     if isinstance(sig, str):
         name = sig.strip().upper()
@@ -32,7 +41,7 @@ def resolve(sig: SignalLike) -> signal.Signals:
         if name.startswith("SIG_") or name not in signal.Signals.__members__:
             raise ValueError(
                 f"unknown signal name {sig!r}; use a name such as 'TERM', 'SIGTERM' or 'USR1' "
-                f"(this platform has: {', '.join(sorted(n[3:] for n in signal.Signals.__members__))})"
+                f"(this platform has: {', '.join(sorted(n[3:] for n in _NAMES))})"
             )
         result = signal.Signals[name]
     else:
@@ -95,11 +104,11 @@ class Saved:
             signal.signal(self.sig, signal.SIG_DFL)
             _csignal.restore(self.sig, self.raw)
         else:
-            signal.signal(self.sig, self.handler)  # type: ignore[arg-type]
+            signal.signal(self.sig, self.handler)
 
 
 def install(sigs: tuple[signal.Signals, ...], handler: Callable[[int, Any], Any]) -> list[Saved]:
-    """Install ``handler`` for each signal; if any step fails, put back what was already replaced."""
+    """Install ``handler`` for each signal; if one fails, put back those already replaced."""
     saved: list[Saved] = []
     try:
         for sig in sigs:
@@ -122,7 +131,7 @@ def restore(saved: list[Saved]) -> None:
     for item in reversed(saved):
         try:
             item.restore()
-        except BaseException as exc:  # noqa: PERF203 - each must be attempted
+        except BaseException as exc:
             error = error or exc
     saved.clear()
     if error is not None:

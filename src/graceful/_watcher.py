@@ -10,6 +10,7 @@ forwarded, and is put back when the outermost guard ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -55,10 +56,9 @@ class _Watcher:
             return
         payload = data.replace(_POKE, b"")
         if payload:
-            try:
+            # A full or closed buffer: the previous owner would have lost the byte too.
+            with contextlib.suppress(OSError):
                 os.write(target, payload)
-            except OSError:
-                pass  # the previous owner's buffer is full or closed; it would have lost it too
 
     @staticmethod
     def _heard(byte: int) -> None:
@@ -96,10 +96,8 @@ def poke() -> None:
     """Wake the watcher so it re-reads the deadline."""
     watcher = _watcher
     if watcher is not None and watcher.pid == os.getpid():
-        try:
+        with contextlib.suppress(OSError):
             os.write(watcher.write_fd, _POKE)
-        except OSError:
-            pass
 
 
 def after_fork_in_child() -> None:
@@ -109,7 +107,5 @@ def after_fork_in_child() -> None:
     _watcher = None
     if watcher is not None:
         for fd in (watcher.read_fd, watcher.write_fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

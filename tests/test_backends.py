@@ -1,0 +1,488 @@
+"""Issue 5: tracked backends are broken (a signal), exited (pipes closed), waited for, killed, reaped.
+
+Real processes and real signals. In-process tests drive ``_backends.shutdown`` on their own list,
+so pytest's own process-wide tracker stays empty; end-to-end tests run a guarded parent script.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from graceful import _backends
+from graceful._backends import Backend, shutdown, track
+from helpers import TIMEOUT, Child
+from test_backends_support import (
+    group_members,
+    is_dead,
+    leftovers_fixture,
+    needs_linux,
+    proc_stat,
+    wait_dead,
+)
+
+PY = sys.executable
+IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"]
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    yield from leftovers_fixture()
+
+
+def started(cmd: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """A child that has printed its readiness line (so its traps are in place)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    return proc  # type: ignore[no-any-return]
+
+
+def reap(*procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(TIMEOUT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+
+def test_track_rejects_what_it_cannot_stop() -> None:
+    with pytest.raises(TypeError, match=r"subprocess\.Popen or a multiprocessing\.Process"):
+        track(os.getpid())  # type: ignore[type-var]
+    with pytest.raises(ValueError, match=r"call proc\.start\(\) first"):
+        track(multiprocessing.get_context("spawn").Process(target=print))
+    fake = subprocess.Popen.__new__(subprocess.Popen)
+    for pid in (0, -1):
+        fake.pid = pid
+        fake.returncode = None
+        with pytest.raises(ValueError, match="whole process group or every process"):
+            track(fake)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"signal": "TERM"}, TypeError, "signal number such as signal.SIGTERM"),
+        ({"signal": True}, TypeError, "signal number"),
+        ({"signal": 0}, ValueError, "only probes"),
+        ({"signal": 12345}, ValueError, "not a signal on this platform"),
+        ({"timeout": -1}, ValueError, ">= 0 seconds"),
+        ({"timeout": "5"}, TypeError, "number of seconds"),
+        ({"group": 1}, TypeError, "True or False"),
+    ],
+)
+def test_track_checks_its_options(kwargs: dict[str, object], error: type, match: str) -> None:
+    proc = subprocess.Popen(["true"])
+    try:
+        with pytest.raises(error, match=match):
+            track(proc, **kwargs)  # type: ignore[arg-type]
+    finally:
+        reap(proc)
+
+
+def test_track_group_needs_a_group_leader_never_our_own_group() -> None:
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(ValueError, match=r"leads its own process group.*own group\)"):
+            track(proc, group=True)
+    finally:
+        reap(proc)
+
+
+def test_track_accepts_sigkill_and_ignores_a_reaped_child() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait(TIMEOUT)
+    before = _backends.tracker.snapshot()
+    assert track(proc, signal=signal.SIGKILL) is proc
+    assert _backends.tracker.snapshot() == before
+
+
+# --- stopping children, in process ------------------------------------------------------------
+
+
+@needs_linux
+def test_break_is_sent_once_and_closing_stdin_lets_the_child_exit(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    code = f"""
+        import signal, sys
+        out = open({str(log)!r}, "a", buffering=1)
+        signal.signal(signal.SIGTERM, lambda *a: out.write("TERM\\n"))
+        print("ready", flush=True)
+        sys.stdin.read()
+        out.write("EOF\\n")
+    """
+    proc = started([PY, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE)
+    b = Backend(proc, signal.SIGTERM, 5.0, False)
+    notes: list[str] = []
+    b.break_(notes)  # as the break callback would, from its helper thread
+    b.break_(notes)
+    start = time.monotonic()
+    shutdown([b])
+    assert time.monotonic() - start < 2.0
+    assert proc.returncode == 0
+    assert log.read_text().splitlines() == ["TERM", "EOF"]
+    assert notes == []
+    assert proc.stdin is not None and proc.stdin.closed
+    assert proc.stdout is not None and proc.stdout.closed
+    assert proc_stat(proc.pid) is None  # reaped: no zombie
+
+
+def test_an_exited_child_is_only_reaped() -> None:
+    proc = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+    assert proc_stat(proc.pid) is not None
+    b = Backend(proc, signal.SIGTERM, 5.0, False)
+    shutdown([b])
+    assert b.broken_at is None  # no signal was sent
+    assert proc.returncode == 0
+    assert proc_stat(proc.pid) is None
+
+
+@needs_linux
+def test_200_stubborn_children_share_one_deadline(leftovers: list[int]) -> None:
+    procs = []
+    try:
+        for _ in range(200):
+            procs.append(started(IGNORES_TERM))
+            leftovers.append(procs[-1].pid)
+        backends = [Backend(p, signal.SIGTERM, 1.0, False) for p in procs]
+        start = time.monotonic()
+        with pytest.warns(RuntimeWarning, match="1 s after SIGTERM; sent SIGKILL"):
+            shutdown(backends)
+        took = time.monotonic() - start
+    finally:
+        reap(*procs)
+    print(f"200 children that ignore SIGTERM, timeout=1: all reaped in {took:.3f} s")
+    assert 0.95 <= took < 3.0
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * 200
+    assert all(proc_stat(p.pid) is None for p in procs)
+
+
+@needs_linux
+def test_a_reader_thread_blocked_on_the_pipe_does_not_stall_shutdown() -> None:
+    proc = started(IGNORES_TERM)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=stdout.read, daemon=True)  # holds the buffer's lock
+    reader.start()
+    b = Backend(proc, signal.SIGTERM, 0.5, False)
+    start = time.monotonic()
+    try:
+        with pytest.warns(RuntimeWarning, match="sent SIGKILL"):
+            shutdown([b])
+    finally:
+        reap(proc)
+    assert time.monotonic() - start < 2.5
+    reader.join(TIMEOUT)
+    assert not reader.is_alive()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@needs_linux
+def test_group_leader_exits_but_stubborn_grandchild_is_killed_with_the_group(
+    leftovers: list[int],
+) -> None:
+    script = "sleep 60 & echo $!; (trap '' TERM; echo ready; exec sleep 60) & echo $!; wait"
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline() for _ in range(3)]
+    assert b"ready\n" in lines  # the stubborn grandchild's trap is in place
+    grandchildren = [int(line) for line in lines if line != b"ready\n"]
+    leftovers.extend([proc.pid, *grandchildren])
+    b = Backend(proc, signal.SIGTERM, 0.5, True)
+    start = time.monotonic()
+    try:
+        with pytest.warns(RuntimeWarning, match="still had members"):
+            shutdown([b])
+    finally:
+        reap(proc)
+    took = time.monotonic() - start
+    assert proc.returncode == -signal.SIGTERM  # the leader obeyed at once
+    assert 0.45 <= took < 2.0  # ... and the group was given its full timeout
+    wait_dead(grandchildren, 1.0)
+    assert group_members(proc.pid) == []
+
+
+@needs_linux
+def test_cooperative_group_ends_without_waiting_for_init_to_reap(leftovers: list[int]) -> None:
+    script = "sleep 60 & echo $!; sleep 60 & echo $!; echo ready; wait"
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None
+    grandchildren = [int(proc.stdout.readline()), int(proc.stdout.readline())]
+    leftovers.extend([proc.pid, *grandchildren])
+    assert proc.stdout.readline() == b"ready\n"
+    start = time.monotonic()
+    try:
+        shutdown([Backend(proc, signal.SIGTERM, 5.0, True)])
+    finally:
+        reap(proc)
+    assert time.monotonic() - start < 1.0  # dead grandchildren are zombies of init: not waited for
+    wait_dead(grandchildren, 1.0)
+
+
+def _claim_pid(target: int, attempts: int = 50) -> subprocess.Popen[bytes]:
+    """Start a child with PID ``target`` through /proc/sys/kernel/ns_last_pid (root only)."""
+    for _ in range(attempts):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(target - 1))
+        proc = started([PY, "-c", "print('ready', flush=True); import sys; sys.stdin.read()"],
+                       stdin=subprocess.PIPE)
+        if proc.pid == target:
+            return proc
+        reap(proc)
+    pytest.skip(f"could not get PID {target} back (other processes were forking)")
+
+
+@needs_linux
+def test_a_reused_pid_is_never_signalled_nor_reaped() -> None:
+    if not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK):
+        pytest.skip("choosing the next PID needs root (/proc/sys/kernel/ns_last_pid)")
+    old = subprocess.Popen(["sleep", "60"])
+    b = Backend(old, signal.SIGTERM, 1.0, False)
+    assert b.pidfd is not None
+    old.kill()
+    os.waitpid(old.pid, 0)  # reaped behind Popen's back: old.returncode stays None
+    assert old.returncode is None
+    stranger = _claim_pid(old.pid)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            shutdown([b])
+        assert stranger.poll() is None  # not signalled, not reaped
+        assert proc_stat(stranger.pid) is not None
+        assert proc_stat(stranger.pid)[0] != "Z"  # type: ignore[index]
+        assert old.returncode is None  # we never waitpid()ed the number
+    finally:
+        reap(stranger, old)
+
+
+# --- end to end: a guarded parent ---------------------------------------------------------------
+
+THREE_BACKENDS = """
+import json, os, subprocess, sys, time
+import graceful
+from graceful._backends import track
+
+PIPE = subprocess.PIPE
+procs = {}
+
+
+@graceful.register  # registered before any track(): runs after the backends are stopped
+def report():
+    state = {n: [p.returncode, os.path.exists(f"/proc/{p.pid}")] for n, p in procs.items()}
+    print(json.dumps(state), flush=True)
+
+
+with graceful.guard():
+    procs["cooperative"] = track(subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"],
+        stdout=PIPE), timeout=1)
+    procs["ignores_term"] = track(subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"], stdout=PIPE), timeout=1)
+    procs["exits_on_eof"] = track(subprocess.Popen(
+        ["sh", "-c", "trap '' TERM; echo ready; exec cat"], stdin=PIPE, stdout=PIPE), timeout=5)
+    dead = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, dead.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie
+    procs["already_dead"] = track(dead)
+    for name in ("cooperative", "ignores_term", "exits_on_eof"):
+        assert procs[name].stdout.readline() == b"ready\\n"
+    print(open(f"/proc/{dead.pid}/stat").read().split(") ")[1][0])
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@needs_linux
+def test_sigterm_to_parent_stops_three_backends_and_parent_dies_by_sigterm() -> None:
+    with Child(THREE_BACKENDS) as parent:
+        parent.wait_for("ready")
+        start = time.monotonic()
+        parent.send(signal.SIGTERM)
+        rc = parent.finish()
+        took = time.monotonic() - start
+    assert rc == -signal.SIGTERM, parent.stderr
+    assert parent.lines[0] == "Z"
+    report = json.loads(parent.lines[-1])
+    assert report == {
+        "cooperative": [-signal.SIGTERM, False],
+        "ignores_term": [-signal.SIGKILL, False],
+        "exits_on_eof": [0, False],
+        "already_dead": [0, False],
+    }
+    assert 0.95 <= took < 3.0
+    assert "was still running 1 s after SIGTERM; sent SIGKILL" in parent.stderr
+
+
+GUARD_DEADLINE = """
+import json, os, subprocess, time
+import graceful
+from graceful._backends import track
+
+@graceful.register
+def report():
+    print(json.dumps([proc.returncode, time.monotonic() - heard[0]]), flush=True)
+
+heard = []
+graceful.register_break(lambda: heard.append(time.monotonic()))
+with graceful.guard(timeout=1.0):
+    proc = track(subprocess.Popen(["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"],
+                                  stdout=subprocess.PIPE), timeout=30)
+    assert proc.stdout.readline() == b"ready\\n"
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@needs_linux
+def test_sigkill_goes_out_before_the_guards_own_deadline() -> None:
+    with Child(GUARD_DEADLINE) as parent:
+        parent.wait_for("ready")
+        parent.send(signal.SIGTERM)
+        rc = parent.finish()
+    assert rc == -signal.SIGTERM, parent.stderr
+    returncode, after = json.loads(parent.lines[-1])
+    assert returncode == -signal.SIGKILL
+    assert 0.5 < after < 1.0
+
+
+GROUP_PARENT = """
+import os, subprocess, time
+import graceful
+from graceful._spawn import spawn
+
+with graceful.guard():
+    script = "sleep 60 & echo $!; (trap '' TERM; echo ready; exec sleep 60) & echo $!; wait"
+    proc = spawn(["sh", "-c", script], group=True, timeout=0.5, stdout=subprocess.PIPE)
+    lines = [proc.stdout.readline() for _ in range(3)]
+    assert b"ready\\n" in lines
+    print(proc.pid, *(int(line) for line in lines if line != b"ready\\n"))
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@needs_linux
+def test_spawned_group_with_grandchildren_is_gone_after_sigterm(leftovers: list[int]) -> None:
+    with Child(GROUP_PARENT) as parent:
+        parent.wait_for("ready")
+        pids = [int(word) for word in parent.lines[0].split()]
+        leftovers.extend(pids)
+        assert {proc_stat(pid)[2] for pid in pids} == {pids[0]}  # type: ignore[index]
+        parent.send(signal.SIGTERM)
+        rc = parent.finish()
+    assert rc == -signal.SIGTERM, parent.stderr
+    wait_dead(pids, 1.0)
+    assert group_members(pids[0]) == []
+
+
+MP_PARENT = """
+import json, multiprocessing, os, signal, time
+import graceful
+from graceful._backends import track
+
+def cooperative(ready):
+    ready.set()
+    time.sleep(60)
+
+def stubborn(ready):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ready.set()
+    time.sleep(60)
+
+ctx = multiprocessing.get_context("fork")
+procs = {}
+for target in (cooperative, stubborn):
+    ready = ctx.Event()
+    procs[target.__name__] = proc = ctx.Process(target=target, args=(ready,))
+    proc.start()
+    assert ready.wait(10)
+
+@graceful.register
+def report():
+    print(json.dumps({n: [p.exitcode, os.path.exists(f"/proc/{p.pid}")] for n, p in procs.items()}))
+
+for proc in procs.values():
+    track(proc, timeout=0.5)
+with graceful.guard():
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+@needs_linux
+def test_multiprocessing_children_are_tracked_the_same_way() -> None:
+    with Child(MP_PARENT) as parent:
+        parent.wait_for("ready")
+        parent.send(signal.SIGTERM)
+        rc = parent.finish()
+    assert rc == -signal.SIGTERM, parent.stderr
+    assert json.loads(parent.lines[-1]) == {
+        "cooperative": [-signal.SIGTERM, False],
+        "stubborn": [-signal.SIGKILL, False],
+    }
+
+
+FORK_PARENT = """
+import json, os, subprocess, time
+import graceful
+from graceful._backends import track, tracker
+
+@graceful.register
+def report():
+    print(json.dumps([proc.returncode, os.path.exists(f"/proc/{proc.pid}")]), flush=True)
+
+proc = track(subprocess.Popen(["sleep", "60"]))
+pid = os.fork()
+if pid == 0:
+    try:
+        tracker.stop_all()  # what the child's own exit would run: must not touch our backend
+        graceful._registry.cleanups.run_all()
+    finally:
+        os._exit(0)
+assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+print(open(f"/proc/{proc.pid}/stat").read().split(") ")[1][0], proc.poll(), flush=True)
+"""
+
+
+@needs_linux
+def test_a_forked_child_never_stops_its_parents_backends_and_normal_exit_does() -> None:
+    with Child(FORK_PARENT) as parent:
+        rc = parent.finish()
+    assert rc == 0, parent.stderr
+    state, poll = parent.lines[0].split()
+    assert state in ("S", "R") and poll == "None"
+    assert json.loads(parent.lines[-1]) == [-signal.SIGTERM, False]
+
+
+def test_import_graceful_loads_no_heavy_modules() -> None:
+    code = (
+        "import sys, graceful, graceful._backends, graceful._spawn, graceful._parent_death\n"
+        "heavy = ('asyncio', 'ctypes', 'multiprocessing', 'subprocess')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_dead_helper_reports_zombies_as_dead() -> None:
+    proc = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    assert is_dead(proc.pid)
+    reap(proc)
