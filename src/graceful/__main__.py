@@ -1,0 +1,86 @@
+"""``graceful demo``: watch a guarded program get SIGTERM, clean up, and die by it."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import textwrap
+from typing import Optional
+
+DEMO = textwrap.dedent(
+    """
+    import shutil, sqlite3, tempfile, threading, graceful
+
+    db = sqlite3.connect(":memory:", check_same_thread=False)
+    graceful.register(print, "  [demo] 4. cleanup: database closed", flush=True)
+    graceful.register(db.close)
+    graceful.register_break(db.interrupt)  # runs at once on the signal: unblocks the query
+
+    def worker():
+        graceful.shutdown_event.wait()
+        print("  [demo] 1. worker thread: shutdown_event is set, stopping", flush=True)
+
+    def announce():
+        print("  [demo] busy in a query that never ends", flush=True)
+        return 1
+
+    @graceful.main(timeout=5)
+    def main():
+        t = threading.Thread(target=worker)
+        t.start()
+        graceful.register(t.join, 5)
+        with graceful.guard() as block:
+            scratch = tempfile.mkdtemp()
+            block.register(print, "  [demo] 3. block cleanup: scratch dir removed", flush=True)
+            block.register(shutil.rmtree, scratch)
+            block.register(print, "  [demo] 2. the query was interrupted; unwinding", flush=True)
+            db.create_function("announce", 0, announce)
+            db.execute(
+                "WITH RECURSIVE c(x) AS (SELECT announce() UNION ALL SELECT x+1 FROM c) "
+                "SELECT count(*) FROM c"
+            ).fetchone()
+        return 0
+
+    main()
+    """
+)
+
+
+def demo() -> int:
+    """Run the demo program in a child, send it SIGTERM, and report how it ended."""
+    print("graceful demo: starting a guarded program (its output is indented)")
+    proc = subprocess.Popen([sys.executable, "-u", "-c", DEMO], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        first = proc.stdout.readline()
+        print(first, end="")
+        print(f"graceful demo: sending SIGTERM to pid {proc.pid}")
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stdout:
+            print(line, end="")
+        rc = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    verdict = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
+    print(f"graceful demo: the program {verdict} (returncode {rc}), after its cleanups ran.")
+    ok = rc == -signal.SIGTERM
+    print("graceful demo: OK" if ok else "graceful demo: UNEXPECTED")
+    return 0 if ok else 1
+
+
+def cli(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="graceful", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="show a guarded program ending well on SIGTERM")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return demo()
+    return 2  # pragma: no cover - argparse rejects other commands
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
