@@ -106,9 +106,9 @@ def test_children_die_with_their_parent(
         start = time.monotonic()
         if dies_by == signal.SIGKILL:
             parent.send(signal.SIGKILL)
+        took = wait_dead(pids, 1.0)  # counted from now, not from when we reap the parent
         rc = parent.finish()
     assert rc == -dies_by, parent.stderr
-    took = wait_dead(pids, 1.0)
     for name in ("spawned", "plain"):
         assert cleaned_at(tmp_path / name) - start < 1.0
     print(f"parent {signal.Signals(dies_by).name}: children dead after", took)
@@ -148,8 +148,8 @@ def test_spawn_from_a_thread_that_ends_child_lives_on_and_dies_with_the_process(
         leftovers.append(int(pid))
         assert (answer, poll) == ("ping", "None")
         parent.send(signal.SIGKILL)
+        wait_dead([int(pid)], 1.0)
         parent.finish()
-    wait_dead([int(pid)], 1.0)
 
 
 @needs_linux
@@ -162,11 +162,13 @@ def test_the_thread_trap_is_real_prctl_fires_when_the_forking_thread_ends() -> N
         "sys.stdin.read()\n"
     )
     box: list[subprocess.Popen[bytes]] = []
-    worker = threading.Thread(
-        target=lambda: box.append(
-            subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        )
-    )
+
+    def start() -> None:
+        box.append(subprocess.Popen([PY, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+        assert box[0].stdout is not None
+        assert box[0].stdout.readline() == b"ready\n"  # armed while this thread still lives
+
+    worker = threading.Thread(target=start)
     worker.start()
     worker.join()
     proc = box[0]
@@ -225,7 +227,8 @@ def test_a_parent_dead_before_the_call_is_noticed_at_once(
         import os, subprocess, sys, time
         child = subprocess.Popen(
             [sys.executable, "-c", {LATE_CHILD!r}, str(os.getpid()), "{go_read}", {str(out)!r}],
-            pass_fds=({go_read},), stdout=subprocess.PIPE)
+            pass_fds=({go_read},), stdout=subprocess.PIPE,
+            stderr=open({str(tmp_path / "stderr")!r}, "w"))  # not ours: it outlives the parent
         assert child.stdout.readline() == b"ready\\n"
         print(child.pid)
         print("ready", flush=True)
@@ -241,7 +244,7 @@ def test_a_parent_dead_before_the_call_is_noticed_at_once(
         assert not is_dead(pid)  # no pdeathsig was armed: the orphan lives on ...
         os.write(go_write, b"g")
         wait_dead([pid], 2.0)  # ... until it looks
-        assert out.read_text() == "cleaned"
+        assert out.read_text() == "cleaned", (tmp_path / "stderr").read_text()
     finally:
         os.close(go_read)
         os.close(go_write)

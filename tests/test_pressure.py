@@ -355,3 +355,51 @@ def test_guard_exit_costs_are_restored_after_shutdown_with_raise(sig: int) -> No
             child.send(sig)
         assert child.finish() == 0
     assert child.lines == ["ready", "round 0 False", "ready", "round 1 False"]
+
+
+def test_signal_during_an_except_block_waits_until_the_block_is_done() -> None:
+    code = """
+    import sys, time, graceful
+    with graceful.guard(timeout=10):
+        try:
+            raise ValueError("handling this")
+        except ValueError:
+            print("ready")
+            sys.stdin.readline()  # SIGTERM arrives here; Signalled must not cut this block short
+            print("except block finished")
+        time.sleep(60)  # Signalled arrives here, within milliseconds of the except block's end
+        print("not reached")
+    """
+    with Child(code, stdin=True) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGTERM)
+        child.write("go\n")
+        child.wait_for("except block finished")
+        assert child.finish() == -signal.SIGTERM
+    assert "not reached" not in child.lines
+    assert child.stderr == ""
+
+
+def test_exception_propagating_while_the_signal_is_pending_still_ends_by_the_signal() -> None:
+    # The break callback makes the query fail; the Python handler is still pending while that
+    # exception propagates through the with statement (on 3.9 it could skip the guard's exit).
+    code = """
+    import os, signal, sqlite3, threading, graceful
+    conn = sqlite3.connect(":memory:", check_same_thread=False)
+    graceful.register_break(conn.interrupt)
+    graceful.register(print, "cleanup")
+    def started():
+        print("ready")
+        return 1
+    conn.create_function("started", 0, started)
+    with graceful.guard():
+        conn.execute(
+            "WITH RECURSIVE c(x) AS (SELECT started() UNION ALL SELECT x + 1 FROM c) "
+            "SELECT count(*) FROM c"
+        ).fetchone()
+    """
+    for _ in range(5):
+        child = run(code, signal.SIGTERM)
+        assert child.proc.returncode == -signal.SIGTERM, child.stderr
+        assert child.lines[-1] == "cleanup"
+        assert "Traceback" not in child.stderr

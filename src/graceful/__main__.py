@@ -19,8 +19,11 @@ DEMO = textwrap.dedent(
     graceful.register_break(db.interrupt)  # runs at once on the signal: unblocks the query
 
     def worker():
-        graceful.shutdown_event.wait()
-        print("  [demo] 1. worker thread: shutdown_event is set, stopping", flush=True)
+        graceful.shutdown_event.wait()  # set the moment SIGTERM arrives
+
+    def join_worker(t):
+        t.join(5)
+        print("  [demo] 3. cleanup: worker thread saw shutdown_event and stopped", flush=True)
 
     def announce():
         print("  [demo] busy in a query that never ends", flush=True)
@@ -30,12 +33,12 @@ DEMO = textwrap.dedent(
     def main():
         t = threading.Thread(target=worker)
         t.start()
-        graceful.register(t.join, 5)
+        graceful.register(join_worker, t)
         with graceful.guard() as block:
             scratch = tempfile.mkdtemp()
-            block.register(print, "  [demo] 3. block cleanup: scratch dir removed", flush=True)
+            block.register(print, "  [demo] 2. block cleanup: scratch dir removed", flush=True)
             block.register(shutil.rmtree, scratch)
-            block.register(print, "  [demo] 2. the query was interrupted; unwinding", flush=True)
+            block.register(print, "  [demo] 1. break: the query was interrupted", flush=True)
             db.create_function("announce", 0, announce)
             db.execute(
                 "WITH RECURSIVE c(x) AS (SELECT announce() UNION ALL SELECT x+1 FROM c) "

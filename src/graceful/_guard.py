@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import os
 import signal
+import sys
 from types import FrameType, TracebackType
 from typing import Any, Callable, Literal, Optional, TypeVar
 
@@ -21,8 +22,6 @@ ON_SECOND_SIGNAL = ("force", "ignore")
 
 #: Active guards of this process, outermost first (main thread only).
 _stack: list[Guard] = []
-#: Guards running their ``__exit__``: the handler records signals but must not raise into them.
-_exiting = 0
 
 
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
@@ -30,7 +29,14 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     sig = signal.Signals(signum)
     _shutdown.hear(sig, "handler")  # a second signal may end the process here ("force")
     episode = _shutdown.episode
-    if _exiting or episode.raised or (frame is not None and frame.f_code in _QUIET):
+    if _shutdown.exiting or episode.raised or (frame is not None and frame.f_code in _QUIET):
+        return
+    if sys.exc_info()[1] is not None:
+        # The main thread is handling an exception (an except or finally block, or a with
+        # statement's exit on its way to a guard): do not cut that short. The watcher delivers
+        # the signal again shortly, until it can be raised.
+        episode.deferred = True
+        _watcher.poke()
         return
     episode.raised = True
     raise signalled(sig)
@@ -119,12 +125,11 @@ class Guard(contextlib.ContextDecorator):
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> Literal[False]:
-        global _exiting
         if self._inert:
             self._cleanups.run_all()  # only what the child registered itself
             return False
         outermost = bool(_stack) and _stack[0] is self
-        _exiting += 1
+        _shutdown.enter_exit()
         try:
             if _shutdown.episode.active:
                 _shutdown.wait_for_breaks()
@@ -136,7 +141,7 @@ class Guard(contextlib.ContextDecorator):
             try:
                 self._close()
             finally:
-                _exiting -= 1
+                _shutdown.leave_exit()
         self.signal = sig
         if sig is None:
             return False

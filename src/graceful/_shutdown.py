@@ -45,6 +45,11 @@ class Episode:
         self.deadline: Optional[float] = None  # time.monotonic() value
         self.heard: dict[str, int] = {"watcher": 0, "handler": 0}
         self.raised = False  # Signalled has been raised in the main thread
+        #: The main thread was handling an exception when the signal arrived: Signalled is not
+        #: raised into that (it could cut a ``finally`` short, or skip a guard's ``__exit__`` on
+        #: 3.9); the watcher delivers the signal again until it can be raised.
+        self.deferred = False
+        self.redelivered: dict[str, int] = {"watcher": 0, "handler": 0}
         self.breaks_done = threading.Event()
 
     @property
@@ -58,6 +63,10 @@ episode = Episode()
 policy: Optional[Policy] = None
 #: Union of the signals the active guards handle.
 handled: frozenset[signal.Signals] = frozenset()
+#: Guards running their ``__exit__``: the handler records signals but must not raise into them.
+exiting = 0
+
+REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
 
 
 def hear(sig: signal.Signals, source: str) -> bool:
@@ -68,6 +77,9 @@ def hear(sig: signal.Signals, source: str) -> bool:
     """
     current = policy
     with _lock:
+        if episode.redelivered[source]:
+            episode.redelivered[source] -= 1  # our own re-delivery of a deferred signal
+            return False
         episode.heard[source] += 1
         first = episode.signal is None
         if first:
@@ -86,6 +98,35 @@ def hear(sig: signal.Signals, source: str) -> bool:
     return first
 
 
+def enter_exit() -> None:
+    """A guard's ``__exit__`` begins: from now on signals are recorded, not raised."""
+    global exiting
+    with _lock:
+        exiting += 1
+
+
+def leave_exit() -> None:
+    global exiting
+    with _lock:
+        exiting -= 1
+
+
+def redeliver_due() -> bool:
+    return episode.deferred and not episode.raised and exiting == 0 and policy is not None
+
+
+def redeliver() -> None:
+    """Deliver a deferred signal to the main thread again (called by the watcher)."""
+    main = threading.main_thread().ident
+    with _lock:
+        sig = episode.signal
+        if sig is None or main is None or not redeliver_due() or sig not in handled:
+            return
+        episode.redelivered["watcher"] += 1
+        episode.redelivered["handler"] += 1
+        signal.pthread_kill(main, sig)
+
+
 def end() -> None:
     """The episode is over and the process goes on (``on_signal="raise"``): forget it."""
     global episode
@@ -96,8 +137,9 @@ def end() -> None:
 
 def after_fork_in_child() -> None:
     """A forked child starts with no shutdown in progress and no guard of its own."""
-    global _lock, episode, policy, handled
+    global _lock, episode, policy, handled, exiting
     _lock = threading.Lock()
+    exiting = 0
     episode = Episode()
     policy = None
     handled = frozenset()

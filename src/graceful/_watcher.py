@@ -37,8 +37,14 @@ class _Watcher:
             remaining = _shutdown.overdue(time.monotonic())
             if remaining is not None and remaining <= 0:
                 _shutdown.deadline_passed()
+            redeliver = _shutdown.redeliver_due()
+            if redeliver:
+                interval = _shutdown.REDELIVER_INTERVAL
+                remaining = interval if remaining is None else min(remaining, interval)
             ready, _, _ = select.select([self.read_fd], [], [], remaining)
             if not ready:
+                if redeliver:
+                    _shutdown.redeliver()
                 continue
             try:
                 data = os.read(self.read_fd, 4096)
