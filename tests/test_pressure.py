@@ -403,3 +403,38 @@ def test_exception_propagating_while_the_signal_is_pending_still_ends_by_the_sig
         assert child.proc.returncode == -signal.SIGTERM, child.stderr
         assert child.lines[-1] == "cleanup"
         assert "Traceback" not in child.stderr
+
+
+def test_register_from_many_threads_while_signals_arrive() -> None:
+    # Four threads register 500 cleanups each while the main thread registers too; SIGTERM lands
+    # while any of them may hold the registry lock. Every cleanup runs exactly once.
+    code = """
+    import collections, threading, graceful
+    ran = collections.Counter()
+    def note(key):
+        ran[key] += 1
+    @graceful.register
+    def report():
+        print("ran", len(ran), max(ran.values()))
+    def add(t):
+        for i in range(500):
+            graceful.register(note, (t, i))
+            graceful.register_break(note, ("break", t, i))
+    workers = [threading.Thread(target=add, args=(t,)) for t in range(4)]
+    with graceful.guard(timeout=10):
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        print("ready")
+        i = 0
+        while True:
+            graceful.register(note, ("main", i))
+            i += 1
+    """
+    child = run(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    ran, count, most = child.lines[-1].split()
+    assert ran == "ran"
+    assert int(count) > 4000  # 2000 cleanups, 2000 breaks, and the main thread's
+    assert most == "1"
