@@ -21,6 +21,7 @@ from typing import Optional
 from . import _shutdown
 
 _POKE = b"\0"  # not a signal number: "look at the deadline again"
+_STOP = b"\xff"  # not a signal number either: "exit the thread" (before a fork)
 
 
 class _Watcher:
@@ -29,8 +30,37 @@ class _Watcher:
         os.set_blocking(self.write_fd, False)
         self.forward_to = -1
         self.pid = os.getpid()
-        self.thread = threading.Thread(target=self._run, name="graceful-watcher", daemon=True)
-        self.thread.start()
+        self.ident: Optional[int] = None
+        self.stopped = threading.Event()
+        self._start()
+
+    def _start(self) -> None:
+        self.stopped.clear()
+        thread = threading.Thread(target=self._main, name="graceful-watcher", daemon=True)
+        thread.start()
+        self.ident = thread.ident
+
+    def _main(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.stopped.set()
+
+    @property
+    def running(self) -> bool:
+        return not self.stopped.is_set()
+
+    def pause(self) -> bool:
+        """Stop the thread (its pipe stays: bytes wait in it); True if it was running."""
+        if not self.running or self.ident == threading.get_ident():
+            return False
+        with contextlib.suppress(OSError):
+            os.write(self.write_fd, _STOP)
+        return self.stopped.wait(1.0)
+
+    def resume(self) -> None:
+        if not self.running:
+            self._start()
 
     def _run(self) -> None:
         while True:
@@ -52,9 +82,15 @@ class _Watcher:
                 return  # closed after a fork, or at interpreter exit
             if not data:
                 return
+            stop = data.find(_STOP)
+            if stop >= 0:
+                # Bytes after the stop mark were read already: handle them, then exit.
+                data = data[:stop] + data[stop + 1 :]
             self._forward(data)
             for byte in data:
                 self._heard(byte)
+            if stop >= 0:
+                return
 
     def _forward(self, data: bytes) -> None:
         target = self.forward_to
@@ -104,6 +140,25 @@ def poke() -> None:
     if watcher is not None and watcher.pid == os.getpid():
         with contextlib.suppress(OSError):
             os.write(watcher.write_fd, _POKE)
+
+
+_paused = False
+
+
+def before_fork() -> None:
+    """A thread that holds a lock when the process forks leaves that lock held forever in the
+    child: the watcher steps aside for the fork (its pipe keeps any signal bytes meanwhile)."""
+    global _paused
+    watcher = _watcher
+    _paused = watcher is not None and watcher.pid == os.getpid() and watcher.pause()
+
+
+def after_fork_in_parent() -> None:
+    global _paused
+    watcher = _watcher
+    if _paused and watcher is not None:
+        watcher.resume()
+    _paused = False
 
 
 def after_fork_in_child() -> None:
