@@ -1,4 +1,4 @@
-"""Issue 5: tracked backends are broken (a signal), exited (pipes closed), waited for, killed, reaped.
+"""Issue 5: tracked backends are broken (a signal), exited (pipes closed), waited, killed, reaped.
 
 Real processes and real signals. In-process tests drive ``_backends.shutdown`` on their own list,
 so pytest's own process-wide tracker stays empty; end-to-end tests run a guarded parent script.
@@ -139,8 +139,10 @@ def test_break_is_sent_once_and_closing_stdin_lets_the_child_exit(tmp_path: Path
     assert proc.returncode == 0
     assert log.read_text().splitlines() == ["TERM", "EOF"]
     assert notes == []
-    assert proc.stdin is not None and proc.stdin.closed
-    assert proc.stdout is not None and proc.stdout.closed
+    assert proc.stdin is not None
+    assert proc.stdin.closed
+    assert proc.stdout is not None
+    assert proc.stdout.closed
     assert proc_stat(proc.pid) is None  # reaped: no zombie
 
 
@@ -221,6 +223,25 @@ def test_group_leader_exits_but_stubborn_grandchild_is_killed_with_the_group(
 
 
 @needs_linux
+def test_a_group_whose_leader_already_exited_is_still_stopped(leftovers: list[int]) -> None:
+    script = "(trap '' TERM; echo ready; exec sleep 60) & echo $!"  # the leader exits at once
+    proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None
+    lines = [proc.stdout.readline() for _ in range(2)]
+    assert b"ready\n" in lines
+    member = next(int(line) for line in lines if line != b"ready\n")
+    leftovers.extend([proc.pid, member])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # the leader is a zombie now
+    try:
+        with pytest.warns(RuntimeWarning, match="still had members"):
+            shutdown([Backend(proc, signal.SIGTERM, 0.3, True)])
+    finally:
+        reap(proc)
+    assert proc.returncode == 0
+    wait_dead([member], 1.0)
+
+
+@needs_linux
 def test_cooperative_group_ends_without_waiting_for_init_to_reap(leftovers: list[int]) -> None:
     script = "sleep 60 & echo $!; sleep 60 & echo $!; echo ready; wait"
     proc = subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, start_new_session=True)
@@ -242,8 +263,10 @@ def _claim_pid(target: int, attempts: int = 50) -> subprocess.Popen[bytes]:
     for _ in range(attempts):
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(target - 1))
-        proc = started([PY, "-c", "print('ready', flush=True); import sys; sys.stdin.read()"],
-                       stdin=subprocess.PIPE)
+        proc = started(
+            [PY, "-c", "print('ready', flush=True); import sys; sys.stdin.read()"],
+            stdin=subprocess.PIPE,
+        )
         if proc.pid == target:
             return proc
         reap(proc)
@@ -467,7 +490,8 @@ def test_a_forked_child_never_stops_its_parents_backends_and_normal_exit_does() 
         rc = parent.finish()
     assert rc == 0, parent.stderr
     state, poll = parent.lines[0].split()
-    assert state in ("S", "R") and poll == "None"
+    assert state in ("S", "R")
+    assert poll == "None"
     assert json.loads(parent.lines[-1]) == [-signal.SIGTERM, False]
 
 
@@ -477,7 +501,9 @@ def test_import_graceful_loads_no_heavy_modules() -> None:
         "heavy = ('asyncio', 'ctypes', 'multiprocessing', 'subprocess')\n"
         "print([m for m in heavy if m in sys.modules])"
     )
-    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=TIMEOUT)
+    out = subprocess.run(
+        [PY, "-c", code], check=False, capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 

@@ -5,21 +5,27 @@ die by the same signal so the parent sees the truth; never run them in a forked 
 """
 
 from . import _fork as _fork
+from ._backends import track
 from ._errors import Signalled
 from ._guard import Guard, guard
 from ._main import main
+from ._parent_death import die_with_parent
 from ._registry import register, register_break, unregister, unregister_break
 from ._shutdown import DEFAULT_TIMEOUT, shutdown_event
+from ._spawn import spawn
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Guard",
     "Signalled",
+    "die_with_parent",
     "guard",
     "main",
     "register",
     "register_break",
     "shutdown_event",
+    "spawn",
+    "track",
     "unregister",
     "unregister_break",
 ]

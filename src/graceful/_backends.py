@@ -195,7 +195,8 @@ def shutdown(backends: list[Backend]) -> None:
     RuntimeWarning at the very end, so a warnings filter set to "error" cannot cut the work short.
     """
     notes: list[str] = []
-    live = [b for b in backends if not b.exited()]
+    # A group outlives its leader: it stays in the running until no member is left.
+    live = [b for b in backends if not b.exited() or (b.group and not b.reaped)]
     for b in live:
         b.break_(notes)
     _fit_guard_deadline(live)
@@ -441,7 +442,7 @@ class Tracker:
         """The ``register_break`` callback: send every live child its break signal now."""
         notes: list[str] = []
         for b in self.snapshot():
-            if not b.exited():
+            if b.group or not b.exited():
                 b.break_(notes)
         if notes:
             warnings.warn("graceful: " + "; ".join(notes), RuntimeWarning, stacklevel=2)

@@ -19,7 +19,8 @@ import signal
 import sys
 
 #: The environment variable that tells ``graceful.die_with_parent`` in the program who its parent
-#: is: "PID:PARENT_PID:SIGNAL:LIFELINE_FD" (same format in ``_parent_death.py``).
+#: is: "PID:PARENT_PID:ARMED_SIGNAL:LIFELINE_FD"; ARMED_SIGNAL is 0 where PR_SET_PDEATHSIG is
+#: missing, LIFELINE_FD is -1 when there is none (parsed in ``_parent_death.py``).
 ENV = "GRACEFUL_PARENT"
 _UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
 
@@ -35,15 +36,17 @@ def _reset_signals() -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _arm_parent_death(sig: int) -> None:
+def _arm_parent_death(sig: int) -> bool:
+    """PR_SET_PDEATHSIG, where the kernel has it; False elsewhere."""
     if not sys.platform.startswith("linux"):
-        return
+        return False
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(1, ctypes.c_ulong(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    return True
 
 
 def _setup(ppid: int, sig: int, group: bool, lifeline: int) -> None:
@@ -52,8 +55,8 @@ def _setup(ppid: int, sig: int, group: bool, lifeline: int) -> None:
     _reset_signals()
     if not sig:
         return
-    _arm_parent_death(sig)
-    os.environ[ENV] = f"{os.getpid()}:{ppid}:{sig}:{lifeline}"
+    armed = sig if _arm_parent_death(sig) else 0
+    os.environ[ENV] = f"{os.getpid()}:{ppid}:{armed}:{lifeline}"
     if os.getppid() != ppid:
         # The parent died before prctl() took effect, so the kernel will send nothing: do it.
         os.kill(os.getpid(), sig)

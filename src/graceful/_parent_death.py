@@ -66,7 +66,9 @@ class _State:
         self.pid = os.getpid()
         self.expected = expected
         self.lifeline = lifeline
-        self.may_arm = kernel_signal != 0  # spawn started us: its forking thread lives on
+        # Armed by spawn's launcher: spawn forks from a thread that lives as long as its process,
+        # so arming it again (with another signal, say) cannot fire early.
+        self.may_arm = kernel_signal != 0
         #: The parent-death signal armed on the main thread (by the launcher or by us), 0 if none.
         self.kernel_signal = kernel_signal
         self.creds = _creds()
