@@ -190,7 +190,9 @@ def deadline_passed() -> NoReturn:
         what = f"cleanup {running.describe()} was still running"
     else:
         what = f"the main thread was at {_main_thread_location()}"
-    die_now(sig, f"shutdown deadline of {timeout} s passed after {sig.name}; {what}")
+    die_now(
+        sig, f"shutdown deadline of {timeout} s passed after {sig.name}; {what}", exit_code=True
+    )
 
 
 def _main_thread_location() -> str:
@@ -200,12 +202,13 @@ def _main_thread_location() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
 
 
-def die_now(sig: signal.Signals, reason: str) -> NoReturn:
-    """End the process at once by ``sig`` (or by the guard's exit code with ``on_signal="exit"``),
-    from any thread, running nothing more. The log line is written first, with a bounded wait."""
+def die_now(sig: signal.Signals, reason: str, *, exit_code: bool = False) -> NoReturn:
+    """End the process at once by ``sig``, from any thread, running nothing more; with
+    ``exit_code`` and ``on_signal="exit"``, by the guard's exit status instead. The log line is
+    written first, with a bounded wait."""
     _log_bounded(reason)
     current = policy
-    if current is not None and current.on_signal == "exit":
+    if exit_code and current is not None and current.on_signal == "exit":
         os._exit(current.exit_code if current.exit_code is not None else 128 + sig)
     try:
         if threading.current_thread() is threading.main_thread():
