@@ -438,3 +438,19 @@ def test_register_from_many_threads_while_signals_arrive() -> None:
     assert ran == "ran"
     assert int(count) > 4000  # 2000 cleanups, 2000 breaks, and the main thread's
     assert most == "1"
+
+
+def test_second_signal_ends_by_the_signal_even_with_on_signal_exit() -> None:
+    code = """
+    import threading, graceful
+    graceful.register(lambda: (print("slow cleanup"), threading.Event().wait()))
+    with graceful.guard(on_signal="exit", exit_code=3, timeout=None):
+        print("ready")
+        threading.Event().wait()
+    """
+    with Child(code) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGTERM)
+        child.wait_for("slow cleanup")
+        child.send(signal.SIGINT)
+        assert child.finish() == -signal.SIGINT
