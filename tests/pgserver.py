@@ -41,7 +41,7 @@ INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them, e.g. "
     "`apt-get install postgresql-15` on Debian/Ubuntu, `dnf install postgresql-server` on "
     "Fedora, or `brew install postgresql@15` on macOS; or set GRACEFUL_PG_BINDIR to the "
-    "directory that holds initdb and pg_ctl."
+    "directory that holds initdb and pg_ctl. (Under CI=true this is a failure, not a skip.)"
 )
 
 
@@ -102,13 +102,13 @@ def import_driver(name: str) -> Any:
 def find_bindir() -> Optional[Path]:
     """The directory holding initdb and pg_ctl, or None.
 
-    Looks at $GRACEFUL_PG_BINDIR, then `pg_config --bindir` (which on Debian may name /usr/bin,
-    where only the client tools live), then /usr/lib/postgresql/<version>/bin (newest first), then
-    PATH.
+    $GRACEFUL_PG_BINDIR, when set, is the only place looked at. Otherwise: `pg_config --bindir`
+    (which on Debian may name /usr/bin, where only the client tools live), then
+    /usr/lib/postgresql/<version>/bin (newest first), then PATH.
     """
     candidates: list[Path] = []
     if os.environ.get("GRACEFUL_PG_BINDIR"):
-        candidates.append(Path(os.environ["GRACEFUL_PG_BINDIR"]))
+        return _has_server_tools(Path(os.environ["GRACEFUL_PG_BINDIR"]))
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -124,8 +124,14 @@ def find_bindir() -> Optional[Path]:
     if initdb is not None:
         candidates.append(Path(initdb).parent)
     for bindir in candidates:
-        if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        if _has_server_tools(bindir):
             return bindir
+    return None
+
+
+def _has_server_tools(bindir: Path) -> Optional[Path]:
+    if all(os.access(bindir / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")):
+        return bindir
     return None
 
 

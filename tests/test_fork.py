@@ -407,3 +407,49 @@ def test_multiprocessing_children_run_only_their_own_cleanups(tmp_path: Path) ->
     assert [entry[0] for entry in entries if entry[0] != "mine"] == ["parent"]
     assert entries[-1][0] == "parent"
     assert entries[-1][2] not in {pid for *_, pid in mine}
+
+
+SIGNAL_DURING_HOOK = """
+WHEN = sys.argv[2]
+graceful.register(log, "cleanup")
+
+def hook():
+    log("hook-start")
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:
+        pass  # plenty of bytecodes at which the handler could raise
+    log("hook-end")
+
+graceful.at_fork(**{WHEN: hook})
+with graceful.guard():
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    log("forked")
+    try:
+        time.sleep(5)  # the signal is raised here, once the fork is over
+    finally:
+        os.waitpid(pid, 0)
+        log("raised-after", round(time.monotonic() - start, 1))
+log("not-reached")
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after_in_parent"])
+def test_a_signal_during_a_fork_hook_is_not_lost(tmp_path: Path, when: str) -> None:
+    """CPython swallows what a fork hook raises: the signal must wait until the fork is over."""
+    log = tmp_path / "log"
+    rc, out, err = _run([str(_script(tmp_path, SIGNAL_DURING_HOOK)), str(log), when])
+    assert rc == -signal.SIGTERM, (out, err)
+    assert "Traceback" not in err, err
+    entries = _log(log)
+    assert [what for what, *_ in entries] == [
+        "hook-start",
+        "hook-end",
+        "forked",
+        "raised-after",
+        "cleanup",
+    ]
+    assert float(entries[3][1]) < 2.0

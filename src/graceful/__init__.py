@@ -4,9 +4,9 @@ On HUP, INT, QUIT and TERM, run the cleanups you registered, exactly once and ne
 die by the same signal so the parent sees the truth; never run them in a forked child.
 """
 
-from . import _fork as _fork
 from ._backends import track
 from ._errors import Signalled
+from ._fork import ForkHooks, at_fork
 from ._guard import Guard, guard
 from ._main import main
 from ._parent_death import die_with_parent
@@ -16,8 +16,10 @@ from ._spawn import spawn
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "ForkHooks",
     "Guard",
     "Signalled",
+    "at_fork",
     "die_with_parent",
     "guard",
     "main",

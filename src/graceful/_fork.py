@@ -1,7 +1,9 @@
 """Fork hooks: what a forked child must forget, and ``at_fork``, a cancellable os.register_at_fork.
 
-graceful registers with ``os.register_at_fork`` once, at import. In the child its own hook runs
-first (drop the parent's cleanups, make inherited guards inert), then the ``at_fork`` hooks.
+graceful registers with ``os.register_at_fork`` once, at import. Its own steps wrap the
+``at_fork`` hooks: the signal watcher thread pauses after the ``before`` hooks and resumes before
+the ``after_in_parent`` ones, and in the child the parent's cleanups are dropped and inherited
+guards made inert before the ``after_in_child`` hooks run.
 ``os.register_at_fork`` cannot unregister and prints a raising hook as "Exception ignored";
 ``at_fork`` hooks can be cancelled, and one that raises is logged to the "graceful" logger with
 its traceback while the others still run.
@@ -20,8 +22,9 @@ import threading
 from types import TracebackType
 from typing import Callable, Optional
 
-from . import _guard, _registry
+from . import _guard, _registry, _shutdown, _watcher
 from ._checks import check_callable
+from ._errors import Signalled
 
 logger = logging.getLogger("graceful")
 
@@ -135,6 +138,14 @@ def _call(func: Hook, when: str) -> None:
         )
 
 
+def _internal(step: Callable[[], None], what: str) -> None:
+    """graceful's own fork steps: a failure is logged, never raised into the fork."""
+    try:
+        step()
+    except BaseException:
+        logger.exception("graceful: %s failed", what)
+
+
 class _Anchor:
     """multiprocessing holds after-fork callbacks in a WeakValueDictionary: this keeps ours."""
 
@@ -164,37 +175,68 @@ def _in_multiprocessing_child(anchor: _Anchor) -> None:
     util.Finalize(None, _registry.cleanups.run_all, exitpriority=0)
 
 
+def _hold() -> None:
+    """From now until ``_release``, graceful's handler records guarded signals but raises nothing.
+
+    CPython calls fork hooks from C and swallows what they raise: a ``Signalled`` raised inside
+    one would be lost, and the shutdown with it. (Only a second signal still ends the process at
+    once, as the guard's ``on_second_signal`` says.)
+    """
+    global _pending_before_hold
+    _pending_before_hold = _shutdown.episode.signal is not None
+    _shutdown.enter_exit()
+
+
+def _release() -> None:
+    """Undo ``_hold``; a signal that arrived meanwhile is delivered again, now that it can raise."""
+    _shutdown.leave_exit()
+    episode = _shutdown.episode
+    if not _pending_before_hold and episode.signal is not None and not episode.raised:
+        episode.deferred = True  # the watcher delivers it again until it is raised
+        _watcher.poke()
+
+
+_pending_before_hold = False
+
+
 def _before() -> None:
-    global _forking
+    global _forking, _pending_before_hold
+    try:
+        _hold()
+    except Signalled:  # raised just before _hold took effect: take it back, deliver it later
+        _hold()
+        _shutdown.episode.raised = False
+        _pending_before_hold = False
     _hook_multiprocessing()
     _forking = _hooks
     for handle in reversed(_forking):
         if handle.before is not None:
             _call(handle.before, "before")
+    # Last, so signals that arrive during the hooks are still handled at once.
+    _internal(_watcher.before_fork, "pausing the signal watcher before a fork")
 
 
 def _take_forking() -> tuple[ForkHooks, ...]:
     global _forking
-    # _forking is None if the fork started before graceful was imported (from a before-hook).
+    # None if graceful was imported during this fork (by another library's before-hook).
     started, _forking = (_hooks if _forking is None else _forking), None
     return started
 
 
 def _after_in_parent() -> None:
+    _internal(_watcher.after_fork_in_parent, "restarting the signal watcher after a fork")
     for handle in _take_forking():
         if handle.after_in_parent is not None:
             _call(handle.after_in_parent, "after_in_parent")
+    _internal(_release, "delivering a signal that arrived during a fork")
 
 
 def _after_in_child() -> None:
     global _lock
     _lock = threading.Lock()
     # graceful's own state first, so a hook may register the child's cleanups or enter a guard.
-    try:
-        _registry.forget_inherited()
-        _guard.after_fork_in_child()
-    except BaseException:
-        logger.exception("graceful: resetting inherited state in a forked child failed")
+    _internal(_registry.forget_inherited, "dropping the parent's cleanups in a forked child")
+    _internal(_guard.after_fork_in_child, "making inherited guards inert in a forked child")
     for handle in _take_forking():
         if handle.after_in_child is not None:
             _call(handle.after_in_child, "after_in_child")
