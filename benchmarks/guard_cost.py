@@ -35,9 +35,15 @@ def import_time(statement: str) -> float:
     best = float("inf")
     for _ in range(5):
         out = subprocess.run(
-            [sys.executable, "-c", f"import time; t = time.perf_counter(); {statement}; "
-             "print(time.perf_counter() - t)"],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-c",
+                f"import time; t = time.perf_counter(); {statement}; "
+                "print(time.perf_counter() - t)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         best = min(best, float(out.stdout))
     return best

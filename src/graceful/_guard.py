@@ -132,6 +132,7 @@ class Guard(contextlib.ContextDecorator):
         _shutdown.enter_exit()
         try:
             if _shutdown.episode.active:
+                _shutdown.begin()  # in case the watcher never heard it (wakeup fd replaced)
                 _shutdown.wait_for_breaks()
             self._cleanups.run_all()
             sig = _shutdown.episode.signal

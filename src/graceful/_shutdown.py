@@ -9,6 +9,7 @@ thread is stuck in C) or the Python handler in the main thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -45,6 +46,8 @@ class Episode:
         self.deadline: Optional[float] = None  # time.monotonic() value
         self.heard: dict[str, int] = {"watcher": 0, "handler": 0}
         self.raised = False  # Signalled has been raised in the main thread
+        self.begun = False  # shutdown_event set, break callbacks started
+        self.force: Optional[signal.Signals] = None  # a second signal asks to end at once
         #: The main thread was handling an exception when the signal arrived: Signalled is not
         #: raised into that (it could cut a ``finally`` short, or skip a guard's ``__exit__`` on
         #: 3.9); the watcher delivers the signal again until it can be raised.
@@ -57,8 +60,12 @@ class Episode:
         return self.signal is not None
 
 
-_lock = threading.Lock()
+# Reentrant: the main thread's signal handler takes it, and a second signal can interrupt the
+# main thread while it holds it (even inside that same handler).
+_lock = threading.RLock()
 episode = Episode()
+#: Set by the first ``die_now``: the process is ending, nobody else needs to act.
+_dying = False
 #: The outermost guard's policy while a guard is active in this process, else None.
 policy: Optional[Policy] = None
 #: Union of the signals the active guards handle.
@@ -73,7 +80,9 @@ def hear(sig: signal.Signals, source: str) -> bool:
     """Record one delivery of a guarded signal; return True if it started the episode.
 
     ``source`` is ``"watcher"`` or ``"handler"``: each counts its own deliveries, so a signal
-    heard by both is not mistaken for a second one.
+    heard by both is not mistaken for a second one. The watcher acts on what it hears. The
+    Python handler only records and pokes the watcher: it runs in the main thread wherever that
+    was interrupted, maybe inside a lock it would need (a thread start, an Event, logging).
     """
     current = policy
     with _lock:
@@ -86,16 +95,40 @@ def hear(sig: signal.Signals, source: str) -> bool:
             episode.signal = sig
             if current is not None and current.timeout is not None:
                 episode.deadline = time.monotonic() + current.timeout
-        second = episode.heard[source] >= 2
-    if first:
-        shutdown_event.set()
-        _start_breaks(sig)
+        force = (
+            not first
+            and episode.heard[source] >= 2
+            and current is not None
+            and current.on_second_signal == "force"
+        )
+        if force and episode.force is None:
+            episode.force = sig
+    if source == "watcher":
+        act()
+    elif first or force:
         from . import _watcher
 
-        _watcher.poke()  # so it starts counting down the deadline
-    elif second and current is not None and current.on_second_signal == "force":
-        die_now(sig, f"second {sig.name} during shutdown: exiting now, skipping what is left")
+        _watcher.poke()  # the watcher starts the episode, or ends the process, for us
     return first
+
+
+def act() -> None:
+    """What the watcher (or a guard's exit, in the main thread) does about the episode."""
+    sig = episode.force
+    if sig is not None:
+        die_now(sig, f"second {sig.name} during shutdown: exiting now, skipping what is left")
+    begin()
+
+
+def begin() -> None:
+    """Start the episode's work once: set ``shutdown_event``, run the break callbacks."""
+    with _lock:
+        sig = episode.signal
+        if sig is None or episode.begun:
+            return
+        episode.begun = True
+    shutdown_event.set()
+    _start_breaks(sig)
 
 
 def enter_exit() -> None:
@@ -130,6 +163,9 @@ def redeliver() -> None:
 def end() -> None:
     """The episode is over and the process goes on (``on_signal="raise"``): forget it."""
     global episode
+    from . import _watcher
+
+    _watcher.sync()  # bytes of this episode still in the pipe must not start the next one
     with _lock:
         episode = Episode()
     shutdown_event.clear()
@@ -137,8 +173,10 @@ def end() -> None:
 
 def after_fork_in_child() -> None:
     """A forked child starts with no shutdown in progress and no guard of its own."""
-    global _lock, episode, policy, handled, exiting
-    _lock = threading.Lock()
+    global _lock, episode, policy, handled, exiting, _dying, _logged
+    _lock = threading.RLock()
+    _dying = False
+    _logged = threading.Event()
     exiting = 0
     episode = Episode()
     policy = None
@@ -204,13 +242,20 @@ def _main_thread_location() -> str:
 
 def die_now(sig: signal.Signals, reason: str, *, exit_code: bool = False) -> NoReturn:
     """End the process at once by ``sig``, from any thread, running nothing more; with
-    ``exit_code`` and ``on_signal="exit"``, by the guard's exit status instead. The log line is
-    written first, with a bounded wait."""
-    _log_bounded(reason)
-    current = policy
-    if exit_code and current is not None and current.on_signal == "exit":
-        os._exit(current.exit_code if current.exit_code is not None else 128 + sig)
+    ``exit_code`` and ``on_signal="exit"``, by the guard's exit status instead. The first caller
+    logs ``reason`` (with a bounded wait); later ones (another thread, a nested handler) give
+    that line a moment to be written, then end the process too."""
+    global _dying
     try:
+        with _lock:
+            first, _dying = not _dying, True
+        if first:
+            _log_bounded(reason)
+        else:
+            _logged.wait(_LOG_WAIT)
+        current = policy
+        if exit_code and current is not None and current.on_signal == "exit":
+            os._exit(current.exit_code if current.exit_code is not None else 128 + sig)
         if threading.current_thread() is threading.main_thread():
             flush_stdio()
             signal.signal(sig, signal.SIG_DFL)
@@ -224,6 +269,31 @@ def die_now(sig: signal.Signals, reason: str, *, exit_code: bool = False) -> NoR
         os._exit(128 + sig)
 
 
+_LOG_WAIT = 0.5
+_logged = threading.Event()
+
+
+def _log_bounded(message: str) -> None:
+    """Log, but give up after a moment: the logging lock may be held by an interrupted or stuck
+    main thread, and stderr may be a full pipe nobody reads."""
+
+    def write() -> None:
+        try:
+            logger.error("graceful: %s", message)
+        finally:
+            _logged.set()
+
+    try:
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+    except RuntimeError:  # no new threads during interpreter shutdown (3.12+)
+        with contextlib.suppress(OSError):
+            os.write(2, f"graceful: {message}\n".encode(errors="replace"))
+        _logged.set()
+        return
+    writer.join(_LOG_WAIT)
+
+
 def flush_stdio() -> None:
     """Dying by a signal skips Python's own flush: do it, quietly, before."""
     for stream in (sys.stdout, sys.stderr):
@@ -232,13 +302,3 @@ def flush_stdio() -> None:
                 stream.flush()
         except Exception:
             pass
-
-
-def _log_bounded(message: str) -> None:
-    """Log from a thread that may find the logging lock held by a stuck main thread."""
-    if threading.current_thread() is threading.main_thread():
-        logger.error("graceful: %s", message)
-        return
-    writer = threading.Thread(target=logger.error, args=("graceful: %s", message), daemon=True)
-    writer.start()
-    writer.join(0.5)

@@ -22,6 +22,7 @@ from . import _shutdown
 
 _POKE = b"\0"  # not a signal number: "look at the deadline again"
 _STOP = b"\xff"  # not a signal number either: "exit the thread" (before a fork)
+_SYNC = 0xFE  # "tell me when you have read everything before this byte"
 
 
 class _Watcher:
@@ -32,6 +33,7 @@ class _Watcher:
         self.pid = os.getpid()
         self.ident: Optional[int] = None
         self.stopped = threading.Event()
+        self.synced = threading.Event()
         self._start()
 
     def _start(self) -> None:
@@ -76,6 +78,7 @@ class _Watcher:
                 if redeliver:
                     _shutdown.redeliver()
                 continue
+            _shutdown.act()  # whatever the main thread's handler recorded and poked us about
             try:
                 data = os.read(self.read_fd, 4096)
             except OSError:
@@ -96,14 +99,16 @@ class _Watcher:
         target = self.forward_to
         if target < 0:
             return
-        payload = data.replace(_POKE, b"")
+        payload = data.replace(_POKE, b"").replace(bytes([_SYNC]), b"")
         if payload:
             # A full or closed buffer: the previous owner would have lost the byte too.
             with contextlib.suppress(OSError):
                 os.write(target, payload)
 
-    @staticmethod
-    def _heard(byte: int) -> None:
+    def _heard(self, byte: int) -> None:
+        if byte == _SYNC:
+            self.synced.set()
+            return
         if byte == 0:
             return
         try:
@@ -159,6 +164,20 @@ def after_fork_in_parent() -> None:
     if _paused and watcher is not None:
         watcher.resume()
     _paused = False
+
+
+def sync() -> None:
+    """Wait (briefly) until the watcher has read every signal byte written so far, so that
+    an episode that ends does not leave bytes behind to be counted in the next one."""
+    watcher = _watcher
+    if watcher is None or watcher.pid != os.getpid() or not watcher.running:
+        return
+    watcher.synced.clear()
+    try:
+        os.write(watcher.write_fd, bytes([_SYNC]))
+    except OSError:
+        return
+    watcher.synced.wait(1.0)
 
 
 def after_fork_in_child() -> None:
