@@ -407,3 +407,40 @@ def test_import_is_cheap() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_reraise_runs_other_atexit_handlers_first_as_sys_exit_would() -> None:
+    code = """
+    import atexit, time, graceful
+    atexit.register(print, "plain atexit")
+    graceful.register(print, "graceful cleanup")
+    with graceful.guard():
+        print("ready")
+        time.sleep(60)
+    """
+    child = run(code, signal.SIGTERM)
+    assert child.lines == ["ready", "graceful cleanup", "plain atexit"]
+    assert child.proc.returncode == -signal.SIGTERM
+
+
+def test_forked_child_dying_in_its_own_guard_runs_no_inherited_atexit_handler() -> None:
+    code = """
+    import atexit, os, signal, sys, time, graceful
+    atexit.register(print, "parent's plain atexit", os.getpid())
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        graceful.register(print, "child cleanup")
+        with graceful.guard():
+            os.write(w, b"x")
+            time.sleep(60)
+        os._exit(0)
+    os.read(r, 1)
+    os.kill(pid, signal.SIGTERM)
+    _, status = os.waitpid(pid, 0)
+    print("child", os.waitstatus_to_exitcode(status))
+    """
+    child = run(code)
+    assert child.lines[:2] == ["child cleanup", "child -15"]
+    assert len(child.lines) == 3  # and the parent's own atexit, in the parent only
+    assert child.lines[2].startswith("parent's plain atexit")

@@ -182,7 +182,11 @@ _QUIET = frozenset({Guard.__exit__.__code__, Guard._close.__code__})
 
 def _reraise(sig: signal.Signals) -> None:
     """Die by ``sig`` with the previous disposition back, after what ``sys.exit`` would have run."""
-    atexit._run_exitfuncs()  # other code's atexit handlers: dying by a signal would skip them
+    if not _forked:
+        # Other code's atexit handlers, as sys.exit() would run them. Not in a forked child:
+        # there they are mostly the parent's (a conn.close on a shared socket), and Python's
+        # own death by a signal would not run them either.
+        atexit._run_exitfuncs()
     _shutdown.flush_stdio()
     if signal.getsignal(sig) is signal.default_int_handler:
         # Python's stand-in for SIG_DFL on SIGINT: re-raising into it would only print a
@@ -239,10 +243,16 @@ def guard(
     )
 
 
+#: True in a forked child (of a process that had imported graceful).
+_forked = False
+
+
 def after_fork_in_child() -> None:
     """Guards inherited from the parent become inert; the child gets back the dispositions
     (and wakeup fd) they replaced, so it behaves as if no guard were active until it enters
     its own."""
+    global _forked
+    _forked = True
     inherited = list(_stack)
     _stack.clear()
     for g in reversed(inherited):
