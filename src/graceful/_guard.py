@@ -8,14 +8,12 @@ import os
 import signal
 import sys
 from types import FrameType, TracebackType
-from typing import Any, Callable, Literal, Optional, TypeVar
+from typing import Callable, Literal, Optional
 
 from . import _registry, _shutdown, _signals, _watcher
 from ._checks import check_callable, check_main_thread, check_timeout
 from ._errors import Signalled, signalled
 from ._registry import _P, _R
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 ON_SIGNAL = ("reraise", "exit", "raise")
 ON_SECOND_SIGNAL = ("force", "ignore")
@@ -27,7 +25,7 @@ _stack: list[Guard] = []
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: record, and raise ``Signalled`` the first time only."""
     sig = signal.Signals(signum)
-    _shutdown.hear(sig, "handler")  # a second signal may end the process here ("force")
+    _shutdown.hear(sig, "handler")  # records only; the watcher acts (a second signal: "force")
     episode = _shutdown.episode
     if _shutdown.exiting or episode.raised or (frame is not None and frame.f_code in _QUIET):
         return

@@ -10,8 +10,6 @@ from . import _registry, _shutdown, _signals
 from ._guard import guard
 from ._registry import _P
 
-_Main = Callable[_P, Optional[int]]
-
 
 @overload
 def main(func: Callable[_P, Optional[int]], /) -> Callable[_P, NoReturn]: ...

@@ -2,9 +2,10 @@
 
 The first signal starts an *episode*: ``shutdown_event`` is set, break callbacks run in a helper
 thread, and the deadline starts. A second signal during the episode ends the process at once
-(``on_second_signal="force"``) or is absorbed (``"ignore"``). These decisions are taken here, from
-whichever thread hears the signal first: the wakeup-fd watcher (at once, even while the main
-thread is stuck in C) or the Python handler in the main thread.
+(``on_second_signal="force"``) or is absorbed (``"ignore"``). Both the wakeup-fd watcher (which
+hears a signal at once, even while the main thread is stuck in C) and the Python handler in the
+main thread record what they hear here; only the watcher (or a guard's exit, in plain main-thread
+code) acts on it, because the handler may have interrupted the main thread inside a lock.
 """
 
 from __future__ import annotations
@@ -181,9 +182,8 @@ def after_fork_in_child() -> None:
     episode = Episode()
     policy = None
     handled = frozenset()
-    reinit = getattr(
-        shutdown_event, "_at_fork_reinit", None
-    )  # its lock may be held by a dead thread
+    # The event's lock may have been held by a thread that does not exist in the child.
+    reinit = getattr(shutdown_event, "_at_fork_reinit", None)
     if reinit is not None:
         reinit()
     shutdown_event.clear()
