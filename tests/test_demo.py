@@ -18,6 +18,9 @@ def test_demo_shows_every_step_and_death_by_sigterm() -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     steps = [line.split("[demo] ")[1][:2] for line in out.stdout.splitlines() if "[demo] " in line]
-    assert steps == ["bu", "1.", "2.", "3.", "4."]
+    assert steps == ["st", "bu", "1.", "2.", "3.", "4.", "5."]
+    assert "backend stopped and reaped (returncode -15)" in out.stdout
+    assert "graceful demo: backend pid" in out.stdout
+    assert "STILL RUNNING" not in out.stdout
     assert "killed by SIGTERM (returncode -15)" in out.stdout
     assert out.stdout.rstrip().endswith("graceful demo: OK")

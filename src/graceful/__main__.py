@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ DEMO = textwrap.dedent(
     import shutil, sqlite3, tempfile, threading, graceful
 
     db = sqlite3.connect(":memory:", check_same_thread=False)
-    graceful.register(print, "  [demo] 4. cleanup: database closed", flush=True)
+    graceful.register(print, "  [demo] 5. cleanup: database closed", flush=True)
     graceful.register(db.close)
     graceful.register_break(db.interrupt)  # runs at once on the signal: unblocks the query
 
@@ -23,7 +24,12 @@ DEMO = textwrap.dedent(
 
     def join_worker(t):
         t.join(5)
-        print("  [demo] 3. cleanup: worker thread saw shutdown_event and stopped", flush=True)
+        print("  [demo] 4. cleanup: worker thread saw shutdown_event and stopped", flush=True)
+
+    def report(backends):
+        for b in backends:
+            print(f"  [demo] 3. cleanup: backend stopped and reaped (returncode {b.returncode})",
+                  flush=True)
 
     def announce():
         print("  [demo] busy in a query that never ends", flush=True)
@@ -34,6 +40,11 @@ DEMO = textwrap.dedent(
         t = threading.Thread(target=worker)
         t.start()
         graceful.register(join_worker, t)
+        backends = []
+        graceful.register(report, backends)  # registered before spawn's cleanup: runs after it
+        backend = graceful.spawn(["sleep", "300"])  # broken, exited and reaped at shutdown
+        backends.append(backend)
+        print(f"  [demo] started backend pid {backend.pid} (sleep 300)", flush=True)
         with graceful.guard() as block:
             scratch = tempfile.mkdtemp()
             block.register(print, "  [demo] 2. block cleanup: scratch dir removed", flush=True)
@@ -56,9 +67,15 @@ def demo() -> int:
     print("graceful demo: starting a guarded program (its output is indented)")
     proc = subprocess.Popen([sys.executable, "-u", "-c", DEMO], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    backend = 0
     try:
-        first = proc.stdout.readline()
-        print(first, end="")
+        while True:
+            line = proc.stdout.readline()
+            print(line, end="")
+            if "started backend pid" in line:
+                backend = int(line.split("pid ")[1].split()[0])
+            if not line or "never ends" in line:
+                break
         print(f"graceful demo: sending SIGTERM to pid {proc.pid}")
         proc.send_signal(signal.SIGTERM)
         for line in proc.stdout:
@@ -70,7 +87,10 @@ def demo() -> int:
             proc.wait()
     verdict = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exited with status {rc}"
     print(f"graceful demo: the program {verdict} (returncode {rc}), after its cleanups ran.")
-    ok = rc == -signal.SIGTERM
+    orphan = backend > 0 and os.path.exists(f"/proc/{backend}")
+    if backend > 0:
+        print(f"graceful demo: backend pid {backend}: {'STILL RUNNING' if orphan else 'gone'}")
+    ok = rc == -signal.SIGTERM and backend > 0 and not orphan
     print("graceful demo: OK" if ok else "graceful demo: UNEXPECTED")
     return 0 if ok else 1
 
