@@ -444,3 +444,25 @@ def test_forked_child_dying_in_its_own_guard_runs_no_inherited_atexit_handler() 
     assert child.lines[:2] == ["child cleanup", "child -15"]
     assert len(child.lines) == 3  # and the parent's own atexit, in the parent only
     assert child.lines[2].startswith("parent's plain atexit")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_asyncio_run_inside_main_cancels_tasks_then_cleans_up(sig: signal.Signals) -> None:
+    code = """
+    import asyncio, graceful
+    graceful.register(print, "cleanup")
+    async def serve():
+        try:
+            print("ready")
+            await asyncio.sleep(60)
+        finally:
+            print("task finally")
+    @graceful.main
+    def main():
+        asyncio.run(serve())
+    main()
+    """
+    child = run(code, sig)
+    assert child.lines == ["ready", "task finally", "cleanup"]
+    assert child.proc.returncode == -sig
+    assert child.stderr == ""
