@@ -8,6 +8,7 @@ outlive the test) and reports through stdout and a log file that every process a
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import signal
@@ -331,7 +332,8 @@ def test_graceful_register_keeps_the_parents_connection_through_50_children_of_e
     # Every child ran its own cleanup, once; the parent's cleanup ran once, in the parent, last.
     entries = _log(log)
     child_cleanups = [words for words in entries if words[0] == "child-cleanup"]
-    assert len(child_cleanups) == count
+    ran = collections.Counter(words[1] for words in child_cleanups)
+    assert len(child_cleanups) == count, (ran, out[-3000:], err[-3000:])
     assert len({words[2] for words in child_cleanups}) == count  # one per child pid
     assert sorted(words[1] for words in child_cleanups) == sorted(
         CHILD_ENDS[i % len(CHILD_ENDS)] for i in range(count)

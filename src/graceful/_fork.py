@@ -192,8 +192,7 @@ def _release() -> None:
     _shutdown.leave_exit()
     episode = _shutdown.episode
     if not _pending_before_hold and episode.signal is not None and not episode.raised:
-        episode.deferred = True  # the watcher delivers it again until it is raised
-        _watcher.poke()
+        _shutdown.defer()  # the watcher delivers it again until it is raised
 
 
 _pending_before_hold = False

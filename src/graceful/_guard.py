@@ -33,8 +33,7 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         # The main thread is handling an exception (an except or finally block, or a with
         # statement's exit on its way to a guard): do not cut that short. The watcher delivers
         # the signal again shortly, until it can be raised.
-        episode.deferred = True
-        _watcher.poke()
+        _shutdown.defer()
         return
     episode.raised = True
     raise signalled(sig)

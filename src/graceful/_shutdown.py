@@ -29,6 +29,9 @@ shutdown_event = threading.Event()
 #: ``docker stop`` sends SIGKILL 10 s after SIGTERM: end well before that.
 DEFAULT_TIMEOUT = 5.0
 
+REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
+REDELIVER_MAX_INTERVAL = 0.5  # backoff cap while the handler has not run (main stuck in C?)
+
 
 class Policy(NamedTuple):
     """How the outermost guard wants the shutdown to go."""
@@ -54,6 +57,13 @@ class Episode:
         #: 3.9); the watcher delivers the signal again until it can be raised.
         self.deferred = False
         self.redelivered: dict[str, int] = {"watcher": 0, "handler": 0}
+        #: The Python handler has run at least once. Until it does, the watcher delivers the
+        #: signal to the main thread again (with backoff): on 3.9/3.10 another thread taking
+        #: the GIL can clear the main thread's "signal pending" flag, and a main thread that
+        #: then enters a blocking call would not see the signal until the call returns.
+        self.handler_ran = False
+        self.next_redelivery = 0.0  # time.monotonic()
+        self.redelivery_interval = REDELIVER_INTERVAL
         self.breaks_done = threading.Event()
 
     @property
@@ -74,8 +84,6 @@ handled: frozenset[signal.Signals] = frozenset()
 #: Guards running their ``__exit__``: the handler records signals but must not raise into them.
 exiting = 0
 
-REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
-
 
 def hear(sig: signal.Signals, source: str) -> bool:
     """Record one delivery of a guarded signal; return True if it started the episode.
@@ -87,15 +95,19 @@ def hear(sig: signal.Signals, source: str) -> bool:
     """
     current = policy
     with _lock:
+        if source == "handler":
+            episode.handler_ran = True
         if episode.redelivered[source]:
-            episode.redelivered[source] -= 1  # our own re-delivery of a deferred signal
+            episode.redelivered[source] -= 1  # our own re-delivery (see redeliver)
             return False
         episode.heard[source] += 1
         first = episode.signal is None
         if first:
             episode.signal = sig
+            now = time.monotonic()
+            episode.next_redelivery = now + REDELIVER_INTERVAL
             if current is not None and current.timeout is not None:
-                episode.deadline = time.monotonic() + current.timeout
+                episode.deadline = now + current.timeout
         force = (
             not first
             and episode.heard[source] >= 2
@@ -145,19 +157,51 @@ def leave_exit() -> None:
         exiting -= 1
 
 
-def redeliver_due() -> bool:
-    return episode.deferred and not episode.raised and exiting == 0 and policy is not None
+def defer() -> None:
+    """``Signalled`` cannot be raised right now: have the watcher deliver the signal to the
+    main thread again shortly, and again, until it can be (see ``until_redelivery``)."""
+    episode.deferred = True
+    episode.next_redelivery = time.monotonic() + REDELIVER_INTERVAL
+    from . import _watcher
+
+    _watcher.poke()
 
 
-def redeliver() -> None:
-    """Deliver a deferred signal to the main thread again (called by the watcher)."""
+def until_redelivery(now: float) -> Optional[float]:
+    """Seconds until the watcher should deliver the signal to the main thread again, or None.
+
+    Needed while ``Signalled`` has not been raised and no guard is exiting: the handler deferred
+    it (the main thread was handling an exception; every 10 ms), or the handler has not run at
+    all (with backoff, so C code the main thread is stuck in is not interrupted too often).
+    """
+    ep = episode
+    if ep.signal is None or ep.raised or exiting or policy is None:
+        return None
+    if not ep.deferred and ep.handler_ran:
+        return None
+    return ep.next_redelivery - now
+
+
+def redeliver(now: float) -> None:
+    """Deliver the episode's signal to the main thread again (called by the watcher).
+
+    Thread-directed, so it interrupts a blocking call of the main thread; both listeners are
+    told to expect it, so it is never counted as a second signal.
+    """
     main = threading.main_thread().ident
     with _lock:
-        sig = episode.signal
-        if sig is None or main is None or not redeliver_due() or sig not in handled:
+        ep = episode
+        sig = ep.signal
+        due = until_redelivery(now)
+        if sig is None or main is None or due is None or due > 0 or sig not in handled:
             return
-        episode.redelivered["watcher"] += 1
-        episode.redelivered["handler"] += 1
+        if ep.deferred:
+            ep.next_redelivery = now + REDELIVER_INTERVAL
+        else:
+            ep.redelivery_interval = min(ep.redelivery_interval * 2, REDELIVER_MAX_INTERVAL)
+            ep.next_redelivery = now + ep.redelivery_interval
+        ep.redelivered["watcher"] += 1
+        ep.redelivered["handler"] += 1
         signal.pthread_kill(main, sig)
 
 

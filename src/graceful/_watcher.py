@@ -66,17 +66,18 @@ class _Watcher:
 
     def _run(self) -> None:
         while True:
-            remaining = _shutdown.overdue(time.monotonic())
+            now = time.monotonic()
+            remaining = _shutdown.overdue(now)
             if remaining is not None and remaining <= 0:
                 _shutdown.deadline_passed()
-            redeliver = _shutdown.redeliver_due()
-            if redeliver:
-                interval = _shutdown.REDELIVER_INTERVAL
-                remaining = interval if remaining is None else min(remaining, interval)
+            redelivery = _shutdown.until_redelivery(now)
+            if redelivery is not None:
+                if redelivery <= 0:
+                    _shutdown.redeliver(now)
+                    continue
+                remaining = redelivery if remaining is None else min(remaining, redelivery)
             ready, _, _ = select.select([self.read_fd], [], [], remaining)
             if not ready:
-                if redeliver:
-                    _shutdown.redeliver()
                 continue
             _shutdown.act()  # whatever the main thread's handler recorded and poked us about
             try:
