@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any, Optional
 
 TIMEOUT = 15.0  # the longest any single wait in the suite may take
@@ -137,5 +139,49 @@ def run(code: str, sig: Optional[int] = None, ready: str = "ready", **kwargs: An
     return child
 
 
-def name(sig: int) -> str:
-    return signal.Signals(sig).name
+# --- whole programs that fork: a shared log, and a runner that leaves nothing behind ------------
+
+#: Python source for ``log(*words)``: one O_APPEND write per line (lines never interleave across
+#: processes), each line ending with the writer's PID. The script defines ``LOG`` (a path) first.
+LOG_FUNCTION = """
+def log(*words):
+    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (" ".join(map(str, words)) + f" {os.getpid()}\\n").encode())
+    finally:
+        os.close(fd)
+"""
+
+
+def read_log(path: Path) -> list[list[str]]:
+    """The lines ``log()`` wrote, split into words (the last word is the writer's PID)."""
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def start_script(args: list[str]) -> subprocess.Popen[str]:
+    """Start ``python -u ARGS`` in its own session, so :func:`end_script` can kill its forks."""
+    return subprocess.Popen(
+        [sys.executable, "-u", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def end_script(proc: subprocess.Popen[str]) -> None:
+    """Kill what is left of the script's process group, close the pipes and reap the script."""
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+    with proc:  # closes the pipes, then waits (bounded: everything was just SIGKILLed)
+        pass
+
+
+def run_script(args: list[str], timeout: float = 60) -> tuple[int, str, str]:
+    """Run a script to its end; return code, stdout, stderr. Nothing of it outlives the call."""
+    proc = start_script(args)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return proc.returncode, out, err
+    finally:
+        end_script(proc)

@@ -8,7 +8,6 @@ process appends "<what> <pid>" lines to a shared log with one O_APPEND write.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any, Callable
 import pytest
 
 import graceful
+from helpers import LOG_FUNCTION, read_log, run_script
 
 TIMEOUT = 20.0
 
@@ -194,18 +194,16 @@ def test_import_graceful_stays_light() -> None:
 
 # --- whole programs -------------------------------------------------------------------------
 
-PRELUDE = """
+PRELUDE = (
+    """
 import os, select, signal, sys, time
 import graceful
 
 LOG = sys.argv[1]
 
-def log(*words):
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (" ".join(map(str, words)) + f" {os.getpid()}\\n").encode())
-    finally:
-        os.close(fd)
+"""
+    + LOG_FUNCTION
+    + """
 
 def fork_and_wait(child, sig=None):
     '''Fork; run child(ready) in the child. Signal it once ready; return its exit code.'''
@@ -224,35 +222,13 @@ def fork_and_wait(child, sig=None):
     os.close(ready_r)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 """
+)
 
 
 def _script(tmp_path: Path, body: str) -> Path:
     path = tmp_path / "program.py"
     path.write_text(PRELUDE + textwrap.dedent(body))
     return path
-
-
-def _run(args: list[str], timeout: float = 60) -> tuple[int, str, str]:
-    """Run a script in its own session; whatever is left of its group is killed afterwards."""
-    proc = subprocess.Popen(
-        [sys.executable, "-u", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with proc:
-            pass
-    return proc.returncode, out, err
-
-
-def _log(path: Path) -> list[tuple[str, ...]]:
-    return [tuple(line.split()) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 # Child endings: each child registers its own cleanup ("mine"), and for its own guard its own
@@ -313,11 +289,11 @@ log("parent-done", END)
 @pytest.mark.parametrize("end", list(CHILD_ENDS))
 def test_a_forked_child_never_runs_the_parents_cleanups(tmp_path: Path, end: str) -> None:
     log = tmp_path / "log"
-    rc, out, err = _run([str(_script(tmp_path, OWNERSHIP)), str(log), end])
+    rc, out, err = run_script([str(_script(tmp_path, OWNERSHIP)), str(log), end])
     assert rc == 0, (out, err)
     code, runs_own = CHILD_ENDS[end]
     assert out == f"exit code {code}\n", err
-    entries = _log(log)
+    entries = read_log(log)
     parent_pid = next(pid for what, *_, pid in entries if what == "parent-done")
     parents = [entry for entry in entries if entry[-1] == parent_pid]
     children = [entry for entry in entries if entry[-1] != parent_pid]
@@ -364,7 +340,7 @@ print("exit code", code)
 
 
 def test_a_child_gets_back_the_dispositions_the_parents_guard_replaced(tmp_path: Path) -> None:
-    rc, out, err = _run([str(_script(tmp_path, SIGNALS_IN_CHILD)), str(tmp_path / "log")])
+    rc, out, err = run_script([str(_script(tmp_path, SIGNALS_IN_CHILD)), str(tmp_path / "log")])
     assert rc == 0, err
     assert out.splitlines() == [
         # The guard replaced HUP, INT and TERM; QUIT was ignored, so it was left alone.
@@ -398,10 +374,12 @@ def test_multiprocessing_children_run_only_their_own_cleanups(tmp_path: Path) ->
     """fork and forkserver children end by os._exit; spawn children are fresh interpreters."""
     methods = ["fork", "forkserver", "spawn"]
     log = tmp_path / "log"
-    rc, out, err = _run([str(_script(tmp_path, MULTIPROCESSING)), str(log), ",".join(methods)])
+    rc, out, err = run_script(
+        [str(_script(tmp_path, MULTIPROCESSING)), str(log), ",".join(methods)]
+    )
     assert rc == 0, err
     assert out.splitlines() == [f"{method} 0" for method in methods]
-    entries = _log(log)
+    entries = read_log(log)
     mine = [entry for entry in entries if entry[0] == "mine"]
     assert [method for _, method, _ in mine] == methods
     assert [entry[0] for entry in entries if entry[0] != "mine"] == ["parent"]
@@ -441,10 +419,10 @@ log("not-reached")
 def test_a_signal_during_a_fork_hook_is_not_lost(tmp_path: Path, when: str) -> None:
     """CPython swallows what a fork hook raises: the signal must wait until the fork is over."""
     log = tmp_path / "log"
-    rc, out, err = _run([str(_script(tmp_path, SIGNAL_DURING_HOOK)), str(log), when])
+    rc, out, err = run_script([str(_script(tmp_path, SIGNAL_DURING_HOOK)), str(log), when])
     assert rc == -signal.SIGTERM, (out, err)
     assert "Traceback" not in err, err
-    entries = _log(log)
+    entries = read_log(log)
     assert [what for what, *_ in entries] == [
         "hook-start",
         "hook-end",

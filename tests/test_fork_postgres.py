@@ -9,11 +9,9 @@ outlive the test) and reports through stdout and a log file that every process a
 from __future__ import annotations
 
 import collections
-import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -23,13 +21,15 @@ from typing import Any
 import pytest
 
 import pgserver
+from helpers import LOG_FUNCTION, end_script, read_log, run_script, start_script
 
 DRIVERS = ["psycopg2", "psycopg"]
 CHILD_ENDS = ["exit", "raise", "sigterm-in-guard"]
 
 # Shared by the scripts: connect with one driver or the other, ask the server who we are, and
 # append a line to the shared log. One os.write with O_APPEND per line: lines never interleave.
-PRELUDE = """
+PRELUDE = (
+    """
 import os, select, signal, socket, sys, time
 import graceful
 
@@ -49,13 +49,9 @@ def query(conn, sql, *params):
     finally:
         cur.close()
 
-def log(*words):
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (" ".join(map(str, words)) + f" {os.getpid()}\\n").encode())
-    finally:
-        os.close(fd)
 """
+    + LOG_FUNCTION
+)
 
 # A parent with one connection forks children one at a time and checks, after each has ended,
 # that its own session is still there (same backend pid). argv: ... cleanup-kind, ends, count.
@@ -232,38 +228,6 @@ def _script(tmp_path: Path, name: str, body: str) -> Path:
     return path
 
 
-def _start(args: list[str]) -> subprocess.Popen[str]:
-    # Own session: on any failure the whole group (script and its forks) is killed in _end().
-    return subprocess.Popen(
-        [sys.executable, "-u", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def _end(proc: subprocess.Popen[str]) -> None:
-    """Kill what is left of the script's process group, close the pipes and reap the script."""
-    with contextlib.suppress(ProcessLookupError):  # the group is gone already
-        os.killpg(proc.pid, signal.SIGKILL)
-    with proc:  # closes the pipes, then waits (bounded: everything was just SIGKILLed)
-        pass
-
-
-def _run(args: list[str], timeout: float = 60) -> tuple[int, str, str]:
-    proc = _start(args)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-        return proc.returncode, out, err
-    finally:
-        _end(proc)
-
-
-def _log(path: Path) -> list[list[str]]:
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def _sessions(server: pgserver.PostgresServer, psycopg: Any, application_name: str) -> list[int]:
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         rows = conn.execute(
@@ -293,13 +257,15 @@ def test_plain_atexit_in_parent_breaks_its_connection_when_a_child_exits(
     pgserver.import_driver(driver)
     script = _script(tmp_path, "survivor", SURVIVOR)
     log = tmp_path / "log"
-    rc, out, err = _run([str(script), driver, postgres_server.dsn, str(log), "atexit", "exit", "1"])
+    rc, out, err = run_script(
+        [str(script), driver, postgres_server.dsn, str(log), "atexit", "exit", "1"]
+    )
     assert rc == 3, (out, err)
     parent_pid = int(out.split()[2])
     assert "broken after child 0 (exit): " in out
     assert "server closed the connection unexpectedly" in out
     # The parent's handler ran once, in the child (the parent then left by os._exit).
-    closes = [words for words in _log(log) if words[0] == "parent-close"]
+    closes = [words for words in read_log(log) if words[0] == "parent-close"]
     assert len(closes) == 1
     assert int(closes[0][1]) != parent_pid
 
@@ -315,7 +281,7 @@ def test_graceful_register_keeps_the_parents_connection_through_50_children_of_e
     app = f"survivor-{uuid.uuid4().hex[:12]}"
     dsn = postgres_server.conninfo(application_name=app)
     count = 50 * len(CHILD_ENDS)
-    rc, out, err = _run(
+    rc, out, err = run_script(
         [str(script), driver, dsn, str(log), "graceful", ",".join(CHILD_ENDS), str(count)]
     )
     assert rc == 0, (out, err)
@@ -330,7 +296,7 @@ def test_graceful_register_keeps_the_parents_connection_through_50_children_of_e
     assert all(int(code) == expected[end] for _, end, code in statuses), statuses
     assert err.count("RuntimeError: child fails on purpose") == 50
     # Every child ran its own cleanup, once; the parent's cleanup ran once, in the parent, last.
-    entries = _log(log)
+    entries = read_log(log)
     child_cleanups = [words for words in entries if words[0] == "child-cleanup"]
     ran = collections.Counter(words[1] for words in child_cleanups)
     assert len(child_cleanups) == count, (ran, out[-3000:], err[-3000:])
@@ -358,7 +324,7 @@ def test_forking_server_closes_before_fork_and_each_process_reconnects(
     tag = uuid.uuid4().hex[:12]
     app, table = f"forkserver-{tag}", f"jobs_{tag}"
     requests = list(range(1, 31))
-    proc = _start([str(script), driver, postgres_server.dsn, str(log), app, sock_path, table])
+    proc = start_script([str(script), driver, postgres_server.dsn, str(log), app, sock_path, table])
     clients: list[socket.socket] = []
     try:
         assert proc.stdout is not None
@@ -396,7 +362,7 @@ def test_forking_server_closes_before_fork_and_each_process_reconnects(
     finally:
         for client in clients:
             client.close()
-        _end(proc)
+        end_script(proc)
         if os.path.exists(sock_path):
             os.unlink(sock_path)
     # No leaked sessions once all have ended, and the work is all in the table.
@@ -415,7 +381,9 @@ def test_a_child_can_let_go_of_an_inherited_connection_without_closing_it(
 ) -> None:
     pgserver.import_driver(driver)
     script = _script(tmp_path, "drop", DROP)
-    rc, out, err = _run([str(script), driver, postgres_server.dsn, str(tmp_path / "log"), pattern])
+    rc, out, err = run_script(
+        [str(script), driver, postgres_server.dsn, str(tmp_path / "log"), pattern]
+    )
     assert rc == 0, (out, err)
     lines = out.splitlines()
     assert "child: own session True" in lines, (out, err)
