@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from graceful._backends import Backend, shutdown
-from graceful._spawn import spawn
+from graceful._process.backends import Backend, shutdown
+from graceful._process.spawn import spawn
 
 CHILD = """
 import os, signal, sys, time
-from graceful import _prctl
-from graceful._parent_death import watch_parent
+from graceful._core import libc as _prctl
+from graceful._process.parent_death import watch_parent
 
 method, lifeline, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from graceful import _backends
-from graceful._backends import Backend, shutdown, track
+from graceful._process import backends as _backends
+from graceful._process.backends import Backend, shutdown, track
 from helpers import TIMEOUT, Child
 from test_backends_support import (
     group_members,
@@ -309,7 +309,7 @@ def test_a_reused_pid_is_never_signalled_nor_reaped() -> None:
 THREE_BACKENDS = """
 import json, os, subprocess, sys, time
 import graceful
-from graceful._backends import track
+from graceful._process.backends import track
 
 PIPE = subprocess.PIPE
 procs = {}
@@ -364,7 +364,7 @@ def test_sigterm_to_parent_stops_three_backends_and_parent_dies_by_sigterm() -> 
 GUARD_DEADLINE = """
 import json, os, subprocess, time
 import graceful
-from graceful._backends import track
+from graceful._process.backends import track
 
 @graceful.register
 def report():
@@ -396,7 +396,7 @@ def test_sigkill_goes_out_before_the_guards_own_deadline() -> None:
 GROUP_PARENT = """
 import os, subprocess, time
 import graceful
-from graceful._spawn import spawn
+from graceful._process.spawn import spawn
 
 with graceful.guard():
     script = "sleep 60 & echo $!; (trap '' TERM; echo ready; exec sleep 60) & echo $!; wait"
@@ -426,7 +426,7 @@ def test_spawned_group_with_grandchildren_is_gone_after_sigterm(leftovers: list[
 MP_PARENT = """
 import json, multiprocessing, os, signal, time
 import graceful
-from graceful._backends import track
+from graceful._process.backends import track
 
 def cooperative(ready):
     ready.set()
@@ -473,7 +473,7 @@ def test_multiprocessing_children_are_tracked_the_same_way() -> None:
 FORK_PARENT = """
 import json, os, subprocess, time
 import graceful
-from graceful._backends import track, tracker
+from graceful._process.backends import track, tracker
 
 @graceful.register
 def report():
@@ -484,7 +484,7 @@ pid = os.fork()
 if pid == 0:
     try:
         tracker.stop_all()  # what the child's own exit would run: must not touch our backend
-        graceful._registry.cleanups.run_all()
+        graceful._core.registry.cleanups.run_all()
     finally:
         os._exit(0)
 assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
@@ -505,7 +505,8 @@ def test_a_forked_child_never_stops_its_parents_backends_and_normal_exit_does() 
 
 def test_import_graceful_loads_no_heavy_modules() -> None:
     code = (
-        "import sys, graceful, graceful._backends, graceful._spawn, graceful._parent_death\n"
+        "import sys, graceful, graceful._process.backends, graceful._process.spawn\n"
+        "import graceful._process.parent_death\n"
         "heavy = ('asyncio', 'ctypes', 'multiprocessing', 'subprocess')\n"
         "print([m for m in heavy if m in sys.modules])"
     )

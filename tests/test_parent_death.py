@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from graceful import _launcher, _parent_death
-from graceful._parent_death import die_with_parent, read_marker, watch_parent
+from graceful._process import launcher as _launcher
+from graceful._process import parent_death as _parent_death
+from graceful._process.parent_death import die_with_parent, read_marker, watch_parent
 from helpers import TIMEOUT, Child
 from test_backends_support import is_dead, leftovers_fixture, needs_linux, wait_dead
 
@@ -40,7 +41,7 @@ def leftovers() -> Iterator[list[int]]:
 # (on_second_signal="force") and the file would never be written.
 BACKEND = """
 import os, sys, time, graceful
-from graceful._parent_death import die_with_parent
+from graceful._process.parent_death import die_with_parent
 
 out = sys.argv[1]
 
@@ -60,7 +61,7 @@ with graceful.guard():
 def parent_of_backends(tmp_path: Path, crash: str) -> str:
     return NO_CORE + textwrap.dedent(f"""
         import subprocess, sys, time
-        from graceful._spawn import spawn
+        from graceful._process.spawn import spawn
 
         BACKEND = {BACKEND!r}
         sleeper = spawn(["sleep", "60"])
@@ -117,7 +118,7 @@ def test_children_die_with_their_parent(
 
 THREAD_PARENT = """
 import os, subprocess, sys, threading, time
-from graceful._spawn import spawn
+from graceful._process.spawn import spawn
 
 ECHO = "import sys\\nprint('ready', flush=True)\\nfor line in sys.stdin: print(line, end='')"
 box = []
@@ -208,7 +209,7 @@ def test_launcher_sees_a_parent_that_died_before_prctl() -> None:
 
 LATE_CHILD = """
 import os, signal, sys, time, graceful
-from graceful._parent_death import watch_parent
+from graceful._process.parent_death import watch_parent
 
 ppid, go, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 graceful.register(lambda: open(out, "w").write("cleaned"))
@@ -255,7 +256,7 @@ def test_a_parent_dead_before_the_call_is_noticed_at_once(
 
 METHOD_CHILD = """
 import os, signal, sys, time, graceful
-from graceful._parent_death import watch_parent
+from graceful._process.parent_death import watch_parent
 
 method, lifeline, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 graceful.register(lambda: open(out, "w").write(f"cleaned {time.monotonic()}"))
@@ -301,7 +302,7 @@ DISPOSITIONS = (
     NO_CORE
     + """
 import signal, subprocess
-from graceful._spawn import spawn
+from graceful._process.spawn import spawn
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)

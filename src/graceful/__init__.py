@@ -4,15 +4,15 @@ On HUP, INT, QUIT and TERM, run the cleanups you registered, exactly once and ne
 die by the same signal so the parent sees the truth; never run them in a forked child.
 """
 
-from ._backends import track
-from ._errors import Signalled
-from ._fork import ForkHooks, at_fork
-from ._guard import Guard, guard
-from ._main import main
-from ._parent_death import die_with_parent
-from ._registry import register, register_break, unregister, unregister_break
-from ._shutdown import DEFAULT_TIMEOUT, shutdown_event
-from ._spawn import spawn
+from ._core.errors import Signalled
+from ._core.guard import Guard, guard
+from ._core.main import main
+from ._core.registry import register, register_break, unregister, unregister_break
+from ._core.shutdown import DEFAULT_TIMEOUT, shutdown_event
+from ._process.backends import track
+from ._process.fork import ForkHooks, at_fork
+from ._process.parent_death import die_with_parent
+from ._process.spawn import spawn
 
 __all__ = [
     "DEFAULT_TIMEOUT",

@@ -23,9 +23,9 @@ import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
-from . import _pidfd
-from ._launcher import ENV
-from ._signum import check_signal
+from .._core.checks import check_signal
+from . import pidfd as _pidfd
+from .launcher import ENV
 
 #: How often the last-resort method looks at ``os.getppid()``.
 POLL_INTERVAL = 0.1
@@ -121,9 +121,9 @@ def watch_parent(
             st.lifeline = lifeline
         st.signal = sig
         if st.may_arm and threading.current_thread() is threading.main_thread():
-            from . import _prctl
+            from .._core import libc as _prctl
 
-            if _prctl.AVAILABLE:
+            if _prctl.HAS_PRCTL:
                 _prctl.set_pdeathsig(sig)
                 st.kernel_signal, st.creds = sig, _creds()
         gone = _start_watcher(st, method) if st.thread is None else False

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import NamedTuple, NoReturn, Optional
 
-from . import _registry
+from . import registry as _registry
 
 logger = logging.getLogger("graceful")
 
@@ -119,7 +119,7 @@ def hear(sig: signal.Signals, source: str) -> bool:
     if source == "watcher":
         act()
     elif first or force:
-        from . import _watcher
+        from . import watcher as _watcher
 
         _watcher.poke()  # the watcher starts the episode, or ends the process, for us
     return first
@@ -162,7 +162,7 @@ def defer() -> None:
     main thread again shortly, and again, until it can be (see ``until_redelivery``)."""
     episode.deferred = True
     episode.next_redelivery = time.monotonic() + REDELIVER_INTERVAL
-    from . import _watcher
+    from . import watcher as _watcher
 
     _watcher.poke()
 
@@ -208,7 +208,7 @@ def redeliver(now: float) -> None:
 def end() -> None:
     """The episode is over and the process goes on (``on_signal="raise"``): forget it."""
     global episode
-    from . import _watcher
+    from . import watcher as _watcher
 
     _watcher.sync()  # bytes of this episode still in the pipe must not start the next one
     with _lock:
@@ -304,7 +304,7 @@ def die_now(sig: signal.Signals, reason: str, *, exit_code: bool = False) -> NoR
             flush_stdio()
             signal.signal(sig, signal.SIG_DFL)
         else:
-            from . import _csignal  # signal.signal() refuses outside the main thread
+            from . import libc as _csignal  # signal.signal() refuses outside the main thread
 
             _csignal.set_default(sig)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])

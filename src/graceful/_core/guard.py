@@ -10,10 +10,13 @@ import sys
 from types import FrameType, TracebackType
 from typing import Callable, Literal, Optional
 
-from . import _registry, _shutdown, _signals, _watcher
-from ._checks import check_callable, check_main_thread, check_timeout
-from ._errors import Signalled, signalled
-from ._registry import _P, _R
+from . import registry as _registry
+from . import shutdown as _shutdown
+from . import signals as _signals
+from . import watcher as _watcher
+from .checks import check_callable, check_main_thread, check_timeout
+from .errors import Signalled, signalled
+from .registry import _P, _R
 
 ON_SIGNAL = ("reraise", "exit", "raise")
 ON_SECOND_SIGNAL = ("force", "ignore")

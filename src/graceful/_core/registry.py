@@ -14,7 +14,7 @@ import sys
 import threading
 from typing import Any, Callable, NamedTuple, Optional, TypeVar
 
-from ._checks import check_callable
+from .checks import check_callable
 
 if sys.version_info >= (3, 10):
     from typing import ParamSpec

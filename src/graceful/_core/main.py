@@ -6,9 +6,11 @@ import functools
 import sys
 from typing import Any, Callable, NoReturn, Optional, Union, overload
 
-from . import _registry, _shutdown, _signals
-from ._guard import guard
-from ._registry import _P
+from . import registry as _registry
+from . import shutdown as _shutdown
+from . import signals as _signals
+from .guard import guard
+from .registry import _P
 
 
 @overload

@@ -21,10 +21,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from . import _launcher, _parent_death, _pidfd
-from ._backends import track
-from ._checks import check_timeout
-from ._signum import check_signal
+from .._core.checks import check_signal, check_timeout
+from . import launcher as _launcher
+from . import parent_death as _parent_death
+from . import pidfd as _pidfd
+from .backends import track
 
 if TYPE_CHECKING:
     import subprocess

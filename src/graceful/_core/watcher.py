@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Optional
 
-from . import _shutdown
+from . import shutdown as _shutdown
 
 _POKE = b"\0"  # not a signal number: "look at the deadline again"
 _STOP = b"\xff"  # not a signal number either: "exit the thread" (before a fork)

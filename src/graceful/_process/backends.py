@@ -16,9 +16,10 @@ import time
 import warnings
 from typing import IO, TYPE_CHECKING, Any, Optional, TypeVar, Union
 
-from . import _pidfd, _registry, _shutdown
-from ._checks import check_timeout
-from ._signum import check_signal
+from .._core import registry as _registry
+from .._core import shutdown as _shutdown
+from .._core.checks import check_signal, check_timeout
+from . import pidfd as _pidfd
 
 if TYPE_CHECKING:
     import subprocess

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal as _signal
 import threading
 from typing import Any, Optional
 
@@ -39,3 +40,26 @@ def check_main_thread(what: str) -> None:
             "Wrap your program's entry point (the main thread) in graceful.guard() or "
             "@graceful.main, and in worker threads watch graceful.shutdown_event instead"
         )
+
+
+def check_signal(sig: object, what: str) -> int:
+    """Return ``sig`` as an int if it is a real signal of this platform; raise otherwise.
+
+    SIGKILL and SIGSTOP are accepted: they cannot be caught, but they can be sent.
+    """
+    if isinstance(sig, bool) or not isinstance(sig, int):
+        raise TypeError(
+            f"{what}: signal must be a signal number such as signal.SIGTERM, "
+            f"got {type(sig).__name__} {sig!r}"
+        )
+    if sig == 0:
+        raise ValueError(
+            f"{what}: signal 0 only probes whether a process exists and stops nothing; "
+            "pass a real signal such as signal.SIGTERM"
+        )
+    if sig not in _signal.valid_signals():
+        raise ValueError(
+            f"{what}: {sig!r} is not a signal on this platform; pass one of the signal.SIG* "
+            "constants, such as signal.SIGTERM"
+        )
+    return int(sig)

@@ -22,9 +22,12 @@ import threading
 from types import TracebackType
 from typing import Callable, Optional
 
-from . import _guard, _registry, _shutdown, _watcher
-from ._checks import check_callable
-from ._errors import Signalled
+from .._core import guard as _guard
+from .._core import registry as _registry
+from .._core import shutdown as _shutdown
+from .._core import watcher as _watcher
+from .._core.checks import check_callable
+from .._core.errors import Signalled
 
 logger = logging.getLogger("graceful")
 

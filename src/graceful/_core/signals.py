@@ -98,7 +98,7 @@ class Saved:
 
     def restore(self) -> None:
         if self.raw is not None:
-            from . import _csignal
+            from . import libc as _csignal
 
             # Python's own table must stop pointing at our handler; then put the C one back.
             signal.signal(self.sig, signal.SIG_DFL)
@@ -114,7 +114,7 @@ def install(sigs: tuple[signal.Signals, ...], handler: Callable[[int, Any], Any]
         for sig in sigs:
             raw = None
             if signal.getsignal(sig) is None:
-                from . import _csignal
+                from . import libc as _csignal
 
                 raw = _csignal.save(sig)
             previous = signal.signal(sig, handler)

@@ -1,0 +1,1 @@
+"""The shutdown core: signal names and dispositions, the guard, the shutdown state, the registry."""
