@@ -12,7 +12,7 @@ import graceful
 
 @pytest.mark.parametrize("sig", ["KILL", "SIGSTOP", signal.SIGKILL, 19])
 def test_uncatchable_signals(sig: object) -> None:
-    with pytest.raises(ValueError, match=r"cannot be caught.*docs/signals\.md"):
+    with pytest.raises(ValueError, match=r"cannot be caught.*graceful signals"):
         graceful.guard(sig)  # type: ignore[arg-type]
 
 
@@ -27,8 +27,8 @@ def test_fault_signals_point_to_faulthandler(sig: object) -> None:
     [
         ("TREM", ValueError, "unknown signal name 'TREM'.*'TERM'"),
         ("SIG_DFL", ValueError, "unknown signal name"),
-        (0, ValueError, "unknown signal number 0"),
-        (999, ValueError, "unknown signal number 999"),
+        (0, ValueError, "signal 0 only probes"),
+        (999, ValueError, "999 is not a signal on this platform"),
         (1.0, TypeError, "signal.Signals, an int or a name"),
         (True, TypeError, "signal.Signals, an int or a name"),
         (None, TypeError, "signal.Signals, an int or a name"),

@@ -10,6 +10,7 @@ import sys
 from types import FrameType, TracebackType
 from typing import Callable, Literal, Optional
 
+from . import dispositions as _dispositions
 from . import registry as _registry
 from . import shutdown as _shutdown
 from . import signals as _signals
@@ -47,7 +48,7 @@ class Guard(contextlib.ContextDecorator):
 
     def __init__(
         self,
-        signals: tuple[signal.Signals, ...],
+        signals: tuple[int, ...],
         *,
         timeout: Optional[float],
         on_signal: str,
@@ -64,7 +65,7 @@ class Guard(contextlib.ContextDecorator):
         #: The signal that ended the block, or None.
         self.signal: Optional[signal.Signals] = None
         self._cleanups = _registry.Registry("guard cleanup")
-        self._saved: list[_signals.Saved] = []
+        self._saved: list[_dispositions.Saved] = []
         self._wakeup: Optional[int] = None  # previous wakeup fd, when we are the outermost
         self._pid: Optional[int] = None  # set while active
         self._inert = False  # inherited by a forked child: does nothing
@@ -94,11 +95,13 @@ class Guard(contextlib.ContextDecorator):
             raise RuntimeError(
                 "this Guard is already active; use a new graceful.guard() for a nested block"
             )
-        sigs = tuple(s for s in self.signals if self.override_ignored or not _signals.is_ignored(s))
+        sigs = tuple(
+            s for s in self.signals if self.override_ignored or not _dispositions.is_ignored(s)
+        )
         # Block our signals while installing, so the handler never sees half a guard.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
         try:
-            self._saved = _signals.install(sigs, _handler)
+            self._saved = _dispositions.install(sigs, _handler)
             if not _stack:
                 self._wakeup = _watcher.install()
                 _shutdown.policy = _shutdown.Policy(
@@ -162,7 +165,7 @@ class Guard(contextlib.ContextDecorator):
     def _close(self) -> None:
         """Put back exactly what we replaced (handlers, wakeup fd) and leave the stack."""
         try:
-            _signals.restore(self._saved)
+            _dispositions.restore(self._saved)
         finally:
             if self in _stack:
                 _stack.remove(self)
@@ -215,7 +218,7 @@ def guard(
     the process at once (``on_second_signal="force"``) or is absorbed (``"ignore"``). Signals
     ignored (``SIG_IGN``) on entry stay ignored unless ``override_ignored=True``.
     """
-    sigs = _signals.resolve_all(signals)
+    sigs = _signals.resolve_all(signals, "graceful.guard()")
     checked_timeout = check_timeout(timeout, "graceful.guard()")
     if on_signal not in ON_SIGNAL:
         raise ValueError(f"on_signal must be one of {ON_SIGNAL}, got {on_signal!r}")
@@ -258,7 +261,7 @@ def after_fork_in_child() -> None:
     for g in reversed(inherited):
         g._inert = True
         try:
-            _signals.restore(g._saved)
+            _dispositions.restore(g._saved)
             if g._wakeup is not None:
                 signal.set_wakeup_fd(g._wakeup)
         except (OSError, ValueError, TypeError):

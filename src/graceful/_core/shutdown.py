@@ -80,7 +80,7 @@ _dying = False
 #: The outermost guard's policy while a guard is active in this process, else None.
 policy: Optional[Policy] = None
 #: Union of the signals the active guards handle.
-handled: frozenset[signal.Signals] = frozenset()
+handled: frozenset[int] = frozenset()
 #: Guards running their ``__exit__``: the handler records signals but must not raise into them.
 exiting = 0
 

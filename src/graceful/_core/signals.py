@@ -1,14 +1,26 @@
-"""Naming signals, and installing handlers so that exactly the previous disposition comes back."""
+"""What a signal is: its names, its default action, who sends it, and whether a guard may handle it.
+
+The one place that turns what a user wrote (``"TERM"``, ``"sigterm"``, ``15``, ``"RTMIN+3"``,
+``signal.SIGTERM``) into a signal number, or into an error that says what to write instead. The
+``graceful signals`` command prints the same facts as a table.
+"""
 
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Optional, Union
+import sys
+from typing import TYPE_CHECKING
 
-SignalLike = Union[signal.Signals, int, str]
-Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
+if TYPE_CHECKING:
+    from typing import Literal, Union
 
-DOCS = "docs/signals.md"
+    from typing_extensions import TypeAlias
+
+    SignalLike: TypeAlias = Union[signal.Signals, int, str]
+    Action = Literal["terminate", "core", "ignore", "stop", "continue"]
+
+#: Where a user reads more; ``graceful signals`` prints this platform's table.
+DOCS = "docs/signals.md (or run `graceful signals`)"
 
 #: Handled when a guard names no signals: those of HUP, INT, QUIT, TERM the platform has.
 DEFAULT_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -17,126 +29,206 @@ DEFAULT_SIGNALS: tuple[signal.Signals, ...] = tuple(
     if hasattr(signal, name)
 )
 
-_UNCATCHABLE = {getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n)}
-_SYNCHRONOUS = {
-    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)
+#: Default action (signal(7)) and who typically sends it, by name; where a platform differs it is
+#: patched below. Names this platform lacks are simply never looked up.
+FACTS: dict[str, tuple[Action, str]] = {
+    "SIGHUP": (
+        "terminate",
+        "a closed terminal or SSH session; daemons: 'reload'",
+    ),
+    "SIGINT": ("terminate", "Ctrl-C in a terminal, to the whole foreground process group"),
+    "SIGQUIT": ("core", "Ctrl-\\ in a terminal; some servers: 'stop now' (nginx)"),
+    "SIGILL": ("core", "the CPU: an illegal instruction in this process"),
+    "SIGTRAP": ("core", "a debugger or a breakpoint instruction"),
+    "SIGABRT": ("core", "abort(3) in this process (a failed C assertion)"),
+    "SIGBUS": ("core", "the kernel: a bad memory access (a truncated mmap'ed file)"),
+    "SIGFPE": ("core", "the CPU: an arithmetic fault in this process"),
+    "SIGKILL": (
+        "terminate",
+        "kill -9; docker, systemd, Kubernetes after their timeout",
+    ),
+    "SIGUSR1": ("terminate", "users and programs, by agreement (log rotation, status dump)"),
+    "SIGSEGV": ("core", "the kernel: an invalid memory reference in this process"),
+    "SIGUSR2": ("terminate", "users and programs, by agreement (gunicorn: upgrade)"),
+    "SIGPIPE": (
+        "terminate",
+        "the kernel: a write to a pipe nobody reads (Python ignores it)",
+    ),
+    "SIGALRM": ("terminate", "alarm(2) and setitimer(ITIMER_REAL) in this process"),
+    "SIGTERM": ("terminate", "kill, docker stop, systemd, Kubernetes, supervisors: 'please stop'"),
+    "SIGSTKFLT": ("terminate", "nobody (unused on Linux)"),
+    "SIGCHLD": ("ignore", "the kernel: a child of this process stopped or ended"),
+    "SIGCONT": ("continue", "fg, bg, kill -CONT: resume a stopped process"),
+    "SIGSTOP": ("stop", "kill -STOP, debuggers: stop, cannot be caught"),
+    "SIGTSTP": ("stop", "Ctrl-Z in a terminal"),
+    "SIGTTIN": ("stop", "the terminal: a background process read from it"),
+    "SIGTTOU": ("stop", "the terminal: a background process wrote to it (with tostop)"),
+    "SIGURG": ("ignore", "the kernel: out-of-band data on a socket"),
+    "SIGXCPU": (
+        "core",
+        "the kernel: the CPU time limit (RLIMIT_CPU) passed",
+    ),
+    "SIGXFSZ": ("core", "the kernel: the file size limit (RLIMIT_FSIZE) passed"),
+    "SIGVTALRM": ("terminate", "setitimer(ITIMER_VIRTUAL) in this process"),
+    "SIGPROF": ("terminate", "setitimer(ITIMER_PROF), profilers"),
+    "SIGWINCH": ("ignore", "the terminal: its window changed size"),
+    "SIGIO": ("terminate", "the kernel: I/O possible on an O_ASYNC descriptor"),
+    "SIGPWR": ("terminate", "a UPS daemon: power failure; some init systems: shut down"),
+    "SIGSYS": ("core", "the kernel: a bad system call, seccomp"),
+    "SIGEMT": ("core", "the CPU: an emulator trap"),
+    "SIGINFO": ("ignore", "Ctrl-T in a BSD/macOS terminal: print status"),
 }
+if sys.platform != "linux":  # BSD and macOS: SIGIO is ignored by default
+    FACTS["SIGIO"] = ("ignore", FACTS["SIGIO"][1])
+
+_UNCATCHABLE = frozenset(getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n))
+#: Raised by the faulting instruction itself: a handler that returns makes it run again.
+_FAULTS = frozenset(
+    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)
+)
+_RTMIN: int = getattr(signal, "SIGRTMIN", 0)
+_RTMAX: int = getattr(signal, "SIGRTMAX", -1)
 
 
-_NAMES = frozenset(n for n in signal.Signals.__members__ if not n.startswith("SIG_"))
+def is_realtime(signum: int) -> bool:
+    return _RTMIN <= signum <= _RTMAX
 
 
-def resolve(sig: SignalLike) -> signal.Signals:
-    """Turn a ``signal.Signals``, an int or a name (``"TERM"``, ``"sigterm"``) into a signal
-    that can be handled, or raise a precise error."""
+def name(signum: int) -> str:
+    """``SIGTERM``; realtime signals as ``SIGRTMIN+3``; unknown numbers as ``signal 99``."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        if is_realtime(signum):
+            return f"SIGRTMIN+{signum - _RTMIN}"
+        return f"signal {signum}"
+
+
+def default_action(signum: int) -> Action:
+    """What the kernel does with the signal when nobody handles it (realtime: terminate)."""
+    if is_realtime(signum):
+        return "terminate"
+    return FACTS.get(name(signum), ("terminate", ""))[0]
+
+
+def sender(signum: int) -> str:
+    """Who typically sends it."""
+    if is_realtime(signum):
+        return "applications, by agreement (realtime signals queue)"
+    return FACTS.get(name(signum), ("terminate", "unknown"))[1]
+
+
+def refusal(signum: int) -> str | None:
+    """Why a guard must not handle this signal, or None if it may."""
+    sig = name(signum)
+    if signum in _UNCATCHABLE:
+        return (
+            f"{sig} cannot be caught, blocked or ignored, so no cleanup can run on it; for what "
+            "survives it (transactions, idempotent start-up recovery, children that watch for "
+            f"their parent's death) see {DOCS}"
+        )
+    if signum in _FAULTS:
+        return (
+            f"{sig} reports a fault in the running code and is not safe to handle in Python (the "
+            "faulting instruction runs again when a handler returns); call faulthandler.enable() "
+            f"for a traceback, and let a parent or supervisor clean up (see {DOCS})"
+        )
+    action = default_action(signum)
+    if action in ("ignore", "stop", "continue"):
+        what = {"ignore": "is ignored", "stop": "stops", "continue": "continues"}[action]
+        return (
+            f"{sig} does not end a process (by default it {what} it; it comes from "
+            f"{sender(signum)}), so treating it as a request to stop would end programs that "
+            "were never asked to; handle it with signal.signal() for its own purpose"
+        )
+    return None
+
+
+def what_graceful_does(signum: int) -> str:
+    """The ``graceful signals`` column: handled by default, may be named, or refused (and why)."""
+    if signum in DEFAULT_SIGNALS:
+        return "handled by every guard (a default signal)"
+    why = refusal(signum)
+    if why is None:
+        return "handled when named: guard('" + name(signum)[3:] + "')"
+    if signum in _UNCATCHABLE:
+        return "refused: cannot be caught"
+    if signum in _FAULTS:
+        return "refused: a fault in the running code"
+    return "refused: does not end a process"
+
+
+def _parse_name(text: str, what: str) -> int:
+    raw = text.strip().upper()
+    key = raw if raw.startswith("SIG") else "SIG" + raw
+    for base, value in (("SIGRTMIN", _RTMIN), ("SIGRTMAX", _RTMAX)):
+        if key.startswith(base) and key != base and _RTMIN:
+            offset = key[len(base) :].replace(" ", "")
+            if offset[:1] in "+-" and offset[1:].isdigit():
+                return value + int(offset)
+    if key.startswith("SIG_") or key not in signal.Signals.__members__:
+        names = sorted(n[3:] for n in signal.Signals.__members__ if not n.startswith("SIG_"))
+        raise ValueError(
+            f"{what}: unknown signal name {text!r}; use a name such as 'TERM', 'SIGTERM' or "
+            f"'USR1' (this platform has: {', '.join(names)}; realtime ones as 'RTMIN+3')"
+        )
+    return int(signal.Signals[key])
+
+
+def number(sig: object, what: str) -> int:
+    """A real signal of this platform as its number (any signal, catchable or not), or raise."""
     if isinstance(sig, bool) or not isinstance(sig, (int, str)):
         raise TypeError(
-            "a signal is a signal.Signals, an int or a name such as 'TERM', "
+            f"{what}: a signal is a signal.Signals, an int or a name such as 'TERM', "
             f"got {type(sig).__name__} {sig!r}"
         )
-    if isinstance(sig, str):
-        name = sig.strip().upper()
-        if not name.startswith("SIG"):
-            name = "SIG" + name
-        if name.startswith("SIG_") or name not in signal.Signals.__members__:
-            raise ValueError(
-                f"unknown signal name {sig!r}; use a name such as 'TERM', 'SIGTERM' or 'USR1' "
-                f"(this platform has: {', '.join(sorted(n[3:] for n in _NAMES))})"
-            )
-        result = signal.Signals[name]
-    else:
-        try:
-            result = signal.Signals(sig)
-        except ValueError:
-            raise ValueError(
-                f"unknown signal number {sig!r}; use signal.SIGTERM or a name such as 'TERM'"
-            ) from None
-    if result in _UNCATCHABLE:
+    signum = _parse_name(sig, what) if isinstance(sig, str) else int(sig)
+    if signum == 0 and not isinstance(sig, str):
         raise ValueError(
-            f"{result.name} cannot be caught, blocked or ignored, so no cleanup can run on it; "
-            f"see {DOCS} ('SIGKILL and SIGSTOP') for what survives it: transactions, idempotent "
-            "start-up recovery, and children that watch for their parent's death"
+            f"{what}: signal 0 only probes whether a process exists and stops nothing; "
+            "pass a real signal such as signal.SIGTERM"
         )
-    if result in _SYNCHRONOUS:
+    if signum not in signal.valid_signals():
         raise ValueError(
-            f"{result.name} reports a fault in the running code and is not safe to handle in "
-            "Python (the faulting instruction runs again when a handler returns); call "
-            "faulthandler.enable() to get a traceback, and let a parent or supervisor clean up "
-            f"(see {DOCS})"
+            f"{what}: {sig!r} is not a signal on this platform; use signal.SIGTERM or a name "
+            f"such as 'TERM' (see {DOCS})"
         )
-    return result
+    return signum
 
 
-def resolve_all(signals: tuple[SignalLike, ...]) -> tuple[signal.Signals, ...]:
-    """Resolve and de-duplicate, keeping order; no signals means the defaults."""
-    if not signals:
-        return DEFAULT_SIGNALS
-    seen: dict[signal.Signals, None] = {}
-    for sig in signals:
-        seen[resolve(sig)] = None
-    return tuple(seen)
-
-
-class Saved:
-    """One signal's disposition as it was before we replaced it, and how to put it back.
-
-    ``signal.signal`` returns None when the handler was installed from C; Python cannot put
-    ``None`` back, so for that case the raw ``sigaction`` is saved and restored through libc
-    (ctypes is imported only then, never on the common path).
-    """
-
-    __slots__ = ("handler", "raw", "sig")
-
-    def __init__(self, sig: signal.Signals, handler: Handler, raw: Optional[object]) -> None:
-        self.sig = sig
-        self.handler = handler
-        self.raw = raw
-
-    @property
-    def ignored(self) -> bool:
-        return self.handler == signal.SIG_IGN
-
-    def restore(self) -> None:
-        if self.raw is not None:
-            from . import libc as _csignal
-
-            # Python's own table must stop pointing at our handler; then put the C one back.
-            signal.signal(self.sig, signal.SIG_DFL)
-            _csignal.restore(self.sig, self.raw)
-        else:
-            signal.signal(self.sig, self.handler)
-
-
-def install(sigs: tuple[signal.Signals, ...], handler: Callable[[int, Any], Any]) -> list[Saved]:
-    """Install ``handler`` for each signal; if one fails, put back those already replaced."""
-    saved: list[Saved] = []
+def as_signal(signum: int) -> int:
+    """``signal.Signals`` when the number has a member (for readable reprs), else the int."""
     try:
-        for sig in sigs:
-            raw = None
-            if signal.getsignal(sig) is None:
-                from . import libc as _csignal
-
-                raw = _csignal.save(sig)
-            previous = signal.signal(sig, handler)
-            saved.append(Saved(sig, previous, raw))
-    except BaseException:
-        restore(saved)
-        raise
-    return saved
+        return signal.Signals(signum)
+    except ValueError:
+        return signum
 
 
-def restore(saved: list[Saved]) -> None:
-    """Put back every saved disposition, newest first; the first error is raised after all."""
-    error: Optional[BaseException] = None
-    for item in reversed(saved):
-        try:
-            item.restore()
-        except BaseException as exc:
-            error = error or exc
-    saved.clear()
-    if error is not None:
-        raise error
+def resolve(sig: SignalLike, what: str) -> int:
+    """A signal that a guard may handle, as ``signal.Signals`` (or an int for realtime ones)."""
+    signum = number(sig, what)
+    why = refusal(signum)
+    if why is not None:
+        raise ValueError(f"{what}: {why}")
+    return as_signal(signum)
 
 
-def is_ignored(sig: signal.Signals) -> bool:
-    return signal.getsignal(sig) == signal.SIG_IGN
+def resolve_all(signals: object, what: str) -> tuple[int, ...]:
+    """Resolve and de-duplicate, keeping order; nothing means the defaults. A single signal
+    (``"TERM"``, ``15``) is accepted where a sequence is expected, so ``signals="TERM"`` is TERM,
+    not the letters T, E, R, M."""
+    if isinstance(signals, (str, int)):
+        signals = (signals,)
+    try:
+        items: tuple[object, ...] = tuple(signals)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{what}: signals must be a signal or a sequence of signals such as ('TERM', 'INT'), "
+            f"got {type(signals).__name__} {signals!r}"
+        ) from None
+    if not items:
+        return DEFAULT_SIGNALS
+    seen: dict[int, None] = {}
+    for sig in items:
+        seen[resolve(sig, what)] = None  # type: ignore[arg-type]
+    return tuple(seen)
