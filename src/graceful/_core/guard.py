@@ -44,6 +44,7 @@ _forked = False
 
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: report, and raise ``Signalled`` once, where that is safe."""
+    _watcher.hear_pending()  # the order the signals came in, not Python's order
     verdict = machine.heard(signum, HANDLER)
     if verdict not in (Verdict.FIRST, Verdict.AGAIN) or not machine.want_raise():
         return
