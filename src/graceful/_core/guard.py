@@ -147,7 +147,7 @@ class Guard:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
         try:
             if outermost:
-                self._wakeup = _watcher.install()  # all or nothing: OSError, RuntimeError
+                self._wakeup = _install_watcher()  # all or nothing: OSError, RuntimeError
             # The machine knows the guard before the handler is in place: a signal that
             # arrives in between is already the guard's.
             machine.arm(options, _handler)
@@ -305,6 +305,18 @@ class Guard:
                 "installed (graceful put back only what is still its own)",
                 names,
             )
+
+
+def _install_watcher() -> int:
+    try:
+        return _watcher.install()
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"graceful.guard(): could not start its watcher thread ({exc}); without it no "
+            "deadline could end a hung shutdown, so the guard was not entered and nothing was "
+            "changed. Enter the guard early, before the program reaches its thread or memory "
+            "limits (a guard started once keeps its thread for every later guard)"
+        ) from exc
 
 
 def _update_handled() -> None:
