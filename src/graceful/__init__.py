@@ -11,6 +11,7 @@ from ._core.machine import draining, shutdown_event
 from ._core.main import main
 from ._core.options import DEFAULT_TIMEOUT
 from ._core.registry import register, register_break, unregister, unregister_break
+from ._integrations.systemd import notify_ready
 from ._process.backends import track
 from ._process.fork import ForkHooks, at_fork
 from ._process.parent_death import die_with_parent
@@ -39,6 +40,7 @@ __all__ = [
     "end_drain",
     "guard",
     "main",
+    "notify_ready",
     "register",
     "register_break",
     "shutdown_event",

@@ -94,6 +94,7 @@ class Shutdown:
         self.handled: frozenset[int] = frozenset()
         self.episode = 0  # counts shutdowns begun in this process
         self._not_insisting: dict[int, Callable[[], bool]] = {}
+        self._listeners: list[Callable[[str, dict[str, Any]], object]] = []
         self._new_episode()
 
     def _new_episode(self) -> None:
@@ -112,6 +113,7 @@ class Shutdown:
         self._redelivery_interval = REDELIVER_INTERVAL
         self.force: Optional[int] = None
         self.breaks_done = threading.Event()
+        self._events: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
         self._breaks_inline = False
 
@@ -140,6 +142,25 @@ class Shutdown:
             self.handled = frozenset()
             if self.phase == Phase.IDLE:
                 self.options = None
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], object]) -> None:
+        """Call ``listener(event, facts)`` from the watcher thread as the shutdown goes:
+        ``"stopping"`` (the first signal: ``signal``, ``drain``, ``timeout``) and
+        ``"drain_end"`` (``timeout``). For integrations (systemd); it must not block."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: str, **facts: Any) -> None:
+        self._events.append((event, facts))
+        self._wake()
+
+    def _deliver_events(self) -> None:
+        while self._events:
+            event, facts = self._events.pop(0)
+            for listener in list(self._listeners):
+                try:
+                    listener(event, facts)
+                except Exception:
+                    _timeline.log_exception("graceful: a shutdown listener raised; ignored")
 
     def not_insisting(self, sig: int, when: Callable[[], bool]) -> None:
         """A repeat of ``sig`` is nobody insisting while ``when()`` is true: it is absorbed.
@@ -207,6 +228,8 @@ class Shutdown:
         self.started_at = now
         self._next_redelivery = now + REDELIVER_INTERVAL
         _timeline.start(now)
+        drain = self.options.drain if self.phase < Phase.CLEANING else 0.0
+        self._emit("stopping", signal=sig, drain=drain, timeout=self.options.timeout)
         if self.phase in (Phase.CLEANING, Phase.ENDING):
             self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
         elif self.options.drain > 0:
@@ -274,6 +297,7 @@ class Shutdown:
     def tick(self, now: float) -> Optional[float]:
         """Do what is due (force, end the drain, begin the breaks, the deadline, a re-delivery);
         return the seconds until something will be due again (None: nothing pending)."""
+        self._deliver_events()
         force = self.force
         if force is not None:
             self._die(force, "second {name} during the shutdown: ending now, skipping the rest")
@@ -310,7 +334,7 @@ class Shutdown:
             self._deferred = True  # the handler ran long ago: deliver the signal again
             self._next_redelivery = now
         _timeline.record("drain_end", "drain over: the shutdown begins", defer=True)
-        self._wake()
+        self._emit("drain_end", timeout=self.options.timeout if self.options else None)
 
     def request_end_drain(self) -> bool:
         """``graceful.end_drain()``: True if a drain was in progress."""
@@ -462,6 +486,7 @@ class Shutdown:
         self.options = None
         self.handled = frozenset()
         self._not_insisting = {}
+        self._listeners = [listener for listener in self._listeners if _survives_fork(listener)]
         self._new_episode()
         for event in (shutdown_event, draining):
             reinit = getattr(event, "_at_fork_reinit", None)
@@ -472,6 +497,11 @@ class Shutdown:
 
 def _nothing() -> None:
     pass
+
+
+def _survives_fork(listener: object) -> bool:
+    """Listeners are module-level functions of graceful's integrations: they stay in a child."""
+    return getattr(listener, "__module__", "").startswith("graceful.")
 
 
 def _run_breaks(entries: list[_registry.Entry], done: threading.Event) -> None:

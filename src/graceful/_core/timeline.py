@@ -58,10 +58,13 @@ def elapsed() -> float:
     return 0.0 if _t0 is None else time.monotonic() - _t0
 
 
-def record(event: str, message: str, *, defer: bool = False, **facts: Any) -> None:
+def record(
+    event: str, message: str, *, defer: bool = False, at: Optional[float] = None, **facts: Any
+) -> None:
     """One step of the shutdown: written to the timeline file now, logged now or (``defer``,
-    from the watcher) by the next thread that logs."""
-    facts = {"event": event, "t": round(elapsed(), 6), "pid": os.getpid(), **facts}
+    from the watcher) by the next thread that logs. ``at``: its time, if not now."""
+    t = round(elapsed() if at is None else at, 6)
+    facts = {"event": event, "t": t, "pid": os.getpid(), **facts}
     _write_line(facts)
     _queue.append((message, facts))
     if not defer:
@@ -139,6 +142,7 @@ def end(how: str, sig: Optional[int], exit_code: Optional[int], *, defer: bool =
         "end",
         what.format(sig=signame, code=exit_code) + f" (total {total:.3f} s)",
         defer=defer,
+        at=total,
         how=how,
         signal=signame,
         exit_code=exit_code,
