@@ -73,18 +73,25 @@ class Channel:
         return self.proc.stderr
 
     def _read(self) -> None:
-        with self._sock.makefile("rb") as stream:
-            for raw in stream:
-                word, _, rest = raw.decode().rstrip("\n").partition(" ")
-                with self.cond:
-                    if word == "exited":
-                        status, at = rest.split()
-                        self.status, self.ended_at = int(status), float(at)
-                    else:
-                        self._replies.append(raw.decode().rstrip("\n"))
-                    self.cond.notify_all()
+        try:
+            with self._sock.makefile("rb") as stream:
+                for raw in stream:
+                    self._hear(raw.decode().rstrip("\n"))
+        except OSError:  # ECONNRESET: the launcher ended with a command unread
+            pass
+        finally:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+
+    def _hear(self, line: str) -> None:
+        word, _, rest = line.partition(" ")
         with self.cond:
-            self.closed = True
+            if word == "exited":
+                status, at = rest.split()
+                self.status, self.ended_at = int(status), float(at)
+            else:
+                self._replies.append(line)
             self.cond.notify_all()
 
     def _reply(self) -> str:

@@ -23,10 +23,12 @@ class Matcher:
             self.regex = re.compile(re.escape(pattern))
             self.whole = True
             self.description = f"a line equal to {pattern!r}"
+            self.text: Optional[str] = pattern
         elif isinstance(pattern, re.Pattern):
             self.regex = pattern
             self.whole = False
             self.description = f"a line matching re.compile({pattern.pattern!r})"
+            self.text = None
         else:
             raise TypeError(
                 "a line to wait for is a str (one whole line) or a compiled pattern "
@@ -35,6 +37,16 @@ class Matcher:
 
     def __call__(self, text: str) -> Optional[re.Match[str]]:
         return self.regex.fullmatch(text) if self.whole else self.regex.search(text)
+
+    def near_miss(self, lines: list[Line]) -> Optional[str]:
+        """A hint when a line contains the str without being equal to it."""
+        for line in lines:
+            if self.text is not None and self.text in line.text:
+                return (
+                    f"the {line.stream} line {line.text!r} contains {self.text!r} but a str must "
+                    "equal the whole line: pass re.compile(...) to search within lines"
+                )
+        return None
 
 
 class Output:

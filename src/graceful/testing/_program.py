@@ -44,6 +44,8 @@ class NotReady(AssertionError):
     ``result`` is how it ended (killed by the harness after a timeout).
     """
 
+    __module__ = "graceful.testing"
+
     def __init__(self, message: str, result: Optional[ShutdownResult] = None) -> None:
         super().__init__(message)
         self.result = result
@@ -90,6 +92,8 @@ class Program:
     Use it as a context manager (or call :meth:`close`): whatever happens in the block, the
     program and everything it started are killed at the end. Not thread-safe.
     """
+
+    __module__ = "graceful.testing"
 
     def __init__(
         self,
@@ -160,7 +164,7 @@ class Program:
         matcher = Matcher(line)
         found = self._wait_line(matcher, time.monotonic() + timeout)
         if found is None:
-            raise self._not_ready(f"{matcher.description} on stdout or stderr", timeout)
+            raise self._not_ready(matcher, timeout)
         return found
 
     def _wait_line(self, matcher: Matcher, deadline: float) -> Optional[re.Match[str]]:
@@ -185,16 +189,22 @@ class Program:
                 self._cond.wait(min(remaining, _FILE_POLL))
         return True
 
-    def _not_ready(self, what: str, timeout: float) -> NotReady:
+    def _not_ready(self, what: Union[Matcher, str], timeout: float) -> NotReady:
         __tracebackhide__ = True
         ended_first = not self.running
         if not ended_first:
             self._kill()
         result = self._finish(timed_out=not ended_first, timeout=timeout)
+        awaited = what.description + " on stdout or stderr" if isinstance(what, Matcher) else what
         if ended_first:
-            reason = f"the program ended before {what} appeared"
+            reason = f"the program ended before {awaited} appeared"
         else:
-            reason = f"no {what} within {timeout:g} s; the harness killed the program"
+            reason = (
+                f"{awaited} did not appear within {timeout:g} s; the harness killed the program"
+            )
+        hint = what.near_miss(self._output.lines) if isinstance(what, Matcher) else None
+        if hint:
+            reason += f"\nhint: {hint}"
         return NotReady(f"{reason}\n\n{result.report()}", result)
 
     def send(self, sig: SignalLike = "TERM", *, to: str = "process") -> bool:
@@ -205,6 +215,8 @@ class Program:
             raise ValueError(f"to= is 'process' or 'group', not {to!r}")
         if self.result is not None:
             return False
+        with self._cond:  # lines from here on count as "after" this signal
+            self._cursor = len(self._output.lines)
         at = self._channel.send(number, to)
         self._sent.append((number, to, at))
         return at is not None
@@ -237,7 +249,6 @@ class Program:
         deadline = first + timeout
         for number, trigger in zip(numbers[1:], triggers):
             if isinstance(trigger, Matcher):
-                self._cursor = len(self._output.lines)
                 if self._wait_line(trigger, deadline) is None:
                     break
             elif self._channel.wait_end(min(trigger, max(0.0, deadline - time.monotonic()))):
@@ -359,6 +370,7 @@ class Program:
             state=info["state"],
             cmdline=tuple(info.get("cmdline") or [info.get("comm", "?")]),
             found=found,
+            starttime=info["starttime"],
         )
 
     def __repr__(self) -> str:
@@ -429,9 +441,7 @@ def start(
         if matcher is not None:
             program.ready_match = program._wait_line(matcher, deadline)
             if program.ready_match is None:
-                raise program._not_ready(
-                    f"{matcher.description} on stdout or stderr", ready_timeout
-                )
+                raise program._not_ready(matcher, ready_timeout)
         if file is not None and not program._wait_file(file, deadline):
             raise program._not_ready(f"the file {file!r}", ready_timeout)
     except BaseException:
@@ -494,6 +504,8 @@ _collectors: list[list[Program]] = []
 class Shutdown:
     """The ``shutdown`` fixture: :func:`start` and :func:`run`. At the end of the test, every
     program started during it (through the fixture or not) is killed with what it left."""
+
+    __module__ = "graceful.testing"
 
     start = staticmethod(start)
     run = staticmethod(run)

@@ -49,6 +49,8 @@ def signal_name(sig: int) -> str:
 class SentSignal:
     """A signal the harness sent."""
 
+    __module__ = "graceful.testing"
+
     signal: int
     at: float  #: seconds after the first signal
     to: str  #: "process" or "group"
@@ -64,6 +66,8 @@ class SentSignal:
 class LeftoverProcess:
     """A process the program started and left alive; the harness killed it after noting it."""
 
+    __module__ = "graceful.testing"
+
     pid: int
     ppid: int
     pgid: int
@@ -71,6 +75,7 @@ class LeftoverProcess:
     state: str
     cmdline: tuple[str, ...]
     found: str  #: how it was found: why it counts as the program's
+    starttime: int = 0  #: clock ticks after boot (/proc/PID/stat): with pid, names the process
 
     def __str__(self) -> str:
         command = " ".join(self.cmdline) or "?"
@@ -83,6 +88,8 @@ class LeftoverProcess:
 @dataclass(frozen=True)
 class ShutdownResult:
     """How a program ended: status, output, timing, timeline, and what it left alive."""
+
+    __module__ = "graceful.testing"
 
     command: tuple[str, ...]
     pid: int  #: the program's PID (reaped now: the number may belong to someone else)
