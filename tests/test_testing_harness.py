@@ -168,9 +168,9 @@ def test_ready_regex_on_stderr_gives_the_match(shutdown: Shutdown) -> None:
     )
     assert program.ready_match is not None
     assert program.ready_match.group(1) == "8123"
-    assert program.stdout == "starting\n"
     assert program.stderr == "listening on port 8123\n"
-    program.stop().died_by("TERM")
+    result = program.stop().died_by("TERM")
+    assert result.stdout == "starting\n"  # stdout and stderr are read apart: compare at the end
 
 
 def test_exact_line_timeout_kills_and_hints(shutdown: Shutdown) -> None:

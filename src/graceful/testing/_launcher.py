@@ -251,13 +251,12 @@ class Launcher:
                 break
             time.sleep(0.002)
 
-    def run(self) -> None:
-        wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        signal.set_wakeup_fd(wake_w)
+    def run(self, wake_r: int) -> None:
+        """Serve the harness until it goes away (or a signal ends us), then kill everything."""
         poller = select.poll()
         poller.register(self.control.fileno(), select.POLLIN)
         poller.register(wake_r, select.POLLIN)
+        self.reap()  # the program may have ended before we got here
         while not self.ending:
             for fd, _ in poller.poll():
                 if fd == wake_r:
@@ -285,13 +284,18 @@ def main(argv: list[str]) -> int:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # SIGCHLD and the ending signals wake the loop through this pipe; it must be in place
+    # before the program starts, or a program that ends at once would never be reaped.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     # Python-level handlers: the program starts with default dispositions anyway (setsigdef).
     for sig in (signal.SIGCHLD, *_ENDING):
         signal.signal(sig, _ignore)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
     launcher = Launcher(control)
     if launcher.start(argv[3:]):
-        launcher.run()
+        launcher.run(wake_r)
     return 0
 
 

@@ -168,7 +168,12 @@ class Program:
         return found
 
     def _wait_line(self, matcher: Matcher, deadline: float) -> Optional[re.Match[str]]:
-        """The next matching line, or None if the program ended or the deadline passed first."""
+        """The next matching line, or None if the program ended or the deadline passed first.
+
+        When the program ends, its last lines may still be on their way through the pipes: the
+        end is collected first (:meth:`_finish`, which reads the pipes to their end), then the
+        lines are searched once more.
+        """
         with self._cond:
             while True:
                 hit = self._output.find(matcher, self._cursor)
@@ -176,9 +181,18 @@ class Program:
                     self._cursor = hit[0] + 1
                     return hit[1]
                 remaining = deadline - time.monotonic()
-                if self._channel.status is not None or self._channel.closed or remaining <= 0:
-                    return None
+                ended = self._channel.status is not None or self._channel.closed
+                if ended or remaining <= 0:
+                    break
                 self._cond.wait(remaining)
+        if not ended:
+            return None
+        self._finish(timed_out=False, timeout=0.0)
+        hit = self._output.find(matcher, self._cursor)
+        if hit is None:
+            return None
+        self._cursor = hit[0] + 1
+        return hit[1]
 
     def _wait_file(self, path: str, deadline: float) -> bool:
         with self._cond:
@@ -191,7 +205,7 @@ class Program:
 
     def _not_ready(self, what: Union[Matcher, str], timeout: float) -> NotReady:
         __tracebackhide__ = True
-        ended_first = not self.running
+        ended_first = self._channel.status is not None
         if not ended_first:
             self._kill()
         result = self._finish(timed_out=not ended_first, timeout=timeout)
