@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, NoReturn, Optional, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, overload
 
-from . import registry as _registry
-from . import shutdown as _shutdown
-from . import signals as _signals
-from .guard import guard
-from .registry import _P
+from . import timeline as _timeline
+from .guard import Guard
+from .options import DEFAULT_TIMEOUT, Options
+
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from .signals import SignalLike
+    from .typevars import _P
 
 
 @overload
@@ -20,44 +24,55 @@ def main(func: Callable[_P, Optional[int]], /) -> Callable[_P, NoReturn]: ...
 @overload
 def main(
     *,
-    signals: tuple[_signals.SignalLike, ...] = (),
-    timeout: Optional[float] = _shutdown.DEFAULT_TIMEOUT,
-    on_signal: str = "reraise",
+    signals: Union[SignalLike, tuple[SignalLike, ...]] = (),
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
+    on_signal: Literal["reraise", "exit", "raise"] = "reraise",
     exit_code: Optional[int] = None,
-    on_second_signal: str = "force",
+    on_second_signal: Literal["force", "ignore"] = "force",
     override_ignored: bool = False,
+    drain: float = 0.0,
 ) -> Callable[[Callable[_P, Optional[int]]], Callable[_P, NoReturn]]: ...
 
 
 def main(
     func: Optional[Callable[..., Optional[int]]] = None,
     /,
-    **options: Any,
-) -> Union[
-    Callable[..., NoReturn], Callable[[Callable[..., Optional[int]]], Callable[..., NoReturn]]
-]:
+    *,
+    signals: object = (),
+    timeout: object = DEFAULT_TIMEOUT,
+    on_signal: object = "reraise",
+    exit_code: object = None,
+    on_second_signal: object = "force",
+    override_ignored: object = False,
+    drain: object = 0.0,
+) -> Any:
     """Run ``func`` inside :func:`graceful.guard` and exit with its result.
 
-    An int return value is the exit status; None exits 0. On a normal return or an uncaught
-    exception the registered cleanups run first (before Python joins non-daemon threads), then
-    the program exits as Python would. Options are those of :func:`graceful.guard`, with the
-    signals given as ``signals=(...)``. Usable bare (``@graceful.main``) or called.
+    An int return value is the exit status; None exits 0. Whichever way ``func`` ends (a return,
+    an uncaught exception, a signal), the registered cleanups run inside the guard, before Python
+    joins non-daemon threads: a signal during them starts the shutdown's deadline and ends the
+    process by that signal once they are done. Options are those of :func:`graceful.guard`, with
+    the signals given as ``signals=(...)`` (or one signal). Usable bare or called.
     """
-    signals = tuple(options.pop("signals", ()))
-    # Validate now, at decoration time, not when the program is already running.
-    guard(*signals, **options)
+    options = Options.parse(
+        signals,
+        what="@graceful.main",
+        timeout=timeout,
+        on_signal=on_signal,
+        exit_code=exit_code,
+        on_second_signal=on_second_signal,
+        override_ignored=override_ignored,
+        drain=drain,
+    )
 
     def decorate(f: Callable[..., Optional[int]]) -> Callable[..., NoReturn]:
-        if not callable(f):
-            raise TypeError(f"@graceful.main decorates a function, got {type(f).__name__}")
+        _check_entry_point(f)
 
         @functools.wraps(f)
         def run(*args: Any, **kwargs: Any) -> NoReturn:
-            try:
-                with guard(*signals, **options):
-                    status = f(*args, **kwargs)
-            finally:
-                _registry.cleanups.run_all()
+            with Guard(options, program=True):
+                status = f(*args, **kwargs)
+            _timeline.end("normal", None, status if isinstance(status, int) else 0)
             sys.exit(status)
 
         return run
@@ -65,3 +80,38 @@ def main(
     if func is not None:
         return decorate(func)
     return decorate
+
+
+_CO_GENERATOR = 0x20
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+
+def _check_entry_point(f: object) -> None:
+    """Refuse, at decoration, what ``main`` cannot run: it would print a generator's repr."""
+    if not callable(f):
+        raise TypeError(
+            f"@graceful.main decorates the function that runs the program, got "
+            f"{type(f).__name__} {f!r}"
+        )
+    inner: Any = f
+    for _ in range(100):
+        if isinstance(inner, functools.partial):
+            inner = inner.func
+        elif hasattr(inner, "__func__"):
+            inner = inner.__func__
+        else:
+            break
+    flags = getattr(getattr(inner, "__code__", None), "co_flags", 0)
+    name = getattr(f, "__qualname__", repr(f))
+    if flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
+        raise TypeError(
+            f"@graceful.main got the generator function {name}: calling it would only create a "
+            "generator and run none of its body; decorate a plain function that runs the "
+            "program (it may iterate the generator: `for item in gen(): ...`)"
+        )
+    if flags & _CO_COROUTINE:
+        raise TypeError(
+            f"@graceful.main got the coroutine function {name}; for now run it with "
+            "asyncio.run() inside a plain function decorated with @graceful.main"
+        )
