@@ -477,6 +477,7 @@ def test_the_web_service_example(shutdown: Shutdown) -> None:
         assert response.read() == b"hello\n"
     result = app.stop(signal.SIGTERM)
     result.died_by(signal.SIGTERM).no_orphans().ended_within(2)
+    result.cleanups_ran(["flush_stats", "close_server"])
     assert result.stdout.splitlines()[1:] == ["stats flushed", "server closed"]
     assert '"GET / HTTP/1.1" 200' in result.stderr
 

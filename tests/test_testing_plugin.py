@@ -39,6 +39,7 @@ def test_a_user_test_passes(pytester: pytest.Pytester, programs: Path) -> None:
                 assert response.status == 200
             result = app.stop(signal.SIGTERM)
             result.died_by(signal.SIGTERM).no_orphans().ended_within(2)
+            result.cleanups_ran(["flush_stats", "close_server"])
 
         def test_run_in_one_call(shutdown):
             result = shutdown.run(script="fake_timeline.py", args=["close_db"], ready="ready")

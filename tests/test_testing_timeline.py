@@ -129,3 +129,122 @@ def test_parse_and_format_never_raise() -> None:
     assert name_matches("app.close_db", "close_db")
     assert not name_matches("app.reclose_db", "close_db")
     assert not name_matches(None, "x")
+
+
+# --- graceful's own writer (src/graceful/_core/timeline.py) ---------------------------------
+
+
+def test_graceful_main_writes_the_documented_records(shutdown: Shutdown) -> None:
+    result = shutdown.run(
+        code="""
+        import time, graceful
+
+        def close_db():
+            print("db closed")
+
+        def stop_worker():
+            raise ValueError("boom")
+
+        @graceful.main
+        def main():
+            graceful.register(close_db)
+            graceful.register(stop_worker)
+            print("ready")
+            time.sleep(60)
+
+        main()
+        """,
+        ready="ready",
+    )
+    result.died_by("TERM").no_orphans()
+    result.cleanups_ran(["stop_worker"], ok=False).cleanups_ran(["close_db"])
+    result.cleanups_ran(["stop_worker", "close_db"], ok=None, only=True)
+    assert [r["event"] for r in result.timeline] == ["signal", "cleanup", "cleanup", "end"]
+    first, failed, closed, end = result.timeline
+    assert {r["pid"] for r in result.timeline} == {result.pid}
+    assert (first["signal"], first["signum"]) == ("SIGTERM", 15)
+    assert 0 <= first["t"] <= failed["t"] <= closed["t"] <= end["t"]
+    assert failed["name"] == "__main__.stop_worker"
+    assert (failed["ok"], failed["error"]) == (False, "ValueError: boom")
+    assert (closed["ok"], closed["error"]) == (True, None)
+    assert closed["duration"] >= 0
+    assert (end["how"], end["signal"], end["exit_code"]) == ("reraise", "SIGTERM", None)
+    assert end["total"] >= closed["t"]
+    message = failure(lambda: result.cleanups_ran(["close_db", "stop_worker"], ok=None))
+    assert "'stop_worker' ran before 'close_db'" in message
+    assert "cleanup __main__.stop_worker: FAILED: ValueError: boom" in message
+
+
+def test_guard_asyncio_and_a_normal_end(shutdown: Shutdown) -> None:
+    guarded = shutdown.run(
+        code="""
+        import time, graceful
+        def global_cleanup(): pass
+        def block_cleanup(): pass
+        graceful.register(global_cleanup)
+        with graceful.guard(on_signal="exit") as g:
+            g.register(block_cleanup)
+            print("ready")
+            time.sleep(60)
+        """,
+        ready="ready",
+    )
+    guarded.exited_with(143).cleanups_ran(["block_cleanup", "global_cleanup"])
+    assert guarded.events("end")[-1]["how"] == "exit"
+    assert guarded.events("end")[-1]["exit_code"] == 143
+    asynchronous = shutdown.run(
+        code="""
+        import asyncio, graceful
+        async def serve():
+            print("ready")
+            await asyncio.sleep(60)
+        def close_pool(): pass
+        @graceful.main
+        def main():
+            graceful.register(close_pool)
+            asyncio.run(serve())
+        main()
+        """,
+        ready="ready",
+        signal="INT",
+    )
+    asynchronous.died_by("INT").cleanups_ran(["close_pool"])
+    normal = shutdown.run(
+        code="""
+        import graceful
+        def flush(): pass
+        @graceful.main
+        def main():
+            graceful.register(flush)
+            return 3
+        main()
+        """,
+        signal=None,
+    )
+    normal.exited_with(3).cleanups_ran(["flush"])
+    assert [r["event"] for r in normal.timeline] == ["cleanup", "end"]
+    assert (normal.timeline[-1]["how"], normal.timeline[-1]["exit_code"]) == ("normal", 3)
+
+
+def test_a_second_signal_is_on_the_timeline(shutdown: Shutdown) -> None:
+    result = shutdown.run(
+        code="""
+        import sys, time, graceful
+        def slow():
+            print("cleaning")
+            time.sleep(30)
+        @graceful.main(timeout=None)
+        def main():
+            graceful.register(slow)
+            print("ready")
+            time.sleep(60)
+        main()
+        """,
+        ready="ready",
+        signal=["INT", "INT"],
+        after="cleaning",
+    )
+    result.died_by("INT").ended_within(5)
+    (second,) = result.events("second_signal")
+    assert (second["signal"], second["action"]) == ("SIGINT", "forced")
+    assert result.events("end")[0]["how"] == "forced"
