@@ -170,3 +170,15 @@ def test_signal_module_untouched_in_the_test_process(shutdown: object) -> None:
     """Using the fixture changes nothing in the process that runs the tests."""
     assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
+    """README.md's "Testing your shutdown": its service and its test, verbatim, pass."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Testing your shutdown", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    files = {b.splitlines()[0].removeprefix("# "): b for b in blocks}  # "# service.py" first
+    assert sorted(files) == ["service.py", "test_service.py"]
+    for name, text in files.items():
+        (pytester.path / name).write_text(text)
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

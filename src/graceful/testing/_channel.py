@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -40,6 +39,7 @@ class Channel:
         self.status: Optional[int] = None  # the program's wait status, once reaped
         self.ended_at: Optional[float] = None  # time.monotonic() when reaped
         self.closed = False  # the launcher's end of the socket is closed
+        self.shut = False  # we have closed ours: the launcher has killed everything
         self._replies: collections.deque[str] = collections.deque()
         self._ask = threading.Lock()  # one command and its reply at a time
         ours, theirs = socket.socketpair()
@@ -129,13 +129,14 @@ class Channel:
 
     def scan(self) -> list[dict[str, Any]]:
         """The live processes of the tree under the launcher (the program's, if it still runs)."""
+        if self.shut:
+            return []
         with self._ask:
             self._sock.sendall(b"scan\n")
             word, _, rest = self._reply().partition(" ")
         if word != "tree":
             raise LauncherError(f"the launcher said {word} {rest} to a scan")
-        found: list[dict[str, Any]] = json.loads(rest)
-        return found
+        return _launcher.decode_tree(rest)
 
     def wait_end(self, timeout: float) -> bool:
         """Wait until the program has ended (and was reaped); False at the timeout."""
@@ -144,6 +145,8 @@ class Channel:
 
     def close(self, timeout: float) -> None:
         """Let the launcher kill and reap the whole tree and exit; force it if it does not."""
+        if self.shut:
+            return
         last: list[dict[str, Any]] = []
         with contextlib.suppress(LauncherError, OSError):
             last = self.scan() if not self.closed else []
@@ -159,6 +162,7 @@ class Channel:
                 _launcher.kill_verified(info, signal.SIGKILL)
         self._reader.join(timeout)
         self._sock.close()
+        self.shut = True
 
 
 def _exit_description(returncode: int) -> str:

@@ -12,21 +12,19 @@ One line each way on the control socket FD:
 
 * launcher to harness: ``started PID``, ``error ERRNO MESSAGE``, ``sent SIGNUM T``,
   ``gone SIGNUM``, ``exited STATUS T`` (T: ``time.monotonic()``, one clock for all processes),
-  ``tree JSON`` (the live descendants, see :func:`tree`);
+  ``tree ENTRIES`` (the live descendants, see :func:`encode_tree`);
 * harness to launcher: ``signal SIGNUM process|group``, ``scan``; end of file: kill everything.
 
-The harness imports this module too, for :func:`tree` and :func:`kill_verified`.
+The harness imports this module too, for :func:`decode_tree` and :func:`kill_verified`. Imports
+are kept few (no json, socket or contextlib): the launcher's start-up is part of every test.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from typing import Any, Optional
@@ -94,6 +92,30 @@ def tree(root: int) -> list[dict[str, Any]]:
     return found
 
 
+_FIELDS = ("pid", "ppid", "pgid", "sid", "state", "starttime")
+
+
+def encode_tree(found: list[dict[str, Any]]) -> str:
+    """``tree()`` on one line: ``pid,ppid,pgid,sid,state,starttime,HEXCMDLINE`` joined by spaces."""
+    return " ".join(
+        ",".join(str(info[k]) for k in _FIELDS)
+        + ","
+        + "\0".join(info.get("cmdline", [])).encode(errors="replace").hex()
+        for info in found
+    )
+
+
+def decode_tree(text: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for entry in text.split():
+        *fields, cmdline = entry.split(",")
+        info: dict[str, Any] = {k: v if k == "state" else int(v) for k, v in zip(_FIELDS, fields)}
+        raw = bytes.fromhex(cmdline).decode(errors="replace")
+        info["cmdline"] = raw.split("\0") if raw else []
+        found.append(info)
+    return found
+
+
 def kill_verified(info: dict[str, Any], sig: int) -> bool:
     """Send ``sig`` to the process ``info`` describes, if it is still that process.
 
@@ -128,7 +150,7 @@ def kill_verified(info: dict[str, Any], sig: int) -> bool:
 class Launcher:
     """The state of the launcher process: the program, its status, the control socket."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: int) -> None:
         self.control = control
         self.pid = 0
         self.pidfd: Optional[int] = None
@@ -137,8 +159,10 @@ class Launcher:
         self.ending = False
 
     def say(self, line: str) -> None:
+        data = line.encode(errors="replace") + b"\n"
         try:
-            self.control.sendall(line.encode() + b"\n")
+            while data:
+                data = data[os.write(self.control, data) :]
         except OSError:  # the harness is gone: clean up and leave
             self.ending = True
 
@@ -151,8 +175,10 @@ class Launcher:
         except OSError as exc:
             self.say(f"error {exc.errno or 0} {exc.strerror or exc}")
             return False
-        with contextlib.suppress(AttributeError, OSError):
+        try:
             self.pidfd = os.pidfd_open(self.pid)  # our unreaped child: names the right process
+        except (AttributeError, OSError):
+            self.pidfd = None
         self.say(f"started {self.pid}")
         return True
 
@@ -205,13 +231,13 @@ class Launcher:
         if words[:1] == ["signal"] and len(words) == 3:
             self.send(int(words[1]), words[2])
         elif words == ["scan"]:
-            self.say("tree " + json.dumps(tree(os.getpid())))
+            self.say("tree " + encode_tree(tree(os.getpid())))
         else:
             self.say(f"error 0 unknown command {line!r}")
 
     def read_commands(self) -> None:
         try:
-            data = self.control.recv(65536)
+            data = os.read(self.control, 65536)
         except OSError:
             data = b""
         if not data:
@@ -229,9 +255,15 @@ class Launcher:
         nothing meanwhile, so between the two rounds no PID of the tree can be reused.
         """
         if not HAS_PROC:
-            if self.status is None:
-                with contextlib.suppress(ProcessLookupError):
+            if self.status is None:  # our unreaped child: its group number is still its own
+                try:
                     os.killpg(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + _KILL_WAIT
+            while self.status is None and time.monotonic() < deadline:
+                self.reap()
+                time.sleep(0.002)
             return
         frozen: set[int] = set()
         while True:
@@ -242,8 +274,10 @@ class Launcher:
                 frozen.add(info["pid"])
                 kill_verified(info, signal.SIGSTOP)
         for pid in frozen:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + _KILL_WAIT
         while True:
             self.reap()
@@ -254,7 +288,7 @@ class Launcher:
     def run(self, wake_r: int) -> None:
         """Serve the harness until it goes away (or a signal ends us), then kill everything."""
         poller = select.poll()
-        poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.control, select.POLLIN)
         poller.register(wake_r, select.POLLIN)
         self.reap()  # the program may have ended before we got here
         while not self.ending:
@@ -277,8 +311,8 @@ def main(argv: list[str]) -> int:
     if len(argv) < 4 or argv[2] != "--":
         print(f"usage: {argv[0]} FD -- PROGRAM [ARGS...]", file=sys.stderr)
         return 2
-    control = socket.socket(fileno=int(argv[1]))
-    control.set_inheritable(False)
+    control = int(argv[1])  # one end of a socketpair: read and written like a pipe
+    os.set_inheritable(control, False)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -300,4 +334,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    os._exit(main(sys.argv))  # nothing to flush or finalize: skip the interpreter's teardown

@@ -82,11 +82,12 @@ def format_record(record: dict[str, Any]) -> str:
             f"({_seconds(record.get('duration'))})"
         )
     elif event == "end":
-        how = record.get("how")
-        detail = record.get("signal") or (
-            f"status {record['exit_code']}" if record.get("exit_code") is not None else ""
-        )
-        text = f"end: {how} {detail}".rstrip() + f", total {_seconds(record.get('total'))}"
+        text = f"end: {record.get('how')}"
+        if record.get("signal"):
+            text += f" {record['signal']}"
+        if record.get("exit_code") is not None:
+            text += f", status {record['exit_code']}"
+        text += f", total {_seconds(record.get('total'))}"
     else:
         rest = {k: v for k, v in record.items() if k not in ("event", "t", "pid")}
         text = f"{event} {json.dumps(rest)}"
