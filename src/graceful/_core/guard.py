@@ -28,7 +28,7 @@ from .checks import check_callable, check_main_thread
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, Verdict, machine
 from .options import Options
-from .protect import DEFER, EXIT, exception_in_flight, exit_path, protection
+from .protect import exception_in_flight, exit_path, protection
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -47,13 +47,12 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     verdict = machine.heard(signum, HANDLER)
     if verdict not in (Verdict.FIRST, Verdict.AGAIN) or not machine.want_raise():
         return
-    if frame is not None:
-        where = protection(frame)
-        if where == EXIT:
-            return  # graceful's own exit path: it looks at the machine when it is done
-        if where == DEFER or exception_in_flight(frame):
-            machine.defer()
-            return
+    if frame is not None and (protection(frame) or exception_in_flight(frame)):
+        # graceful's own exit path (it looks at the machine when it is done), a short critical
+        # section, or an exception on its way to a handler: the watcher delivers the signal
+        # again once the main thread is out of there.
+        machine.defer()
+        return
     sig = machine.signal
     if sig is None:
         return
@@ -148,9 +147,12 @@ class Guard:
         try:
             if outermost:
                 self._wakeup = _watcher.install()  # all or nothing: OSError, RuntimeError
-            self._saved = _dispositions.install(sigs, _handler)
+            # The machine knows the guard before the handler is in place: a signal that
+            # arrives in between is already the guard's.
             machine.arm(options, _handler)
+            machine.set_handled(machine.handled | frozenset(sigs))
             self._late = machine.phase >= Phase.CLEANING
+            self._saved = _dispositions.install(sigs, _handler)
             self._active = True
             self.signal = None
             _stack.append(self)
@@ -206,8 +208,9 @@ class Guard:
             ran = True
         sig = machine.signal if ours else None
         if sig is None:
-            # Put back what we replaced; then look once more: a signal may have come during
-            # the cleanups or the restore (its byte is in the pipe even if Python dropped it).
+            # Put back what we replaced, as the last act; then look once more: a signal may
+            # have come during the cleanups or the restore (its byte is in the pipe even if
+            # Python dropped it). After this point a signal meets the previous disposition.
             self._close()
             _watcher.drain()
             sig = machine.signal if ours else None
@@ -216,10 +219,10 @@ class Guard:
                     machine.end_episode()  # a normal end's cleaning is over
                 machine.disarm()
                 return False
-            if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
-                machine.wait_for_breaks()
-            if not ran:
-                self._run_registered()
+        if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
+            machine.wait_for_breaks()
+        if not ran:
+            self._run_registered()
         self.signal = _signal_of(sig)
         return self._end(sig, exc)
 

@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import enum
 import signal
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import ending as _ending
+from . import protect as _protect
 from . import registry as _registry
 from . import signals as _signals
 from . import timeline as _timeline
@@ -387,6 +389,11 @@ class Shutdown:
             sig = self.signal
             if sig is None or main is None or not self.ours(sig):
                 self._deferred = False
+                return
+            frame = sys._current_frames().get(main)
+            if frame is not None and _protect.protection(frame):
+                # Still in graceful's exit path or a critical section: look again shortly.
+                self._next_redelivery = now + REDELIVER_INTERVAL
                 return
             if self._deferred:
                 self._next_redelivery = now + REDELIVER_INTERVAL

@@ -26,6 +26,12 @@ _POKE = 0  # not a signal number: "look at the machine again"
 _STOP = 0xFF  # not a signal number either: "exit the thread" (before a fork)
 #: The longest single wait: a deadline far away is looked at again from time to time.
 _MAX_WAIT = 3600.0
+#: Signals a helper thread blocks: all but the uncatchable and those a fault raises in the thread.
+ASYNC_SIGNALS = signal.valid_signals() - {
+    getattr(signal, name)
+    for name in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+}
 
 
 class _Watcher:
@@ -59,6 +65,9 @@ class _Watcher:
         return not self.stopped.is_set()
 
     def _main(self) -> None:
+        # Asynchronous signals go to the main thread (or the program's threads), never here:
+        # the C handler then interrupts the main thread's blocking call at once.
+        signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
         try:
             while self._step():
                 pass
