@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 import graceful.testing
-from graceful.testing import NotReady, ShutdownResult, start
+from graceful.testing import NotReady, Shutdown, ShutdownResult, start
 from graceful.testing._launcher import stat
-from graceful.testing._program import Shutdown
 from helpers import TIMEOUT, Child
 from test_backends_support import wait_dead
 

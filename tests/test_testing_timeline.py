@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful.testing import ShutdownResult
-from graceful.testing._program import Shutdown
+from graceful.testing import Shutdown, ShutdownResult
 from graceful.testing._timeline import format_record, name_matches, parse
 
 FAKE = Path(__file__).parent / "testing_programs" / "fake_timeline.py"

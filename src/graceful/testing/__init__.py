@@ -14,8 +14,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._fixture import Shutdown
     from ._output import LinePattern
-    from ._program import NotReady, Program, Shutdown, run, start
+    from ._program import NotReady, Program, run, start
     from ._result import LeftoverProcess, SentSignal, ShutdownResult, SignalLike
 
 _WHERE = {
@@ -24,7 +25,7 @@ _WHERE = {
     "NotReady": "._program",
     "Program": "._program",
     "SentSignal": "._result",
-    "Shutdown": "._program",
+    "Shutdown": "._fixture",
     "ShutdownResult": "._result",
     "SignalLike": "._result",
     "run": "._program",

@@ -23,7 +23,6 @@ from ._result import (
     SentSignal,
     ShutdownResult,
     SignalLike,
-    signal_name,
     to_signal,
     wait_status_details,
 )
@@ -415,6 +414,10 @@ def _triggers(
     return [Matcher(line) for line in lines]
 
 
+#: Lists that every new Program is appended to: one per active ``shutdown`` fixture.
+_collectors: list[list[Program]] = []
+
+
 def start(
     *,
     script: Optional[StrPath] = None,
@@ -509,37 +512,3 @@ def run(
         return program.stop(
             *signals, interval=interval, after=after, to=to, timeout=timeout, grace=grace
         )
-
-
-#: Lists that every new Program is appended to: one per active ``shutdown`` fixture.
-_collectors: list[list[Program]] = []
-
-
-class Shutdown:
-    """The ``shutdown`` fixture: :func:`start` and :func:`run`. At the end of the test, every
-    program started during it (through the fixture or not) is killed with what it left."""
-
-    __module__ = "graceful.testing"
-
-    start = staticmethod(start)
-    run = staticmethod(run)
-
-    def __init__(self) -> None:
-        self._programs: list[Program] = []
-        _collectors.append(self._programs)
-
-    def close(self) -> None:
-        """Kill every program still running, and everything it started."""
-        _collectors[:] = [c for c in _collectors if c is not self._programs]
-        errors = []
-        for program in reversed(self._programs):
-            try:
-                program.close()
-            except Exception as exc:
-                errors.append(f"{program!r}: {exc}")
-        self._programs.clear()
-        if errors:
-            raise RuntimeError("graceful.testing could not clean up: " + "; ".join(errors))
-
-
-__all__ = ["NotReady", "Program", "Shutdown", "run", "signal_name", "start"]

@@ -14,19 +14,6 @@ from typing import Any
 #: The environment variable that names the file.
 ENV = "GRACEFUL_TIMELINE"
 
-EVENTS = frozenset(
-    {
-        "signal",
-        "second_signal",
-        "drain_start",
-        "drain_end",
-        "breaks_done",
-        "cleanup",
-        "backend",
-        "end",
-    }
-)
-
 
 def parse(text: str) -> tuple[list[dict[str, Any]], list[str]]:
     """The records in ``text``, in file order, and a note for each line that is not one."""

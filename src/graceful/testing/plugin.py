@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from ._program import Shutdown
+    from ._fixture import Shutdown
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def shutdown() -> Iterator[Shutdown]:
     ``shutdown.run(...)`` starts, signals and returns a :class:`graceful.testing.ShutdownResult`.
     Every program started during the test is killed at its end, with everything it started.
     """
-    from ._program import Shutdown
+    from ._fixture import Shutdown
 
     harness = Shutdown()
     try:
