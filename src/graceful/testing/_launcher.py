@@ -21,7 +21,6 @@ are kept few (no json, socket or contextlib): the launcher's start-up is part of
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import signal
@@ -29,8 +28,6 @@ import sys
 import time
 from typing import Any, Optional
 
-#: linux/pidfd.h: signal the pidfd's process group (Linux >= 6.9).
-_PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 _PR_SET_CHILD_SUBREAPER = 36
 _ENDING = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 _KILL_WAIT = 5.0  # seconds to wait for a SIGKILLed tree to be reaped
@@ -153,7 +150,6 @@ class Launcher:
     def __init__(self, control: int) -> None:
         self.control = control
         self.pid = 0
-        self.pidfd: Optional[int] = None
         self.status: Optional[int] = None
         self.buffer = b""
         self.ending = False
@@ -175,10 +171,6 @@ class Launcher:
         except OSError as exc:
             self.say(f"error {exc.errno or 0} {exc.strerror or exc}")
             return False
-        try:
-            self.pidfd = os.pidfd_open(self.pid)  # our unreaped child: names the right process
-        except (AttributeError, OSError):
-            self.pidfd = None
         self.say(f"started {self.pid}")
         return True
 
@@ -195,36 +187,21 @@ class Launcher:
                 self.say(f"exited {status} {time.monotonic()!r}")
 
     def send(self, sig: int, to: str) -> None:
+        """Signal the program or its group, only while we have not reaped it: until then its
+        PID (and so its group's number) cannot belong to anyone else."""
+        self.reap()
+        if self.status is not None:
+            self.say(f"gone {sig}")
+            return
         try:
-            if self.status is None:  # not reaped by us: the PID is still our child's
-                if to == "group":
-                    os.killpg(self.pid, sig)
-                else:
-                    os.kill(self.pid, sig)
-            elif to != "group" or not self._signal_group_after_end(sig):
-                self.say(f"gone {sig}")
-                return
-        except ProcessLookupError:
+            if to == "group":
+                os.killpg(self.pid, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:  # a group the program has left, and that is empty
             self.say(f"gone {sig}")
             return
         self.say(f"sent {sig} {time.monotonic()!r}")
-
-    def _signal_group_after_end(self, sig: int) -> bool:
-        """Signal the program's old process group, now that the program itself is reaped."""
-        if self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, sig, None, _PIDFD_SIGNAL_PROCESS_GROUP)
-                return True
-            except ProcessLookupError:
-                return False
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL: a kernel before 6.9; fall through
-                    raise
-        # The group number cannot be reused while a live member of ours still holds it.
-        if any(info["pgid"] == self.pid for info in tree(os.getpid())):
-            os.killpg(self.pid, sig)
-            return True
-        return False
 
     def command(self, line: str) -> None:
         words = line.split()
