@@ -412,20 +412,23 @@ def test_the_block_ending_by_an_exception_kills_everything() -> None:
 def test_a_killed_harness_takes_the_tree_with_it() -> None:
     harness = f"""
     import re, sys
-    sys.path.insert(0, {str(PROGRAMS)!r})
     from graceful.testing import start
     program = start(script={str(PROGRAMS / "daemonize.py")!r}, args=["--wait"], ready="ready")
     daemon = re.search(r"daemon (\\d+)", program.stdout).group(1)
-    print(program.pid, daemon)
+    print(program.pid, daemon, program._channel.proc.pid)  # the program, its daemon, the launcher
+    print(program._timeline_path)
     print("ready")
     sys.stdin.read()
     """
     with Child(harness, stdin=True) as child:
         child.wait_for("ready")
-        pids = [int(p) for p in child.lines[-2].split()]
+        pids = [int(p) for p in child.lines[-3].split()]
+        timeline = Path(child.lines[-2])
+        assert timeline.exists()
         child.send(signal.SIGKILL)
         child.finish()
     wait_dead(pids, TIMEOUT)
+    assert not timeline.exists()  # the launcher removed it: nobody else would
 
 
 def test_the_program_starts_with_default_dispositions_and_no_blocked_signal() -> None:

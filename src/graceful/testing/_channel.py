@@ -151,6 +151,7 @@ class Channel:
         with contextlib.suppress(LauncherError, OSError):
             last = self.scan() if not self.closed else []
         with contextlib.suppress(OSError):
+            self._sock.sendall(b"bye\n")  # we read the timeline file: the launcher leaves it
             self._sock.shutdown(socket.SHUT_WR)
         try:
             self.proc.wait(timeout)

@@ -13,7 +13,9 @@ One line each way on the control socket FD:
 * launcher to harness: ``started PID``, ``error ERRNO MESSAGE``, ``sent SIGNUM T``,
   ``gone SIGNUM``, ``exited STATUS T`` (T: ``time.monotonic()``, one clock for all processes),
   ``tree ENTRIES`` (the live descendants, see :func:`encode_tree`);
-* harness to launcher: ``signal SIGNUM process|group``, ``scan``; end of file: kill everything.
+* harness to launcher: ``signal SIGNUM process|group``, ``scan``, ``bye`` (it will read the
+  timeline file); end of file: kill everything, and remove the timeline file unless ``bye`` came
+  first (the harness died: nobody will read or remove it).
 
 The harness imports this module too, for :func:`decode_tree` and :func:`kill_verified`. Imports
 are kept few (no json, socket or contextlib): the launcher's start-up is part of every test.
@@ -153,6 +155,7 @@ class Launcher:
         self.status: Optional[int] = None
         self.buffer = b""
         self.ending = False
+        self.orderly = False  # the harness said bye: it reads and removes the timeline file
 
     def say(self, line: str) -> None:
         data = line.encode(errors="replace") + b"\n"
@@ -207,6 +210,8 @@ class Launcher:
         words = line.split()
         if words[:1] == ["signal"] and len(words) == 3:
             self.send(int(words[1]), words[2])
+        elif words == ["bye"]:
+            self.orderly = True
         elif words == ["scan"]:
             self.say("tree " + encode_tree(tree(os.getpid())))
         else:
@@ -307,6 +312,12 @@ def main(argv: list[str]) -> int:
     launcher = Launcher(control)
     if launcher.start(argv[3:]):
         launcher.run(wake_r)
+    timeline = os.environ.get("GRACEFUL_TIMELINE")
+    if timeline and not launcher.orderly:
+        try:
+            os.unlink(timeline)
+        except OSError:
+            pass
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -119,7 +120,7 @@ class Program:
                 argv, env=full_env, cwd=None if cwd is None else os.fspath(cwd), cond=self._cond
             )
         except BaseException:
-            os.unlink(self._timeline_path)
+            _remove(self._timeline_path)
             raise
         self._output = Output(self._cond, self._channel.stdout, self._channel.stderr)
         try:
@@ -309,7 +310,7 @@ class Program:
     def _close_quietly(self) -> None:
         self._channel.close(_CLOSE_TIMEOUT)
         self._output.join(_CLOSE_TIMEOUT)
-        os.unlink(self._timeline_path)
+        _remove(self._timeline_path)
 
     def _leftovers(self, grace: float) -> list[dict[str, Any]]:
         """The live processes under the launcher, once those dying anyway had ``grace`` s."""
@@ -331,7 +332,7 @@ class Program:
         if not self._output.join(_CLOSE_TIMEOUT):
             notes.append("stdout or stderr was still open after the tree was killed")
         records, problems = _timeline.read(self._timeline_path)
-        os.unlink(self._timeline_path)
+        _remove(self._timeline_path)
         status = self._channel.status
         if status is None:  # the launcher failed to report: should not happen
             returncode, core = -9, False
@@ -389,6 +390,12 @@ class Program:
     def __repr__(self) -> str:
         state = "running" if self.running else "ended"
         return f"<Program pid={getattr(self, 'pid', None)} {state} {self.command[:3]!r}>"
+
+
+def _remove(path: str) -> None:
+    """Remove the timeline file (the launcher removes it itself when the harness died)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _triggers(
