@@ -111,6 +111,19 @@ class Child:
     def stderr(self) -> str:
         return "".join(self._stderr)
 
+    def wait_for_stderr(self, text: str, timeout: float = TIMEOUT) -> None:
+        """Wait until ``text`` appears on stderr (read by a thread); fail on timeout."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} on stderr within {timeout} s: {self.stderr}")
+            if self.proc.poll() is not None and text not in self.stderr:
+                for reader in self._readers:
+                    reader.join(TIMEOUT)
+                if text not in self.stderr:
+                    raise AssertionError(f"child ended before {text!r} on stderr: {self.stderr}")
+            time.sleep(0.005)  # polling a buffer another thread fills, bounded by the deadline
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

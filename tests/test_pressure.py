@@ -232,17 +232,19 @@ def test_shutdown_event_is_set_while_the_main_thread_is_stuck() -> None:
 
 def test_break_callbacks_run_once_newest_first_and_a_failing_one_is_logged() -> None:
     code = """
-    import sqlite3, graceful
+    import os, sqlite3, graceful
+    def say(text):  # one write per line: the break thread and the main thread both print
+        os.write(1, (text + "\\n").encode())
     conn = sqlite3.connect(":memory:", check_same_thread=False)
     graceful.register_break(conn.interrupt)
     @graceful.register_break
     def broken():
         raise RuntimeError("break failed")
-    graceful.register_break(print, "break 2")
-    graceful.register_break(print, "dropped")
-    graceful.unregister_break(print)
-    graceful.register_break(print, "break 3")
-    conn.create_function("announce", 0, lambda: print("ready") or 1)
+    graceful.register_break(say, "break 2")
+    graceful.register_break(say, "dropped")
+    graceful.unregister_break(say)
+    graceful.register_break(say, "break 3")
+    conn.create_function("announce", 0, lambda: say("ready") or 1)
     with graceful.guard():
         try:
             conn.execute(
@@ -250,12 +252,12 @@ def test_break_callbacks_run_once_newest_first_and_a_failing_one_is_logged() -> 
                 "SELECT count(*) FROM c"
             ).fetchone()
         except sqlite3.OperationalError as exc:
-            print("query:", exc)
+            say(f"query: {exc}")
     """
     child, elapsed = timed(code, signal.SIGTERM)
     assert child.lines[0] == "ready"
     assert child.lines.count("break 3") == 1
-    assert "break 2" not in child.lines  # unregister_break(print) dropped both
+    assert "break 2" not in child.lines  # unregister_break(say) dropped both
     assert elapsed < 1.0  # conn.interrupt ran although broken() raised before it
     assert "RuntimeError: break failed" in child.stderr
     assert child.proc.returncode == -signal.SIGTERM

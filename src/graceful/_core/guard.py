@@ -44,6 +44,7 @@ _forked = False
 
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: report, and raise ``Signalled`` once, where that is safe."""
+    _watcher.hear_pending()  # the order the signals came in, not Python's order
     verdict = machine.heard(signum, HANDLER)
     if verdict not in (Verdict.FIRST, Verdict.AGAIN) or not machine.want_raise():
         return
@@ -146,7 +147,7 @@ class Guard:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
         try:
             if outermost:
-                self._wakeup = _watcher.install()  # all or nothing: OSError, RuntimeError
+                self._wakeup = _install_watcher()  # all or nothing: OSError, RuntimeError
             # The machine knows the guard before the handler is in place: a signal that
             # arrives in between is already the guard's.
             machine.arm(options, _handler)
@@ -304,6 +305,18 @@ class Guard:
                 "installed (graceful put back only what is still its own)",
                 names,
             )
+
+
+def _install_watcher() -> int:
+    try:
+        return _watcher.install()
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"graceful.guard(): could not start its watcher thread ({exc}); without it no "
+            "deadline could end a hung shutdown, so the guard was not entered and nothing was "
+            "changed. Enter the guard early, before the program reaches its thread or memory "
+            "limits (a guard started once keeps its thread for every later guard)"
+        ) from exc
 
 
 def _update_handled() -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import timeline as _timeline
 from .checks import check_callable
-from .errors import RegistrationClosed
+from .errors import RegistrationClosed, Signalled
 from .protect import not_interruptible
 
 if TYPE_CHECKING:
@@ -200,6 +200,8 @@ def run_logged(entry: Entry, kind: str, *, timed: bool = True) -> None:
             run_fresh(result)
     except BaseException as exc:
         error = exc
+        if isinstance(exc.__context__, Signalled):
+            exc.__suppress_context__ = True  # the shutdown's own signal is no part of this
         _timeline.log_exception(
             "graceful: %s %s raised; the remaining ones still run", kind, entry.describe()
         )

@@ -46,6 +46,7 @@ class _Watcher:
         # Whoever reads the pipe (this thread, or the main thread in drain()) holds this while
         # it reads and reports, so "drained" means "every byte written so far was reported".
         self.read_lock = threading.Lock()
+        self.ident: Optional[int] = None
 
     def start(self) -> None:
         self.stopped.clear()
@@ -65,6 +66,7 @@ class _Watcher:
         return not self.stopped.is_set()
 
     def _main(self) -> None:
+        self.ident = threading.get_ident()
         # Asynchronous signals go to the main thread (or the program's threads), never here:
         # the C handler then interrupts the main thread's blocking call at once.
         signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
@@ -90,9 +92,11 @@ class _Watcher:
             _timeline.log_exception("graceful: the signal watcher hit an error and goes on")
             return True
 
-    def drain(self) -> bool:
+    def drain(self, *, blocking: bool = True) -> bool:
         """Read and report every byte in the pipe now; False if a stop byte was among them."""
-        with self.read_lock:
+        if not self.read_lock.acquire(blocking):
+            return True  # another reader is at it (or this thread, interrupted in there)
+        try:
             try:
                 data = os.read(self.read_fd, 4096)
             except BlockingIOError:
@@ -107,7 +111,16 @@ class _Watcher:
                     os.write(self.forward_to, signals)
             for byte in signals:
                 machine.heard(byte, WATCHER)
+            if signals and threading.get_ident() != self.ident:
+                self.poke()  # the thread acts on what it heard (breaks, deadline, force)
+            if stop and threading.get_ident() != self.ident:
+                # Not ours to act on: the thread must see its stop byte (a fork is waiting).
+                with contextlib.suppress(OSError):
+                    os.write(self.write_fd, bytes([_STOP]))
+                return True
             return not stop
+        finally:
+            self.read_lock.release()
 
     def poke(self) -> None:
         """Wake the thread so it asks the machine again."""
@@ -173,6 +186,18 @@ def drain() -> None:
     if watcher is not None and watcher.pid == os.getpid():
         watcher.drain()
         machine.tick(time.monotonic())
+
+
+def hear_pending() -> None:
+    """From the handler (main thread): report the signal bytes written so far, first.
+
+    Python runs pending handlers by signal number, not by arrival: SIGTERM then SIGHUP, sent
+    together (systemd's SendSIGHUP), reach the handler as HUP first. The bytes are in the
+    order the signals came; never waits (the watcher may be reading them right now).
+    """
+    watcher = _watcher
+    if watcher is not None and watcher.pid == os.getpid():
+        watcher.drain(blocking=False)
 
 
 _paused = False
