@@ -26,7 +26,7 @@ from . import timeline as _timeline
 from . import watcher as _watcher
 from .checks import check_callable, check_main_thread
 from .errors import Signalled, signalled
-from .machine import HANDLER, Phase, Verdict, machine
+from .machine import HANDLER, Phase, machine
 from .options import Options
 from .protect import exception_in_flight, exit_path, protection
 
@@ -45,8 +45,10 @@ _forked = False
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: report, and raise ``Signalled`` once, where that is safe."""
     _watcher.hear_pending()  # the order the signals came in, not Python's order
-    verdict = machine.heard(signum, HANDLER)
-    if verdict not in (Verdict.FIRST, Verdict.AGAIN) or not machine.want_raise():
+    machine.heard(signum, HANDLER)
+    # Whatever this delivery was (the first, a copy, an absorbed second signal, or one heard by a
+    # handler run nested inside this one): Signalled is raised once, as soon as it is due.
+    if not machine.want_raise():
         return
     if frame is not None and (protection(frame) or exception_in_flight(frame)):
         # graceful's own exit path (it looks at the machine when it is done), a short critical

@@ -84,7 +84,10 @@ class Shutdown:
 
     def __init__(self) -> None:
         # Reentrant: the main thread's handler takes it, and a second signal can interrupt the
-        # main thread while it holds it (even inside that same handler).
+        # main thread while it holds it (even inside that same handler). So a transition may see
+        # a nested handler run in the middle of it, in the same thread: transitions tolerate that
+        # (``_first`` happens once; the handler raises when ``want_raise()``, whatever its own
+        # delivery was judged to be).
         self._lock = threading.RLock()
         self._wake: Callable[[], None] = _nothing
         self._handler: Optional[Callable[[int, Any], Any]] = None
@@ -223,6 +226,8 @@ class Shutdown:
 
     def _first(self, sig: int, now: float) -> None:
         assert self.options is not None
+        if self.signal is not None:
+            return  # a handler run nested in this very call (main thread) got here first
         self.signal = sig
         self.episode += 1
         self.started_at = now
@@ -230,6 +235,12 @@ class Shutdown:
         _timeline.start(now)
         drain = self.options.drain if self.phase < Phase.CLEANING else 0.0
         self._emit("stopping", signal=sig, drain=drain, timeout=self.options.timeout)
+        # On the timeline now, whoever heard it (the file line is written at once; the log line
+        # waits for a thread that may log): the process may be gone before the watcher looks.
+        name = _signals.name(sig)
+        _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
+        if drain:
+            _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
         if self.phase in (Phase.CLEANING, Phase.ENDING):
             self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
         elif self.options.drain > 0:
@@ -248,15 +259,7 @@ class Shutdown:
     def _report(self, sig: int, verdict: Verdict) -> None:
         """What the watcher heard, on the timeline (queued: the watcher never blocks on logs)."""
         name = _signals.name(sig)
-        if verdict == Verdict.FIRST:
-            _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
-            if self.phase == Phase.DRAINING:
-                _timeline.record(
-                    "drain_start",
-                    f"draining for {self.options.drain:g} s" if self.options else "draining",
-                    defer=True,
-                )
-        elif verdict in (Verdict.FORCE, Verdict.ABSORBED):
+        if verdict in (Verdict.FORCE, Verdict.ABSORBED):
             action = "forced" if verdict == Verdict.FORCE else "absorbed"
             what = {
                 "forced": "ending now, skipping what is left",
