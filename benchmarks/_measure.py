@@ -131,7 +131,7 @@ class Figure:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def paired(
+    def paired(  # noqa: PLR0917  (a constructor: the columns of a row, in order)
         cls,
         bench: str,
         name: str,
@@ -205,9 +205,13 @@ def unavailable(bench: str, name: str, baseline: str, why: str, target: Optional
     return Figure(bench, name, baseline, "", target=target, unavailable=why)
 
 
+def fmt_ratio(value: float) -> str:
+    return f"{value:.2f}x" if value >= 0.1 else f"{value:.2g}x"
+
+
 def _fmt_kind(kind: str, value: float, unit: str) -> str:
     if kind == "ratio":
-        return f"{value:.2f}x"
+        return fmt_ratio(value)
     if kind == "delta":
         return f"{value:+.3g} {unit}"
     return f"{value:.3g} {unit}"
@@ -261,7 +265,8 @@ class Context:
         env = dict(self.env)
         env.update(kwargs.pop("env", None) or {})
         kwargs.setdefault("timeout", 600)
-        return subprocess.run(argv, env=env, **kwargs)
+        check = kwargs.pop("check", False)
+        return subprocess.run(argv, env=env, check=check, **kwargs)
 
     def py(self, code: str, *args: str) -> list[str]:
         """argv that runs a dedented snippet with the benchmark's Python."""
@@ -391,6 +396,7 @@ def perf_instructions_supported() -> str:
             capture_output=True,
             text=True,
             timeout=30,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"perf failed: {exc}"

@@ -60,7 +60,9 @@ def _active(admin: Any, app: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def _sample(ctx: Context, server: Any, admin: Any, driver: str, side: str, n: int) -> tuple:
+def _sample(  # noqa: PLR0917
+    ctx: Context, server: Any, admin: Any, driver: str, side: str, n: int
+) -> tuple[float, bool, int]:
     app = f"bench-{side}-{driver}-{n}"
     proc = ctx.popen(
         ctx.py(PROGRAM, driver, server.conninfo(application_name=app), side),
@@ -135,7 +137,7 @@ def run(ctx: Context) -> list[Figure]:
     return figures
 
 
-def _measure_driver(
+def _measure_driver(  # noqa: PLR0917
     ctx: Context, server: Any, admin: Any, driver: str, label: str, rounds: int
 ) -> list[Figure]:
     died: dict[str, list[float]] = {"plain": [], "graceful": []}

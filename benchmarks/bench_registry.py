@@ -19,8 +19,8 @@ from _measure import (
     Figure,
     instructions,
     ratio_target,
-    value_target,
     valgrind,
+    value_target,
 )
 
 NAME = "registry"

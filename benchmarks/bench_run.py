@@ -131,11 +131,11 @@ def _version(ctx: Context, path: str) -> str:
 def startup(ctx: Context, tools: dict[str, list[str]], rounds: int) -> dict[str, list[float]]:
     sides = {"bare": [], **{t: [] for t in tools}}  # type: dict[str, list[float]]
     for _ in range(rounds):
-        for name in sides:
+        for name, samples in sides.items():
             argv = ["true"] if name == "bare" else [*tools[name], "true"]
             t = time.monotonic()
             ctx.run(argv, check=True, stdin=subprocess.DEVNULL)
-            sides[name].append((time.monotonic() - t) * 1000)
+            samples.append((time.monotonic() - t) * 1000)
     return sides
 
 
@@ -198,11 +198,11 @@ def _threads(pid: int) -> int:
 def statuses(ctx: Context, tools: dict[str, list[str]]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {"bare": {}, **{t: {} for t in tools}}
     for label, script in STATUS_COMMANDS.items():
-        for name in out:
+        for name, codes in out.items():
             argv = ["sh", "-c", script]
             if name != "bare":
                 argv = [*tools[name], *argv]
-            out[name][label] = ctx.run(argv, stdin=subprocess.DEVNULL, timeout=30).returncode
+            codes[label] = ctx.run(argv, stdin=subprocess.DEVNULL, timeout=30).returncode
     return out
 
 
@@ -267,7 +267,8 @@ def run(ctx: Context) -> list[Figure]:
         )
         p99 = Stats.of(pooled(name))
         p99_tini = Stats.of(pooled("tini"))
-        assert p99 is not None and p99_tini is not None
+        assert p99 is not None
+        assert p99_tini is not None
         g99, t99 = p99.percentile(99), p99_tini.percentile(99)
         figures.append(
             Figure.paired(

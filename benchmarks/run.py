@@ -57,12 +57,14 @@ def git_revision() -> str:
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         )
         dirty = subprocess.run(
             ["git", "-C", str(HERE.parent), "status", "--porcelain", "src"],
             capture_output=True,
             text=True,
             timeout=10,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -76,6 +78,7 @@ def python_version(python: str) -> str:
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     return out.stdout.strip()
 
@@ -89,7 +92,8 @@ def _range(s: Any, unit: str) -> str:
 def _ratio(s: Any) -> str:
     if s is None:
         return "-"
-    return f"{s.median:.2f}x [{s.low:.2f}-{s.high:.2f}]"
+    r = _measure.fmt_ratio
+    return f"{r(s.median)} [{r(s.low)[:-1]}-{r(s.high)[:-1]}]"
 
 
 def table(figures: list[Figure]) -> str:
@@ -143,7 +147,7 @@ def markdown(figures: list[Figure]) -> str:
     return "\n".join(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", default=[], help="benchmark name(s) to run")
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
@@ -160,21 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    args.names = {n for item in args.only for n in item.split(",") if n}
+    args.error = parser.error
+    return args
 
-    modules = load(MODULES)
-    if args.list:
-        for m in modules:
-            print(f"{m.NAME:10} {m.TITLE}")
-        return 0
-    wanted = {n for item in args.only for n in item.split(",") if n}
-    unknown = wanted - {m.NAME for m in modules}
-    if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))} (see --list)")
-    chosen = [m for m in modules if not wanted or m.NAME in wanted]
 
-    ctx = Context(
-        quick=args.quick, python=args.python, verbose=args.verbose, install=not args.no_install
-    )
+def describe_machine(args: argparse.Namespace) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "python": python_version(args.python),
@@ -199,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         f"instructions: {meta['instruction_counter']}; {meta['perf']}",
         flush=True,
     )
+    return meta
+
+
+def run_all(
+    ctx: Context, chosen: list[Any], meta: dict[str, Any]
+) -> tuple[list[Figure], dict[str, str]]:
+    """Run the chosen benchmarks; a failing one is reported, the others still run."""
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     timings: dict[str, float] = {}
@@ -220,11 +222,16 @@ def main(argv: list[str] | None = None) -> int:
                 errors[f"{m.NAME}: leftovers"] = f"{len(left)} processes left behind: {left}"
     finally:
         left = ctx.kill_leftovers()
+        if left:
+            errors["leftovers"] = f"{len(left)} processes left behind: {left}"
         ctx.close()
     meta["loadavg_end"] = _measure.loadavg()
     meta["seconds"] = timings
     meta["notes"] = ctx.notes
+    return figures, errors
 
+
+def report(figures: list[Figure], errors: dict[str, str], meta: dict[str, Any]) -> None:
     print()
     print(table(figures))
     print()
@@ -234,15 +241,37 @@ def main(argv: list[str] | None = None) -> int:
     for f in figures:
         if f.unavailable:
             print(f"N/A: {f.bench} {f.name}: {f.unavailable}")
-    for note in ctx.notes:
+    for note in meta["notes"]:
         print(f"note: {note}")
     for name, error in errors.items():
         print(f"ERROR: {name}: {error}")
-    leftovers = sum(1 for k in errors if k.endswith("leftovers")) + len(left)
+    leftovers = sum(1 for k in errors if k.endswith("leftovers"))
+    met = sum(f.verdict == "ok" for f in figures)
+    missed = sum(f.verdict == "MISS" for f in figures)
+    print(f"targets: {met} met, {missed} missed; processes left behind: {leftovers}")
     print(
-        f"load average at end: {' '.join(f'{x:.2f}' for x in meta['loadavg_end'])}; "
-        f"processes left behind: {leftovers}"
+        f"load average at end: {' '.join(f'{x:.2f}' for x in meta['loadavg_end'])} "
+        f"(start: {' '.join(f'{x:.2f}' for x in meta['loadavg_start'])})"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    modules = load(MODULES)
+    if args.list:
+        for m in modules:
+            print(f"{m.NAME:10} {m.TITLE}")
+        return 0
+    unknown = args.names - {m.NAME for m in modules}
+    if unknown:
+        args.error(f"unknown benchmark(s): {', '.join(sorted(unknown))} (see --list)")
+    chosen = [m for m in modules if not args.names or m.NAME in args.names]
+    ctx = Context(
+        quick=args.quick, python=args.python, verbose=args.verbose, install=not args.no_install
+    )
+    meta = describe_machine(args)
+    figures, errors = run_all(ctx, chosen, meta)
+    report(figures, errors, meta)
     document = {
         "meta": meta,
         "figures": [f.as_json() for f in figures],
