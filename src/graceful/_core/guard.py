@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import sys
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -50,6 +51,13 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     # handler run nested inside this one): Signalled is raised once, as soon as it is due.
     if not machine.want_raise():
         return
+    block = _stack[-1] if _stack else None
+    if block is not None and block._task is not None:
+        # The block is an asyncio task (@main on a coroutine): cancel it, as asyncio.run does
+        # for Ctrl-C; its CancelledError becomes Signalled again where the task ends.
+        machine.mark_raised()
+        block._cancel_task()
+        return
     if frame is not None and (protection(frame) or exception_in_flight(frame)):
         # graceful's own exit path (it looks at the machine when it is done), a short critical
         # section, or an exception on its way to a handler: the watcher delivers the signal
@@ -74,10 +82,14 @@ class Guard:
         "_active",
         "_at_exit",
         "_cleanups",
+        "_held",
         "_inert",
         "_late",
+        "_loop",
+        "_loop_restore",
         "_program",
         "_saved",
+        "_task",
         "_wakeup",
         "options",
         "signal",
@@ -95,6 +107,12 @@ class Guard:
         self._late = False  # entered during a shutdown's cleanups: the shutdown is not ours
         self._program = program  # @graceful.main: its end runs the registered cleanups
         self._at_exit = at_exit  # entered at interpreter exit: protects the atexit functions
+        self._held: frozenset[int] = frozenset()  # the signals this guard handles now
+        # asyncio: the task that is this guard's block (a signal cancels it), its loop, and how
+        # to put back the loop's own signal handlers (see graceful._asyncio.guard).
+        self._task: Any = None
+        self._loop: Any = None
+        self._loop_restore: list[Callable[[], object]] = []
 
     # The options, readable on the guard itself.
     @property
@@ -131,9 +149,37 @@ class Guard:
         state = "active" if self._active else "inactive"
         return f"<graceful.Guard {state} {self.options!r}>"
 
+    async def __aenter__(self) -> Guard:
+        """In a running event loop: install through the loop; the block is the current task."""
+        from .._asyncio import guard as _async_guard
+
+        return await _async_guard.enter(self)
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        from .._asyncio import guard as _async_guard
+
+        return await _async_guard.exit(self, exc)
+
+    def _cancel_task(self) -> None:
+        """A signal ends the block that is a task: cancel it, and wake its loop."""
+        task, loop = self._task, self._loop
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            loop.call_soon_threadsafe(_nothing)  # the loop may be waiting in select()
+        except RuntimeError:
+            pass  # the loop is closed
+
     @exit_path
     def __enter__(self) -> Guard:
         check_main_thread("graceful.guard()")
+        _check_no_running_loop()
         if self._active:
             raise RuntimeError(
                 "this Guard is already active; use a new graceful.guard() for a nested block"
@@ -156,6 +202,7 @@ class Guard:
             machine.set_handled(machine.handled | frozenset(sigs))
             self._late = machine.phase >= Phase.CLEANING
             self._saved = _dispositions.install(sigs, _handler)
+            self._held = frozenset(sigs)
             self._active = True
             self.signal = None
             _stack.append(self)
@@ -292,9 +339,12 @@ class Guard:
             return
         try:
             kept = _dispositions.restore(self._saved, _handler)
+            while self._loop_restore:
+                self._loop_restore.pop()()
         finally:
             if self in _stack:
                 _stack.remove(self)
+            self._held = frozenset()
             _update_handled()
             self._active = False
             if self._wakeup is not None:
@@ -302,7 +352,7 @@ class Guard:
                 self._wakeup = None
         if kept:
             names = ", ".join(_signal_name(s) for s in kept)
-            _timeline.log_warning(
+            _timeline.log_info(
                 "graceful: %s handled by a handler installed inside the guard; it stays "
                 "installed (graceful put back only what is still its own)",
                 names,
@@ -322,7 +372,23 @@ def _install_watcher() -> int:
 
 
 def _update_handled() -> None:
-    machine.set_handled(frozenset(s.sig for g in _stack for s in g._saved))
+    machine.set_handled(frozenset(sig for g in _stack for sig in g._held))
+
+
+def _nothing() -> None:
+    pass
+
+
+def _check_no_running_loop() -> None:
+    """A plain ``with`` guard inside a coroutine would raise Signalled into the event loop's own
+    code (between two callbacks, say): inside a running loop the guard must be ``async with``."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio.events._get_running_loop() is not None:
+        raise RuntimeError(
+            "graceful.guard(): an event loop is running in this thread; use `async with "
+            "graceful.guard():` inside a coroutine (a signal then cancels the task that entered "
+            "it), or @graceful.main on your `async def main()`"
+        )
 
 
 def _signal_of(sig: int) -> int:

@@ -380,6 +380,10 @@ class Shutdown:
                 inline=True,
             )
 
+    def breaks_pending_inline(self) -> bool:
+        """No thread could start for the break callbacks: the caller must run them."""
+        return self._breaks_inline
+
     def wait_for_breaks(self) -> None:
         """Break first, then clean up: wait for the break callbacks, but only for their share of
         the deadline; then the cleanups start while the break thread goes on."""

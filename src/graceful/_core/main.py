@@ -11,6 +11,8 @@ from .guard import Guard
 from .options import DEFAULT_TIMEOUT, Options
 
 if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+    from collections.abc import Awaitable
     from typing import Literal
 
     from .signals import SignalLike
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
 
 @overload
 def main(func: Callable[_P, Optional[int]], /) -> Callable[_P, NoReturn]: ...
+
+
+@overload
+def main(func: Callable[_P, Awaitable[Optional[int]]], /) -> Callable[_P, NoReturn]: ...
 
 
 @overload
@@ -31,11 +37,14 @@ def main(
     on_second_signal: Literal["force", "ignore"] = "force",
     override_ignored: bool = False,
     drain: float = 0.0,
-) -> Callable[[Callable[_P, Optional[int]]], Callable[_P, NoReturn]]: ...
+    loop_factory: Optional[Callable[[], AbstractEventLoop]] = None,
+) -> Callable[
+    [Callable[_P, Union[Optional[int], Awaitable[Optional[int]]]]], Callable[_P, NoReturn]
+]: ...
 
 
 def main(
-    func: Optional[Callable[..., Optional[int]]] = None,
+    func: Optional[Callable[..., Any]] = None,
     /,
     *,
     signals: object = (),
@@ -45,6 +54,7 @@ def main(
     on_second_signal: object = "force",
     override_ignored: object = False,
     drain: object = 0.0,
+    loop_factory: Optional[Callable[[], Any]] = None,
 ) -> Any:
     """Run ``func`` inside :func:`graceful.guard` and exit with its result.
 
@@ -53,6 +63,11 @@ def main(
     joins non-daemon threads: a signal during them starts the shutdown's deadline and ends the
     process by that signal once they are done. Options are those of :func:`graceful.guard`, with
     the signals given as ``signals=(...)`` (or one signal). Usable bare or called.
+
+    On an ``async def`` function it runs the coroutine in a new event loop, as ``asyncio.run``
+    does (``loop_factory=`` for uvloop and friends): a signal cancels the main task, so
+    ``async with`` blocks and ``finally`` clauses unwind; then the other tasks are cancelled,
+    the cleanups run in that loop (``async def`` ones awaited), and the process ends as above.
     """
     options = Options.parse(
         signals,
@@ -65,8 +80,27 @@ def main(
         drain=drain,
     )
 
+    if loop_factory is not None and not callable(loop_factory):
+        raise TypeError(
+            f"@graceful.main: loop_factory must be a callable that returns an event loop (such "
+            f"as uvloop.new_event_loop), got {type(loop_factory).__name__} {loop_factory!r}"
+        )
+
     def decorate(f: Callable[..., Optional[int]]) -> Callable[..., NoReturn]:
-        _check_entry_point(f)
+        if _check_entry_point(f):
+
+            @functools.wraps(f)
+            def run_async(*args: Any, **kwargs: Any) -> NoReturn:
+                from .._asyncio import runner
+
+                runner.run(f, args, kwargs, options, loop_factory)
+
+            return run_async
+        if loop_factory is not None:
+            raise TypeError(
+                "@graceful.main: loop_factory applies to an `async def` main only; "
+                f"{getattr(f, '__qualname__', f)!r} is a plain function"
+            )
 
         @functools.wraps(f)
         def run(*args: Any, **kwargs: Any) -> NoReturn:
@@ -87,8 +121,9 @@ _CO_COROUTINE = 0x80
 _CO_ASYNC_GENERATOR = 0x200
 
 
-def _check_entry_point(f: object) -> None:
-    """Refuse, at decoration, what ``main`` cannot run: it would print a generator's repr."""
+def _check_entry_point(f: object) -> bool:
+    """Refuse, at decoration, what ``main`` cannot run (it would print a generator's repr);
+    True for a coroutine function."""
     if not callable(f):
         raise TypeError(
             f"@graceful.main decorates the function that runs the program, got "
@@ -110,8 +145,4 @@ def _check_entry_point(f: object) -> None:
             "generator and run none of its body; decorate a plain function that runs the "
             "program (it may iterate the generator: `for item in gen(): ...`)"
         )
-    if flags & _CO_COROUTINE:
-        raise TypeError(
-            f"@graceful.main got the coroutine function {name}; for now run it with "
-            "asyncio.run() inside a plain function decorated with @graceful.main"
-        )
+    return bool(flags & _CO_COROUTINE)

@@ -124,7 +124,10 @@ class Registry:
     def __len__(self) -> int:
         return len(self._entries) if os.getpid() == self._pid else 0
 
-    def _take(self) -> Optional[Entry]:
+    def take(self) -> Optional[Entry]:
+        """The newest entry, removed (None once empty): the caller runs it, at most once."""
+        if os.getpid() != self._pid:
+            self.forget_inherited()  # forked without graceful's fork hook: never run the parent's
         with self._lock:
             if self._running is not None:
                 self._running = None
@@ -143,25 +146,28 @@ class Registry:
             self._running = (threading.get_ident(), entry)
             return entry
 
+    def close(self, final: str) -> bool:
+        """Refuse later registrations (``final`` says why) if the list is empty; True if closed.
+        False means an entry came in since the last ``take()``: run it, then close again."""
+        with self._lock:
+            if self._entries:
+                return False
+            self._closed = final
+            return True
+
     def run_all(self, *, final: Optional[str] = None) -> None:
         """Run every entry, newest first; log failures and go on.
 
         With ``final`` (why the process is ending), the list is closed once empty: later
         registrations raise :class:`RegistrationClosed` with that reason.
         """
-        if os.getpid() != self._pid:
-            self.forget_inherited()  # forked without graceful's fork hook: never run the parent's
         while True:
-            entry = self._take()
+            entry = self.take()
             if entry is None:
-                break
+                if final is None or self.close(final):
+                    return
+                continue
             run_logged(entry, self.kind)
-        if final is not None:
-            with self._lock:
-                if not self._entries:
-                    self._closed = final
-            if self._entries:  # added between the last take and the close: run them too
-                self.run_all(final=final)
 
     def reopen(self) -> None:
         """The process goes on after all (``on_signal="raise"``): accept registrations again."""
@@ -187,29 +193,50 @@ def run_logged(entry: Entry, kind: str, *, timed: bool = True) -> None:
     A coroutine that the entry returns (an ``async def`` cleanup, in a program with no event
     loop of its own) is run to completion in a fresh event loop.
     """
-    global _current
-    if timed:
-        _current = entry
-    start = time.monotonic()
+    started = starting(entry, timed)
     error: Optional[BaseException] = None
     try:
         result = entry.func(*entry.args, **entry.kwargs)
-        if hasattr(result, "__await__") and hasattr(result, "send"):
+        if is_coroutine(result):
             from .coroutines import run_fresh
 
             run_fresh(result)
     except BaseException as exc:
         error = exc
-        if isinstance(exc.__context__, Signalled):
-            exc.__suppress_context__ = True  # the shutdown's own signal is no part of this
-        _timeline.log_exception(
-            "graceful: %s %s raised; the remaining ones still run", kind, entry.describe()
-        )
-    finally:
-        if timed:
-            _current = None
+    finished(entry, kind, started, error, timed)
+
+
+def is_coroutine(result: object) -> bool:
+    return hasattr(result, "__await__") and hasattr(result, "send")
+
+
+def starting(entry: Entry, timed: bool = True) -> float:
+    """Bookkeeping before an entry runs (the deadline's log names it); its start time."""
+    global _current
     if timed:
-        _timeline.cleanup(entry.describe(), time.monotonic() - start, error, kind)
+        _current = entry
+    return time.monotonic()
+
+
+def finished(
+    entry: Entry, kind: str, started: float, error: Optional[BaseException], timed: bool = True
+) -> None:
+    """Bookkeeping after an entry ran: log its error (once, with its traceback), the timeline."""
+    global _current
+    if timed:
+        _current = None
+    if error is not None:
+        if isinstance(error.__context__, Signalled):
+            error.__suppress_context__ = True  # the shutdown's own signal is no part of this
+        exc_info = (type(error), error, error.__traceback__)
+        _timeline.log_exception(
+            "graceful: %s %s raised; the remaining ones still run",
+            kind,
+            entry.describe(),
+            exc_info=exc_info,
+        )
+    if timed:
+        _timeline.cleanup(entry.describe(), time.monotonic() - started, error, kind)
 
 
 #: ``graceful.register`` cleanups: run when the outermost guard ends by a signal, or at exit.

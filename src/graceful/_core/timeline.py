@@ -150,15 +150,15 @@ def end(how: str, sig: Optional[int], exit_code: Optional[int], *, defer: bool =
     )
 
 
-def log_exception(message: str, *args: object) -> None:
-    """ERROR with the current exception's traceback."""
+def log_exception(message: str, *args: object, exc_info: Optional[tuple[Any, ...]] = None) -> None:
+    """ERROR with a traceback: ``exc_info``'s, or the exception being handled."""
     flush()
+    exc = exc_info if exc_info is not None else sys.exc_info()
     log = logger()
     if log is not None:
-        log.exception(message, *args)
+        log.error(message, *args, exc_info=exc)
         return
     _stderr(message % args)
-    exc = sys.exc_info()
     if exc[0] is not None:
         try:
             sys.__excepthook__(*exc)
@@ -173,6 +173,14 @@ def log_error(message: str, *args: object) -> None:
         log.error(message, *args)
     else:
         _stderr(message % args)
+
+
+def log_info(message: str, *args: object) -> None:
+    """INFO: only where the program configured logging (nobody else would see it)."""
+    flush()
+    log = logger()
+    if log is not None:
+        log.info(message, *args)
 
 
 def log_warning(message: str, *args: object) -> None:
