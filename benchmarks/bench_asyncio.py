@@ -7,8 +7,8 @@ and, once the server has all of them, sends SIGTERM and times until ``waitpid`` 
   server closes its listener and returns, and ``asyncio.run`` cancels the 1 000 handler tasks;
 * graceful: ``@graceful.main`` on ``async def main()`` (the API being built in main: where this
   graceful refuses a coroutine function, the figure says so);
-* for information, what works today: ``asyncio.run(main())`` inside a ``@graceful.main``
-  function.
+* for information: ``asyncio.run(main())`` inside a plain ``@graceful.main`` function (what
+  worked before ``@graceful.main`` took coroutine functions).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ else:
 SIDES = {
     "hand": "hand-written loop.add_signal_handler",
     "graceful-async": "@graceful.main async def main()",
-    "graceful-run": "asyncio.run inside @graceful.main (today)",
+    "graceful-run": "asyncio.run() inside a plain @graceful.main",
 }
 
 
@@ -133,7 +133,7 @@ def run(ctx: Context) -> list[Figure]:
             else:
                 samples[side].append(t)
     figures = []
-    name = f"SIGTERM to death, {N} open connections"
+    name = f"SIGTERM to death, {N} connections"
     if "graceful-async" in missing:
         figures.append(
             unavailable(
@@ -165,7 +165,7 @@ def run(ctx: Context) -> list[Figure]:
             "ms",
             samples["graceful-run"],
             samples["hand"],
-            note="for information: the asyncio API that exists today",
+            note="for information",
             stderr_lines=dict(STDERR_LINES),
         )
     )

@@ -69,9 +69,9 @@ time.sleep(60)
 """
 
 MODES = {
-    "spawn": ("graceful.spawn (PR_SET_PDEATHSIG)", 10.0),
-    "supervise": ("graceful.spawn(supervise=True)", 50.0),
-    "die_with_parent": ("graceful.die_with_parent()", 50.0),
+    "spawn": ("spawn (PR_SET_PDEATHSIG)", 10.0),
+    "supervise": ("spawn(supervise=True)", 50.0),
+    "die_with_parent": ("die_with_parent()", 50.0),
 }
 
 
@@ -141,7 +141,7 @@ def run(ctx: Context) -> list[Figure]:
             figures.append(
                 unavailable(
                     NAME,
-                    f"parent SIGKILLed -> child notices: {label}",
+                    f"orphan notices parent SIGKILL: {label}",
                     "the parent's own reaping",
                     "spawn(supervise=True) is not in this graceful: the cli branch is not "
                     "merged into main yet",
@@ -152,7 +152,7 @@ def run(ctx: Context) -> list[Figure]:
         figures.append(
             Figure.paired(
                 NAME,
-                f"parent SIGKILLed -> child notices: {label}",
+                f"orphan notices parent SIGKILL: {label}",
                 "the parent's own reaping",
                 "ms",
                 noticed[mode],
