@@ -175,7 +175,8 @@ class Figure:
         stats = {"ratio": self.ratio, "delta": self.delta, "value": self.graceful}[kind]
         assert stats is not None
         got = _fmt_kind(kind, stats.median, self.unit)
-        return f"MISS: {self.bench} {self.name}: {got}, target {self.target.text}"
+        why = f" ({self.note})" if "deadline" in self.note else ""
+        return f"MISS: {self.bench} {self.name}: {got}, target {self.target.text}{why}"
 
     def as_json(self) -> dict[str, Any]:
         def js(s: Optional[Stats]) -> Optional[dict[str, Any]]:

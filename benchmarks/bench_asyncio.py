@@ -27,6 +27,8 @@ TITLE = "asyncio server with 1000 connections: SIGTERM to death"
 N = 1000
 #: Lines each program wrote to stderr as it ended (asyncio's logs of cancelled handlers).
 STDERR_LINES: dict[str, list[int]] = {}
+#: Whether graceful's deadline ended the program (it logs "shutdown deadline ... passed").
+DEADLINE: dict[str, list[bool]] = {}
 
 SERVER = """
 import asyncio, resource, signal, sys
@@ -108,7 +110,9 @@ def _sample(ctx: Context, side: str) -> float | None:
             tail = err_path.read_text(errors="replace")[-800:]
             raise RuntimeError(f"{side}: exit {proc.returncode}: {tail}")
         with open(err_path, "rb") as f:
-            STDERR_LINES.setdefault(side, []).append(f.read().count(b"\n"))
+            text = f.read()
+        STDERR_LINES.setdefault(side, []).append(text.count(b"\n"))
+        DEADLINE.setdefault(side, []).append(b"shutdown deadline" in text)
         return elapsed
     finally:
         for c in clients:
@@ -155,6 +159,8 @@ def run(ctx: Context) -> list[Figure]:
                 samples["graceful-async"],
                 samples["hand"],
                 ratio_target(1.2),
+                note=_deadline_note("graceful-async"),
+                ended_by_deadline=DEADLINE.get("graceful-async", []),
             )
         )
     figures.append(
@@ -165,8 +171,16 @@ def run(ctx: Context) -> list[Figure]:
             "ms",
             samples["graceful-run"],
             samples["hand"],
-            note="for information",
+            note=("for information; " + _deadline_note("graceful-run")).rstrip("; "),
             stderr_lines=dict(STDERR_LINES),
+            ended_by_deadline=DEADLINE.get("graceful-run", []),
         )
     )
     return figures
+
+
+def _deadline_note(side: str) -> str:
+    hits = DEADLINE.get(side, [])
+    if not any(hits):
+        return ""
+    return f"{sum(hits)} of {len(hits)} runs ended by graceful's deadline, not by the shutdown"

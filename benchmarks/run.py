@@ -236,6 +236,10 @@ def report(figures: list[Figure], errors: dict[str, str], meta: dict[str, Any]) 
     print(table(figures))
     print()
     for f in figures:
+        if f.note:
+            print(f"note: {f.bench} {f.name}: {f.note}")
+    print()
+    for f in figures:
         if f.verdict == "MISS":
             print(f.miss_text())
     for f in figures:
