@@ -47,8 +47,8 @@ def main():
     graceful.register(say, "cleanup ran")
     graceful.register(server.server_close)
     graceful.register(server.shutdown)  # newest first: stop accepting, then close
-    say(f"port {server.server_address[1]}")
     try:
+        say(f"port {server.server_address[1]}")  # ready, inside the try: the signal may follow
         threading.Event().wait()
     finally:
         say("server stopped")

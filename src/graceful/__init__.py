@@ -11,6 +11,7 @@ from ._core.machine import draining, shutdown_event
 from ._core.main import main
 from ._core.options import DEFAULT_TIMEOUT
 from ._core.registry import register, register_break, unregister, unregister_break
+from ._integrations.frameworks import ashutdown, shutdown
 from ._integrations.systemd import notify_ready
 from ._process.backends import track
 from ._process.fork import ForkHooks, at_fork
@@ -34,6 +35,7 @@ __all__ = [
     "Guard",
     "RegistrationClosed",
     "Signalled",
+    "ashutdown",
     "at_fork",
     "die_with_parent",
     "draining",
@@ -43,6 +45,7 @@ __all__ = [
     "notify_ready",
     "register",
     "register_break",
+    "shutdown",
     "shutdown_event",
     "spawn",
     "track",

@@ -66,6 +66,14 @@ async def wait_for_breaks() -> None:
         )
 
 
+#: How long a main task cancelled by a signal may take before the other tasks are cancelled.
+MAIN_TASK_GRACE = 0.5
+
+
+def grace() -> float:
+    return min(MAIN_TASK_GRACE, _share())
+
+
 def _share() -> float:
     options = machine.options
     timeout = options.timeout if options is not None else None

@@ -4,7 +4,9 @@ synchronous guard.
 The program's guard is the synchronous one (graceful's handler, its watcher thread, the
 deadline, the second signal, the drain), with the main task as its block: a signal cancels the
 task instead of raising, as ``asyncio.run`` does for Ctrl-C, and, unlike ``asyncio.run``, for
-SIGTERM, SIGHUP and SIGQUIT too. When the task has ended (however it ended), the other tasks are
+SIGTERM, SIGHUP and SIGQUIT too. If the main task has not ended shortly after (it may be waiting
+for the others, as 3.12's ``Server.wait_closed()`` waits for every connection), the other tasks
+are cancelled too. When the task has ended (however it ended), the other tasks are
 cancelled and awaited within a share of the deadline, the registered cleanups run in the
 program's own loop (``async def`` ones awaited, one LIFO order), the loop closes, and the task's
 ``CancelledError`` becomes the real cause again: the guard then ends the process by the signal.
@@ -52,6 +54,7 @@ def _run_loop(
     try:
         task = loop.create_task(func(*args, **kwargs))
         guard._task, guard._loop = task, loop
+        guard._escalate = lambda: loop.call_later(_cleanups.grace(), _cancel_others, task)
         try:
             loop.run_until_complete(asyncio.wait([task]))
         finally:
@@ -65,6 +68,17 @@ def _run_loop(
         return task.result()  # its return value, or its exception raised here
     finally:
         _close(loop, loop_factory is None)
+
+
+def _cancel_others(main: asyncio.Task[Any]) -> None:
+    """The main task, cancelled by a signal, has not ended within its grace: it may be waiting
+    for the others (3.12's ``Server.wait_closed()`` waits for every open connection's handler).
+    Cancel them all now, once, so it can end."""
+    if main.done():
+        return
+    for task in asyncio.all_tasks(main.get_loop()):
+        if task is not main and not task.done():
+            task.cancel()
 
 
 async def _finish() -> None:

@@ -82,6 +82,7 @@ class Guard:
         "_active",
         "_at_exit",
         "_cleanups",
+        "_escalate",
         "_held",
         "_inert",
         "_late",
@@ -113,6 +114,7 @@ class Guard:
         self._task: Any = None
         self._loop: Any = None
         self._loop_restore: list[Callable[[], object]] = []
+        self._escalate: Optional[Callable[[], object]] = None  # a loop callback after the cancel
 
     # The options, readable on the guard itself.
     @property
@@ -172,7 +174,8 @@ class Guard:
             return
         task.cancel()
         try:
-            loop.call_soon_threadsafe(_nothing)  # the loop may be waiting in select()
+            # The loop may be waiting in select(): wake it, and let the owner of the loop go on.
+            loop.call_soon_threadsafe(self._escalate or _nothing)
         except RuntimeError:
             pass  # the loop is closed
 

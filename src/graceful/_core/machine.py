@@ -348,15 +348,15 @@ class Shutdown:
         self._wake()
         return True
 
-    def begin_breaks(self) -> None:
+    def begin_breaks(self, *, external: bool = False) -> None:
         """Once per shutdown: set ``shutdown_event`` and run the break callbacks in a thread."""
         with self._lock:
-            if self._breaks_started or self.signal is None:
+            if self._breaks_started or (self.signal is None and not external):
                 return
             self._breaks_started = True
             if self.phase in (Phase.SIGNALLED, Phase.DRAINING):
                 self.phase = Phase.BREAKING
-            sig = self.signal
+            name = "shutdown" if self.signal is None else _signals.name(self.signal)
             done = self.breaks_done
         shutdown_event.set()
         entries = _registry.breaks.pending()
@@ -367,7 +367,7 @@ class Shutdown:
             threading.Thread(
                 target=_run_breaks,
                 args=(entries, done),
-                name=f"graceful-break-{_signals.name(sig)}",
+                name=f"graceful-break-{name}",
                 daemon=True,
             ).start()
         except RuntimeError:  # no thread can start (limits, interpreter shutdown)
@@ -440,6 +440,22 @@ class Shutdown:
 
     # --- the end ------------------------------------------------------------------------------
 
+    def begin_external(self, options: Options) -> None:
+        """A framework's shutdown hook starts the shutdown (``graceful.shutdown()``): no signal
+        of ours, but the break callbacks, the deadline and the cleanups all the same."""
+        now = time.monotonic()
+        with self._lock:
+            if self.options is None:
+                self.options = options
+            if self.started_at is None:
+                self.started_at = now
+                _timeline.start(now)
+                timeout = options.timeout
+                self.deadline = None if timeout is None else now + timeout
+        _timeline.record("external", "shutdown requested by the program (graceful.shutdown())")
+        self.begin_breaks(external=True)
+        self._wake()
+
     def enter_cleaning(self) -> None:
         """Cleanups begin: after a signal, or at a normal end (a signal now starts the deadline
         and ends the process after the remaining cleanups, but is never raised into them)."""
@@ -468,9 +484,10 @@ class Shutdown:
             where = f"cleanup {running.describe()} was still running"
         else:
             where = f"the main thread was at {_ending.main_thread_location()}"
+        after = "{name}" if self.signal is not None else "graceful.shutdown()"
         self._die(
             sig,
-            f"shutdown deadline of {timeout:g} s passed after {{name}}; {where}",
+            f"shutdown deadline of {timeout:g} s passed after {after}; {where}",
             deadline=True,
         )
 
