@@ -178,6 +178,29 @@ class Figure:
         why = f" ({self.note})" if "deadline" in self.note else ""
         return f"MISS: {self.bench} {self.name}: {got}, target {self.target.text}{why}"
 
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Figure:
+        """A figure as ``as_json`` wrote it (to render a saved run again)."""
+
+        def st(s: Optional[dict[str, Any]]) -> Optional[Stats]:
+            return None if s is None else Stats.of(list(s["samples"]))
+
+        t = d.get("target")
+        return cls(
+            d["bench"],
+            d["name"],
+            d["baseline"],
+            d["unit"],
+            graceful=st(d.get("graceful")),
+            base=st(d.get("baseline_values")),
+            ratio=st(d.get("ratio")),
+            delta=st(d.get("delta")),
+            target=None if t is None else Target(t["kind"], t["limit"], t["text"]),
+            note=d.get("note", ""),
+            unavailable=d.get("unavailable", ""),
+            extra=d.get("extra", {}),
+        )
+
     def as_json(self) -> dict[str, Any]:
         def js(s: Optional[Stats]) -> Optional[dict[str, Any]]:
             return None if s is None else s.as_json()

@@ -96,6 +96,13 @@ def _ratio(s: Any) -> str:
     return f"{r(s.median)} [{r(s.low)[:-1]}-{r(s.high)[:-1]}]"
 
 
+def _delta(f: Figure) -> str:
+    """The difference, where the target is one (import: ``+9.3 ms``)."""
+    if f.target is None or f.target.kind != "delta" or f.delta is None:
+        return ""
+    return f" (d {f.delta.median:+.3g})"
+
+
 def table(figures: list[Figure]) -> str:
     header = ("benchmark", "figure", "baseline", "baseline value", "graceful", "ratio", "target")
     rows = [header]
@@ -104,9 +111,7 @@ def table(figures: list[Figure]) -> str:
             target = f.target.text if f.target else "-"
             rows.append((f.bench, f.name, f.baseline, "-", "N/A", "-", target))
             continue
-        delta = ""
-        if f.target is not None and f.target.kind == "delta" and f.delta is not None:
-            delta = f" (d {f.delta.median:+.3g})"
+        delta = _delta(f)
         rows.append(
             (
                 f.bench,
@@ -142,7 +147,8 @@ def markdown(figures: list[Figure]) -> str:
             continue
         out.append(
             f"| {f.bench} | {f.name} | {f.baseline} | {_range(f.base, f.unit)} | "
-            f"{_range(f.graceful, f.unit)} | {_ratio(f.ratio)} | {target} | {f.verdict} |"
+            f"{_range(f.graceful, f.unit)}{_delta(f)} | {_ratio(f.ratio)} | {target} | "
+            f"{f.verdict} |"
         )
     return "\n".join(out)
 
@@ -154,6 +160,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", default=str(HERE / "results.json"), help="where to write JSON")
     parser.add_argument("--markdown", help="also write the table as Markdown to this file")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="measure nothing: print the table of a saved run (and --markdown it)",
+    )
     parser.add_argument(
         "--python", default=sys.executable, help="the interpreter the benchmarks run"
     )
@@ -261,6 +272,13 @@ def report(figures: list[Figure], errors: dict[str, str], meta: dict[str, Any]) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        saved = json.loads(Path(args.render).read_text())
+        figures = [Figure.from_json(d) for d in saved["figures"]]
+        print(table(figures))
+        if args.markdown:
+            Path(args.markdown).write_text(markdown(figures) + "\n")
+        return 0
     modules = load(MODULES)
     if args.list:
         for m in modules:
