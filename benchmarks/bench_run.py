@@ -214,7 +214,7 @@ def run(ctx: Context) -> list[Figure]:
     have_graceful = "graceful run" in tools
     have_tini = "tini" in tools
     ups = startup(ctx, tools, ctx.rounds(30, 10))
-    lat, rss, _threads_seen = forwarding(ctx, tools, ctx.rounds(5, 2), ctx.rounds(40, 20))
+    lat, rss, _threads_seen = forwarding(ctx, tools, ctx.rounds(5, 2), ctx.rounds(100, 20))
     status = statuses(ctx, tools)
 
     def med_per_round(name: str) -> list[float]:
@@ -293,19 +293,6 @@ def run(ctx: Context) -> list[Figure]:
             )
         )
     for name in ("tini", *others):
-        if name == "tini":
-            figures.append(
-                Figure.paired(
-                    NAME,
-                    "tini: forwarding latency, median / p99",
-                    "-",
-                    "ms",
-                    med_per_round("tini"),
-                    [],
-                    note=f"p99 {Stats.of(pooled('tini')).percentile(99):.3f} ms; "  # type: ignore[union-attr]
-                    f"RSS {_median(rss['tini']):.2f} MiB",
-                )
-            )
         wrong = {k: v for k, v in status[name].items() if v != status["bare"][k]}
         figures.append(
             Figure.paired(
