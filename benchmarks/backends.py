@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from graceful._process.backends import Backend, shutdown
+from graceful._process.backend import Backend
+from graceful._process.stopping import shutdown
 from graceful._process.spawn import spawn
 
 CHILD = """

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from graceful._process import backends as _backends
-from graceful._process.backends import Backend, shutdown, track
+from graceful._process.backend import Backend
+from graceful._process.backends import track
+from graceful._process.stopping import shutdown
 from helpers import TIMEOUT, Child
 from test_backends_support import (
     group_members,
@@ -64,7 +66,7 @@ def reap(*procs: subprocess.Popen[bytes]) -> None:
 
 
 def test_track_rejects_what_it_cannot_stop() -> None:
-    with pytest.raises(TypeError, match=r"subprocess\.Popen or a multiprocessing\.Process"):
+    with pytest.raises(TypeError, match=r"subprocess\.Popen, a multiprocessing\.Process, a concurrent"):
         track(os.getpid())  # type: ignore[type-var]
     with pytest.raises(ValueError, match=r"call proc\.start\(\) first"):
         track(multiprocessing.get_context("spawn").Process(target=print))

@@ -15,7 +15,6 @@ first. So each such child also runs its own cleanups from a multiprocessing fina
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -28,8 +27,6 @@ from .._core import shutdown as _shutdown
 from .._core import watcher as _watcher
 from .._core.checks import check_callable
 from .._core.errors import Signalled
-
-logger = logging.getLogger("graceful")
 
 Hook = Callable[[], object]
 
@@ -111,6 +108,12 @@ def at_fork(
     ``handle.cancel()`` unregisters them, and so does leaving it as a context manager.
     """
     global _hooks
+    if not hasattr(os, "register_at_fork"):
+        raise NotImplementedError(
+            f"graceful.at_fork(): {sys.platform} has no os.fork(), so there is nothing to hook: "
+            "child processes start afresh (multiprocessing's spawn method) and inherit no "
+            "connections; open them in each process instead"
+        )
     for name, func in (
         ("before", before),
         ("after_in_parent", after_in_parent),
@@ -134,7 +137,7 @@ def _call(func: Hook, when: str) -> None:
     try:
         func()
     except BaseException:  # a hook must not stop the fork or the other hooks
-        logger.exception(
+        _log_exception(
             "graceful: at_fork %s hook %s raised; the remaining ones still run",
             when,
             _registry.describe(func),
@@ -146,7 +149,14 @@ def _internal(step: Callable[[], None], what: str) -> None:
     try:
         step()
     except BaseException:
-        logger.exception("graceful: %s failed", what)
+        _log_exception("graceful: %s failed", what)
+
+
+def _log_exception(message: str, *args: object) -> None:
+    """Log with the traceback to the "graceful" logger (logging is imported only now)."""
+    import logging
+
+    logging.getLogger("graceful").exception(message, *args)
 
 
 class _Anchor:
