@@ -198,14 +198,17 @@ class Backend:
         except OSError as exc:
             notes.append(f"could not send {signal_name(self.signal)} to {self!r}: {exc}")
 
-    def kill(self, notes: list[str], why: str) -> None:
+    def kill(self, notes: Optional[list[str]], why: str) -> None:
+        """SIGKILL, noted with ``why`` (``notes`` None: quietly, unless it fails)."""
         self.killed = True
         try:
             self.send(_signal.SIGKILL)
         except OSError as exc:
-            notes.append(f"could not send SIGKILL to {self!r}: {exc}")
+            if notes is not None:
+                notes.append(f"could not send SIGKILL to {self!r}: {exc}")
             return
-        notes.append(f"{self!r} {why}; sent SIGKILL")
+        if notes is not None:
+            notes.append(f"{self!r} {why}; sent SIGKILL")
 
     def reap(self) -> bool:
         """Collect the exit status through the owning object; True once nothing is left."""

@@ -144,19 +144,25 @@ def watch_parent(
         if lifeline is not None:
             st.lifeline = lifeline
         st.signal = sig
-        may_arm = st.may_arm and _features.uses("pdeathsig")
-        if may_arm and threading.current_thread() is threading.main_thread():
-            from .._core import libc as _prctl
-
-            if _prctl.HAS_PRCTL:
-                _prctl.set_pdeathsig(sig)
-                st.kernel_signal, st.creds = sig, _creds()
+        if st.may_arm and threading.current_thread() is threading.main_thread():
+            _arm(st, sig if _features.uses("pdeathsig") else 0)
         gone = _start_watcher(st, method) if st.thread is None else False
     if gone:
         # Gone before the watcher could look, maybe before prctl() too, when the kernel sends
         # nothing: send it (if the kernel did send it as well, the two are a few µs apart).
         os.kill(os.getpid(), sig)
     return st.method
+
+
+def _arm(st: _State, sig: int) -> None:
+    """Set the kernel's parent-death signal on this (main) thread; 0 clears it. With
+    ``GRACEFUL_DISABLE=pdeathsig`` what the launcher armed is cleared, so the watcher alone
+    notices the parent's death, as where the kernel has no such signal."""
+    from .._core import libc as _prctl
+
+    if _prctl.HAS_PRCTL:
+        _prctl.set_pdeathsig(sig)
+        st.kernel_signal, st.creds = sig, _creds()
 
 
 def _start_watcher(st: _State, method: Optional[str]) -> bool:

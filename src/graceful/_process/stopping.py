@@ -137,7 +137,7 @@ def _groups_still_alive(leaders_gone: list[Backend]) -> list[Backend]:
     """Of groups whose leader has exited, those that still have a live (non-zombie) member.
 
     Without /proc (or with ``GRACEFUL_DISABLE=proc``) there is no cheap way to tell, so such
-    groups are treated as alive and get SIGKILL at once (see docs/backends.md).
+    groups get SIGKILL at once and are not waited for (see docs/portability.md).
     """
     if not leaders_gone:
         return []
@@ -150,8 +150,10 @@ def _groups_still_alive(leaders_gone: list[Backend]) -> list[Backend]:
         return []
     if not _features.uses("proc") or not os.path.isdir("/proc"):
         for b in candidates:
-            b.timeout = 0.0  # kill the rest of the group now
-        return candidates
+            # Members may be running, or only zombies: no way to tell, so the rest of the group
+            # gets SIGKILL now (documented, not warned about: it is the normal case here).
+            b.kill(None, "")
+        return []
     alive = _live_process_groups({b.pid for b in candidates})
     return [b for b in candidates if b.pid in alive]
 
