@@ -223,7 +223,7 @@ def track(
 
 def _check_platform() -> None:
     """Stopping children needs POSIX signals and ``waitpid``; say what to use elsewhere."""
-    if not hasattr(_signal, "SIGKILL") or not hasattr(os, "killpg"):
+    if os.name != "posix":
         raise NotImplementedError(
             "graceful.track() needs POSIX process control (signals such as SIGTERM and SIGKILL "
             f"sent to a PID, process groups), which {sys.platform} does not have. Stop the "

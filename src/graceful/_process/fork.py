@@ -110,9 +110,10 @@ def at_fork(
     global _hooks
     if not hasattr(os, "register_at_fork"):
         raise NotImplementedError(
-            f"graceful.at_fork(): {sys.platform} has no os.fork(), so there is nothing to hook: "
-            "child processes start afresh (multiprocessing's spawn method) and inherit no "
-            "connections; open them in each process instead"
+            "graceful.at_fork() wraps os.register_at_fork(), which this Python does not have "
+            f"({sys.platform}: no os.fork()), so there is no fork to hook: child processes start "
+            "afresh (multiprocessing's spawn method) and inherit no connections; open them in "
+            "each process instead"
         )
     for name, func in (
         ("before", before),

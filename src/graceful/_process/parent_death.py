@@ -100,7 +100,7 @@ def die_with_parent(signal: int = _signal.SIGTERM) -> None:
 
 
 def _check_platform() -> None:
-    if not hasattr(_signal, "SIGKILL") or not hasattr(os, "getppid"):
+    if os.name != "posix":
         raise NotImplementedError(
             "graceful.die_with_parent() turns the parent's death into a POSIX signal that this "
             f"process's guard handles; {sys.platform} has no such signals (os.kill() of this "
@@ -226,6 +226,10 @@ def _waiter(st: _State, method: Optional[str]) -> Optional[Callable[[], None]]:
 
 def _block_readable(fd: int) -> None:
     """A pidfd becomes readable when its process exits; a pipe's read end at EOF or error."""
+    if not hasattr(select, "poll"):  # select() is limited to fds below FD_SETSIZE
+        while not select.select([fd], [], [])[0]:
+            pass
+        return
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
     while not poller.poll():
