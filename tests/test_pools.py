@@ -250,3 +250,54 @@ def test_a_pool_still_running_at_a_normal_end_is_stopped(
 @needs_linux
 def test_session_members_sees_this_session() -> None:
     assert os.getpid() in session_members(os.getsid(0))
+
+
+CHURN = """
+import multiprocessing, os, subprocess, warnings
+import graceful
+
+warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def pid(_):
+    return os.getpid()
+
+
+@graceful.main
+def main():
+    # Not fork: a worker the pool's thread forks while Popen runs would inherit Popen's
+    # exec-error pipe, and Popen would wait for that worker to exit.
+    ctx = multiprocessing.get_context("forkserver")
+    with ctx.Pool(2, maxtasksperchild=1) as pool:
+        graceful.track(pool)
+        pool.map(pid, range(4))
+        before = fds()
+        seen = set()
+        for _ in range(10):
+            seen.update(pool.map(pid, range(4)))
+            graceful.track(subprocess.Popen(["true"])).wait()  # track() looks at the pool
+        print("workers", len(seen), "fds", before, fds(), flush=True)
+    return 0
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@needs_linux
+def test_a_pool_that_replaces_its_workers_costs_no_descriptor_per_worker(tmp_path: Path) -> None:
+    script = tmp_path / "churn.py"
+    script.write_text(CHURN)
+    code = f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
+    with Child(code) as program:
+        rc = program.finish(timeout=60)
+    assert rc == 0, program.stderr
+    words = program.lines[-1].split()
+    assert words[0] == "workers"
+    assert int(words[1]) >= 20  # maxtasksperchild=1: the pool kept replacing its workers
+    before, after = int(words[3]), int(words[4])
+    assert after <= before + 2, program.lines  # not one pidfd per worker it ever had

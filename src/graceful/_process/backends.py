@@ -59,6 +59,8 @@ class Tracker:
         if self._pid != os.getpid():
             for b in self._backends:
                 b.forget()
+            for pool in self._pools:
+                pool.forget()
             self._backends = []
             self._pools = []
             self._hooked = self._break_hooked = False

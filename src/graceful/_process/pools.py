@@ -113,8 +113,17 @@ def check(pool: Any, kind: str, sig: int, group: bool) -> None:
 
 
 def _worker_list(pool: Any, kind: str) -> list[Any]:
-    source = pool._processes if kind == "executor" else pool._pool
+    return _current(pool._processes if kind == "executor" else pool._pool)
+
+
+def _current(source: Any) -> list[Any]:
+    """The workers in a pool's live container (a dict by PID, or a list), as a snapshot."""
     return list(source.values()) if isinstance(source, dict) else list(source or ())
+
+
+def _reaped_by_owner(proc: Any) -> bool:
+    popen = getattr(proc, "_popen", None)
+    return popen is None or popen.returncode is not None
 
 
 class PoolBackend:
@@ -149,8 +158,7 @@ class PoolBackend:
     def workers(self) -> list[Backend]:
         """Every worker seen so far. New ones are tracked now (one gone already is skipped) and,
         once the pool is broken, broken at once against the pool's deadline."""
-        source = self._source
-        current = list(source.values()) if isinstance(source, dict) else list(source)
+        current = _current(self._source)
         new: list[Backend] = []
         with self._lock:
             timeout = self.timeout
@@ -170,13 +178,25 @@ class PoolBackend:
                 worker.break_(self.notes, at=broken_at)
         return found
 
+    def forget(self) -> None:
+        """In a forked child: close the workers' pidfds (the pool is the parent's)."""
+        for worker in list(self._workers.values()):
+            worker.forget()
+
     def finished(self) -> bool:
-        """Nothing left to stop: the pool is stopped (or gone) and every worker is reaped."""
+        """Nothing left to stop: the pool is stopped (or gone) and every worker is reaped.
+
+        Before the break, only the pool's own Process objects are read: no worker is tracked
+        (no pidfd held) while the pool runs, however many workers it replaces.
+        """
         if self._enforcer is not None and self._enforcer.is_alive():
             return False
+        if self.broken_at is not None:
+            return all(w.reaped or w.returncode_known() for w in self.workers())
         pool = self._pool()
-        running = pool is not None and self.broken_at is None and _accepting(pool, self.kind)
-        return not running and all(w.reaped or w.returncode_known() for w in self.workers())
+        if pool is not None and _accepting(pool, self.kind):
+            return False
+        return all(_reaped_by_owner(proc) for proc in _current(self._source))
 
     # --- the break: at once, from the break callback; never blocks ------------------------
 
