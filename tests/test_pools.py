@@ -274,11 +274,13 @@ def main():
     ctx = multiprocessing.get_context("forkserver")
     with ctx.Pool(2, maxtasksperchild=1) as pool:
         graceful.track(pool)
-        pool.map(pid, range(4))
+        # chunksize given: Pool.map divides by len(pool._pool), which is 0 for a moment while
+        # maxtasksperchild workers are replaced (a CPython race, not graceful's)
+        pool.map(pid, range(4), chunksize=1)
         before = fds()
         seen = set()
         for _ in range(10):
-            seen.update(pool.map(pid, range(4)))
+            seen.update(pool.map(pid, range(4), chunksize=1))
             graceful.track(subprocess.Popen(["true"])).wait()  # track() looks at the pool
         print("workers", len(seen), "fds", before, fds(), flush=True)
     return 0
