@@ -27,7 +27,7 @@ from graceful._process import backends as _backends
 from graceful._process.backend import Backend
 from graceful._process.backends import track
 from graceful._process.stopping import shutdown
-from helpers import TIMEOUT, Child, run
+from helpers import TIMEOUT, Child
 from test_backends_support import (
     GROUP_SWITCHES,
     PIDFD_SWITCHES,
@@ -129,36 +129,6 @@ def test_track_refuses_thread_pools_and_what_a_process_pool_cannot_do() -> None:
             track(pool, group=True)
         pool.terminate()
     assert _backends.tracker.pools() == []
-
-
-ASYNCIO_CHILD = """
-import asyncio
-import graceful
-
-async def main():
-    proc = await asyncio.create_subprocess_exec("sleep", "60")
-    try:
-        graceful.track(proc)
-    except TypeError as exc:
-        print("refused:", exc, flush=True)
-    finally:
-        proc.kill()
-        await proc.wait()
-    print("returncode", proc.returncode, flush=True)
-
-asyncio.run(main())
-"""
-
-
-def test_track_refuses_an_asyncio_process_with_what_to_do_instead() -> None:
-    """Until the asyncio issue lands: a clear TypeError, and the process is the caller's."""
-    program = run(ASYNCIO_CHILD)
-    assert program.proc.returncode == 0, program.stderr
-    assert program.lines[0].startswith(
-        "refused: graceful.track() does not take an asyncio.subprocess.Process yet"
-    )
-    assert "graceful.register(proc.terminate)" in program.lines[0]
-    assert program.lines[1] == f"returncode {-signal.SIGKILL}"
 
 
 def test_track_group_needs_a_group_leader_never_our_own_group() -> None:

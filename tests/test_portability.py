@@ -134,7 +134,7 @@ def test_with_only_the_parts_the_issue_names_missing() -> None:
     assert results["track"].startswith("TypeError: graceful.track() takes a subprocess.Popen")
     assert results["die_with_parent"] == "ok"
     assert results["guard"] == "ok"  # without per-thread masks: nothing blocked while installing
-    assert program.lines[-1] == "3"  # the parent watcher and the guard's watcher run  # the parent watcher runs (no traceback: stderr is empty)
+    assert program.lines[-1] == "3"  # the parent watcher and the guard's watcher run
     assert program.stderr == ""
 
 

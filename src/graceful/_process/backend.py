@@ -32,7 +32,7 @@ def signal_name(sig: int) -> str:
 
 
 def kind(proc: object) -> str:
-    """ "popen" or "process"; TypeError for anything else (pools are handled by ``pools``)."""
+    """ "popen", "process" or "asyncio"; TypeError for anything else (pools: ``pools``)."""
     subprocess = sys.modules.get("subprocess")
     if subprocess is not None and isinstance(proc, subprocess.Popen):
         return "popen"
@@ -40,12 +40,7 @@ def kind(proc: object) -> str:
     if process is not None and isinstance(proc, process.BaseProcess):
         return "process"
     if type(proc).__module__ == "asyncio.subprocess":
-        raise TypeError(
-            "graceful.track() does not take an asyncio.subprocess.Process yet: asyncio reaps it "
-            "in its own child watcher. Stop it in your own cleanup instead, e.g. "
-            "graceful.register(proc.terminate) and await proc.wait() before your loop ends, or "
-            "start it with graceful.spawn() from a thread"
-        )
+        return "asyncio"
     raise TypeError(
         "graceful.track() takes a subprocess.Popen, a multiprocessing.Process, a "
         "concurrent.futures.ProcessPoolExecutor or a multiprocessing.Pool, got "
@@ -76,6 +71,10 @@ class Backend:
         *,
         send_break: bool = True,
     ) -> None:
+        #: An asyncio.subprocess.Process: its loop's child watcher reaps it, never graceful.
+        self.aproc: Any = None
+        if kind(proc) == "asyncio":
+            self.aproc, proc = proc, _popen_of(proc)
         self.proc = proc
         self.pid: int = proc.pid
         self.signal = sig
@@ -125,6 +124,8 @@ class Backend:
 
     def returncode_known(self) -> bool:
         """True once the owning object has reaped the child (its PID may be reused from then on)."""
+        if self.aproc is not None and self.aproc.returncode is not None:
+            return True
         if self.is_popen:
             return self.proc.returncode is not None
         popen = getattr(self.proc, "_popen", None)
@@ -224,7 +225,9 @@ class Backend:
                     # stranger's now.
                     self._finish()
                     return True
-            if self.is_popen:
+            if self.aproc is not None:
+                done = self.exited()  # asyncio's child watcher collects it, in its loop
+            elif self.is_popen:
                 done = self.proc.poll() is not None
             else:
                 self.proc.join(0)
@@ -243,6 +246,9 @@ class Backend:
 
     def streams(self) -> list[IO[Any]]:
         """The pipes the caller opened to a Popen child, stdin first (EOF is the polite "exit")."""
+        if self.aproc is not None:  # its stdin is a StreamWriter; closing it sends EOF
+            stdin = self.aproc.stdin
+            return [stdin] if stdin is not None and not stdin.is_closing() else []
         if not self.is_popen:
             return []
         found = (self.proc.stdin, self.proc.stdout, self.proc.stderr)
@@ -251,6 +257,19 @@ class Backend:
     def forget(self) -> None:
         """In a forked child: drop the pidfd without the lock (its holder may not exist here)."""
         self._close()
+
+
+def _popen_of(aproc: Any) -> Any:
+    """The ``subprocess.Popen`` under an ``asyncio.subprocess.Process`` (its transport's)."""
+    transport = getattr(aproc, "_transport", None)
+    popen = None if transport is None else transport.get_extra_info("subprocess")
+    if popen is None:
+        raise TypeError(
+            "graceful.track(): this asyncio.subprocess.Process has no subprocess transport "
+            "(its event loop is not asyncio's own, or it has ended); stop it in your own "
+            "cleanup instead: graceful.register(proc.terminate) and await proc.wait()"
+        )
+    return popen
 
 
 def _is_forkserver_child(proc: Any) -> bool:
