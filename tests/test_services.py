@@ -240,3 +240,27 @@ def test_a_json_log_handler_receives_the_timeline_in_order_with_its_fields() -> 
     assert times == sorted(times)
     assert end["total"] == end["t"]
     assert all(r["pid"] == child.pid for r in records)
+
+
+def test_each_stopped_backend_has_its_line_on_the_timeline(tmp_path: Path) -> None:
+    timeline = tmp_path / "timeline"
+    code = """
+    import subprocess, time, graceful
+    polite = graceful.spawn(["sleep", "60"])
+    stubborn = graceful.spawn(["sh", "-c", "trap '' TERM; exec sleep 60"], timeout=0.3)
+    with graceful.guard():
+        print("ready", polite.pid, stubborn.pid, flush=True)
+        time.sleep(60)
+    """
+    with Child(code, env={"GRACEFUL_TIMELINE": str(timeline)}) as child:
+        polite, stubborn = map(int, child.wait_for_prefix("ready").split()[1:])
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    backends = {r["backend_pid"]: r for r in records(timeline) if r["event"] == "backend"}
+    assert backends[polite]["how"] == "killed by SIGTERM"
+    assert backends[stubborn]["how"] == "SIGKILLed after 0.3 s"
+    assert 0.3 <= backends[stubborn]["duration"] < 2.0
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal as _signal
 import threading
 import time
 import warnings
 from typing import IO, Any, Optional
 
+from .._core import timeline as _timeline
 from . import features as _features
 from . import pidfd as _pidfd
 from .backend import Backend, signal_name
@@ -197,10 +199,29 @@ def _try_reap(b: Backend, notes: list[str]) -> bool:
     if not b.exited():
         return False
     try:
-        return b.reap()
+        done = b.reap()
     except (OSError, ValueError, AssertionError) as exc:
         notes.append(f"could not reap {b!r}: {exc}")
         return True
+    if done and b.broken_at is not None:
+        _record(b)
+    return done
+
+
+def _record(b: Backend) -> None:
+    """The backend's line on the shutdown timeline: how it ended, and how long it took."""
+    code = getattr(b.aproc or b.proc, "returncode", None)
+    if code is None:
+        code = getattr(b.proc, "exitcode", None)
+    if code is None:
+        how = "ended (its owner collects the status)"
+    elif b.killed and code == -_signal.SIGKILL:
+        how = f"SIGKILLed after {b.timeout:g} s" if b.timeout is not None else "SIGKILLed"
+    elif code < 0:
+        how = f"killed by {signal_name(-code)}"
+    else:
+        how = f"exited {code}"
+    _timeline.backend(b.pid, how, time.monotonic() - (b.broken_at or time.monotonic()))
 
 
 def _close_pipes(backends: list[Backend]) -> list[threading.Thread]:
