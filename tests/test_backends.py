@@ -23,12 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful._process import backends as _backends
-from graceful._process.backend import Backend
-from graceful._process.backends import track
-from graceful._process.stopping import shutdown
-from helpers import TIMEOUT, Child
-from test_backends_support import (
+from backends_support import (
     GROUP_SWITCHES,
     PIDFD_SWITCHES,
     disabled_fixture,
@@ -40,6 +35,11 @@ from test_backends_support import (
     stranger_with_pid,
     wait_dead,
 )
+from graceful._process import backends as _backends
+from graceful._process.backend import Backend
+from graceful._process.backends import track
+from graceful._process.stopping import shutdown
+from helpers import TIMEOUT, Child
 
 PY = sys.executable
 IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"]

@@ -22,11 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from graceful._process import launcher as _launcher
-from graceful._process import parent_death as _parent_death
-from graceful._process.parent_death import die_with_parent, read_marker, watch_parent
-from helpers import TIMEOUT, Child, run
-from test_backends_support import (
+from backends_support import (
     PARENT_SWITCHES,
     PIDFD_SWITCHES,
     disabled_fixture,
@@ -35,6 +31,10 @@ from test_backends_support import (
     needs_linux,
     wait_dead,
 )
+from graceful._process import launcher as _launcher
+from graceful._process import parent_death as _parent_death
+from graceful._process.parent_death import die_with_parent, read_marker, watch_parent
+from helpers import TIMEOUT, Child, run
 
 PY = sys.executable
 NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
@@ -65,7 +65,7 @@ def launcher_armed(pid: int) -> int:
 # (on_second_signal="force") and the file would never be written.
 BACKEND = """
 import os, sys, time, graceful
-from graceful._process.parent_death import die_with_parent
+from graceful import die_with_parent
 
 out = sys.argv[1]
 
@@ -85,7 +85,7 @@ with graceful.guard():
 def parent_of_backends(tmp_path: Path, crash: str) -> str:
     return NO_CORE + textwrap.dedent(f"""
         import subprocess, sys, time
-        from graceful._process.spawn import spawn
+        from graceful import spawn
 
         BACKEND = {BACKEND!r}
         sleeper = spawn(["sleep", "60"])
@@ -155,7 +155,7 @@ def test_children_die_with_their_parent(
 
 THREAD_PARENT = """
 import os, subprocess, sys, threading, time
-from graceful._process.spawn import spawn
+from graceful import spawn
 
 ECHO = "import sys\\nprint('ready', flush=True)\\nfor line in sys.stdin: print(line, end='')"
 box = []
@@ -356,7 +356,7 @@ DISPOSITIONS = (
     NO_CORE
     + """
 import signal, subprocess
-from graceful._process.spawn import spawn
+from graceful import spawn
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)

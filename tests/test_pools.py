@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TIMEOUT, Child
-from test_backends_support import (
+from backends_support import (
     disabled_fixture,
     kill_by_pidfd,
     leftovers_fixture,
@@ -27,6 +26,7 @@ from test_backends_support import (
     proc_stat,
     wait_dead,
 )
+from helpers import TIMEOUT, Child
 
 PROGRAM = """
 import json, multiprocessing, os, signal, sys, time, warnings

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 import graceful
+from backends_support import needs_linux
 from helpers import Child, run
-from test_backends_support import needs_linux
 
 SRC = Path(graceful.__file__).parent
 
