@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -293,3 +294,30 @@ def test_loop_factory_is_checked_at_decoration() -> None:
 
     with pytest.raises(TypeError, match="applies to an `async def` main only"):
         graceful.main(loop_factory=dict)(plain)  # type: ignore[arg-type]
+
+
+def test_a_tracked_asyncio_subprocess_is_broken_exited_and_reaped() -> None:
+    code = """
+    import asyncio, graceful
+    @graceful.main
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            "sh", "-c", "trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.05; done",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        @graceful.register  # registered before track(): runs after the backend is stopped
+        async def report():
+            out = await proc.stdout.read()
+            print("backend said", out.decode().strip(), "and ended", await proc.wait())
+        graceful.track(proc)
+        print("ready", proc.pid, flush=True)
+        await asyncio.sleep(60)
+    main()
+    """
+    with Child(code) as child:
+        line = child.wait_for_prefix("ready ")
+        pid = int(line.split()[1])
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    assert child.lines[1:] == ["backend said got TERM and ended 3"]
+    assert not Path(f"/proc/{pid}").exists()

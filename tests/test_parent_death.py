@@ -1,8 +1,10 @@
-"""Issue 5: children die with their parent, even when the parent is SIGKILLed or crashes.
+"""Children die with their parent, even when the parent is SIGKILLed or crashes.
 
 Real processes: a parent script starts the children, the test kills the parent, then polls /proc
 for the children with a deadline (orphans belong to init, which may reap them late: a zombie is
-dead). What a Python child's cleanup did is read from the file it wrote.
+dead). What a Python child's cleanup did is read from the file it wrote. The tests of what
+graceful does run again with pidfds and PR_SET_PDEATHSIG hidden (GRACEFUL_DISABLE), so the
+lifeline and polling fallbacks meet the same guarantee.
 """
 
 from __future__ import annotations
@@ -20,11 +22,19 @@ from pathlib import Path
 
 import pytest
 
+from backends_support import (
+    PARENT_SWITCHES,
+    PIDFD_SWITCHES,
+    disabled_fixture,
+    is_dead,
+    leftovers_fixture,
+    needs_linux,
+    wait_dead,
+)
 from graceful._process import launcher as _launcher
 from graceful._process import parent_death as _parent_death
 from graceful._process.parent_death import die_with_parent, read_marker, watch_parent
-from helpers import TIMEOUT, Child
-from test_backends_support import is_dead, leftovers_fixture, needs_linux, wait_dead
+from helpers import TIMEOUT, Child, run
 
 PY = sys.executable
 NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
@@ -36,12 +46,26 @@ def leftovers() -> Iterator[list[int]]:
     yield from leftovers_fixture()
 
 
+@pytest.fixture
+def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
+    """The Linux parts hidden from graceful for this test (parametrize with indirect=True)."""
+    return disabled_fixture(getattr(request, "param", ""), monkeypatch)
+
+
+def launcher_armed(pid: int) -> int:
+    """The parent-death signal spawn's launcher armed for ``pid`` (0: none), from the note it
+    left in the program's environment."""
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    return int(env[_launcher.ENV.encode()].split(b":")[2])
+
+
 # A Python backend: its guard turns the parent-death signal into its own cleanups. The cleanup
 # takes a while on purpose: a duplicate signal during it would end the child at once
 # (on_second_signal="force") and the file would never be written.
 BACKEND = """
 import os, sys, time, graceful
-from graceful._process.parent_death import die_with_parent
+from graceful import die_with_parent
 
 out = sys.argv[1]
 
@@ -61,7 +85,7 @@ with graceful.guard():
 def parent_of_backends(tmp_path: Path, crash: str) -> str:
     return NO_CORE + textwrap.dedent(f"""
         import subprocess, sys, time
-        from graceful._process.spawn import spawn
+        from graceful import spawn
 
         BACKEND = {BACKEND!r}
         sleeper = spawn(["sleep", "60"])
@@ -73,6 +97,7 @@ def parent_of_backends(tmp_path: Path, crash: str) -> str:
             assert proc.stdout.readline() == b"ready\\n"
         print(sleeper.pid, spawned.pid, plain.pid)
         print("ready", flush=True)
+        sys.stdin.readline()
         {crash}
         time.sleep(60)
     """)
@@ -90,6 +115,7 @@ def cleaned_at(path: Path, deadline: float = 2.0) -> float:
 
 
 @needs_linux
+@pytest.mark.parametrize("disabled", PARENT_SWITCHES, indirect=True)
 @pytest.mark.parametrize(
     ("crash", "dies_by"),
     [
@@ -99,26 +125,37 @@ def cleaned_at(path: Path, deadline: float = 2.0) -> float:
     ids=["SIGKILL", "SIGSEGV"],
 )
 def test_children_die_with_their_parent(
-    tmp_path: Path, leftovers: list[int], crash: str, dies_by: int
+    tmp_path: Path, leftovers: list[int], crash: str, dies_by: int, disabled: frozenset[str]
 ) -> None:
-    with Child(parent_of_backends(tmp_path, crash)) as parent:
+    with Child(parent_of_backends(tmp_path, crash), stdin=True) as parent:
         parent.wait_for("ready")
         pids = [int(word) for word in parent.lines[0].split()]
         leftovers.extend(pids)
+        sleeper, pythons = pids[0], pids[1:]
+        # A program that is not Python has only the kernel's signal, which spawn's launcher
+        # arms (it does not read GRACEFUL_DISABLE: see docs/portability.md).
+        armed = launcher_armed(sleeper)
         start = time.monotonic()
         if dies_by == signal.SIGKILL:
             parent.send(signal.SIGKILL)
-        took = wait_dead(pids, 1.0)  # counted from now, not from when we reap the parent
+        else:
+            parent.write("crash now\n")
+        took = wait_dead(pythons, 1.0)  # counted from now, not from when we reap the parent
+        if armed:
+            took.update(wait_dead([sleeper], 1.0))
         rc = parent.finish()
     assert rc == -dies_by, parent.stderr
     for name in ("spawned", "plain"):
         assert cleaned_at(tmp_path / name) - start < 1.0
-    print(f"parent {signal.Signals(dies_by).name}: children dead after", took)
+    if not armed:  # no PR_SET_PDEATHSIG: the documented gap for programs that are not Python
+        assert "pdeathsig" in disabled
+        assert not is_dead(sleeper)
+    print(f"parent {signal.Signals(dies_by).name}, without {sorted(disabled)}: dead after", took)
 
 
 THREAD_PARENT = """
 import os, subprocess, sys, threading, time
-from graceful._process.spawn import spawn
+from graceful import spawn
 
 ECHO = "import sys\\nprint('ready', flush=True)\\nfor line in sys.stdin: print(line, end='')"
 box = []
@@ -222,8 +259,9 @@ with graceful.guard():
 
 
 @needs_linux
+@pytest.mark.parametrize("disabled", PIDFD_SWITCHES, indirect=True)
 def test_a_parent_dead_before_the_call_is_noticed_at_once(
-    tmp_path: Path, leftovers: list[int]
+    tmp_path: Path, leftovers: list[int], disabled: frozenset[str]
 ) -> None:
     go_read, go_write = os.pipe()
     out = tmp_path / "out"
@@ -261,18 +299,34 @@ from graceful._process.parent_death import watch_parent
 method, lifeline, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 graceful.register(lambda: open(out, "w").write(f"cleaned {time.monotonic()}"))
 with graceful.guard():
-    assert watch_parent(signal.SIGTERM, method=method, lifeline=lifeline) == method
+    try:
+        assert watch_parent(signal.SIGTERM, method=method, lifeline=lifeline) == method
+    except ValueError as exc:
+        print("refused:", exc, flush=True)
+        sys.exit(0)
     print("ready", flush=True)
     time.sleep(60)
 """
 
 
 @needs_linux
+@pytest.mark.parametrize("disabled", PIDFD_SWITCHES, indirect=True)
 @pytest.mark.parametrize("method", ["pidfd", "lifeline", "poll"])
 def test_each_detection_method_notices_a_sigkilled_parent(
-    tmp_path: Path, leftovers: list[int], method: str
+    tmp_path: Path, leftovers: list[int], method: str, disabled: frozenset[str]
 ) -> None:
     out = tmp_path / "out"
+    if method == "pidfd" and "pidfd" in disabled:
+        program = run(
+            METHOD_CHILD.replace("sys.argv[1], int(sys.argv[2]), sys.argv[3]", "'pidfd', -1, ''")
+        )
+        assert program.proc.returncode == 0, program.stderr
+        assert program.lines == [
+            "refused: the pidfd method needs pidfds (Linux >= 5.3), hidden by "
+            "GRACEFUL_DISABLE=pidfd; use method='lifeline' or 'poll', or None for the best "
+            "available"
+        ]
+        return
     parent_code = f"""
         import os, subprocess, sys, time
         lifeline, keep = os.pipe()  # we hold the write end until we die
@@ -302,7 +356,7 @@ DISPOSITIONS = (
     NO_CORE
     + """
 import signal, subprocess
-from graceful._process.spawn import spawn
+from graceful import spawn
 
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)

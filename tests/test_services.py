@@ -72,9 +72,12 @@ def wait_status(port: int, path: str, status: int) -> None:
         time.sleep(0.01)  # polling the probe, as a load balancer does; bounded
 
 
+DRAIN = 4.0  # seconds; an early end must come well before it, even on a loaded machine
+
+
 @pytest.fixture
 def server() -> Iterator[tuple[Child, int]]:
-    with Child(SERVER.replace("DRAIN", "3")) as child:
+    with Child(SERVER.replace("DRAIN", str(DRAIN))) as child:
         port = int(child.wait_for_prefix("port ").split()[1])
         assert get(port, "/ready") == 200
         yield child, port
@@ -88,10 +91,10 @@ def test_during_the_drain_the_probe_fails_and_requests_are_still_served(
     child.send(signal.SIGTERM)
     wait_status(port, "/ready", 503)
     assert get(port, "/work") == 200  # a late request, after the probe failed
-    assert time.monotonic() - start < 3.0  # still inside the drain
+    assert time.monotonic() - start < DRAIN  # still inside the drain
     assert child.finish() == -signal.SIGTERM
     elapsed = time.monotonic() - start
-    assert 3.0 <= elapsed < 3.0 + 2.0, elapsed
+    assert DRAIN <= elapsed < DRAIN + 2.0, elapsed
     assert child.lines[1:] == ["server stopped", "cleanup ran"]
 
 
@@ -104,8 +107,8 @@ def test_a_second_signal_ends_the_drain_early_and_the_cleanups_still_run(
     wait_status(port, "/ready", 503)
     child.send(signal.SIGTERM)
     assert child.finish() == -signal.SIGTERM
-    assert time.monotonic() - start < 2.0
-    assert child.lines[1:] == ["server stopped", "cleanup ran"]
+    assert time.monotonic() - start < DRAIN - 1.0, child.stderr
+    assert child.lines[1:] == ["server stopped", "cleanup ran"], child.stderr
 
 
 def test_end_drain_from_code_ends_it_early(server: tuple[Child, int]) -> None:
@@ -115,8 +118,8 @@ def test_end_drain_from_code_ends_it_early(server: tuple[Child, int]) -> None:
     wait_status(port, "/ready", 503)
     assert get(port, "/done") == 200, child.stderr
     assert child.finish() == -signal.SIGTERM
-    assert time.monotonic() - start < 2.0
-    assert child.lines[1:] == ["server stopped", "cleanup ran"]
+    assert time.monotonic() - start < DRAIN - 1.0, child.stderr
+    assert child.lines[1:] == ["server stopped", "cleanup ran"], child.stderr
 
 
 # --- systemd -------------------------------------------------------------------------------------
@@ -237,3 +240,27 @@ def test_a_json_log_handler_receives_the_timeline_in_order_with_its_fields() -> 
     assert times == sorted(times)
     assert end["total"] == end["t"]
     assert all(r["pid"] == child.pid for r in records)
+
+
+def test_each_stopped_backend_has_its_line_on_the_timeline(tmp_path: Path) -> None:
+    timeline = tmp_path / "timeline"
+    code = """
+    import subprocess, time, graceful
+    polite = graceful.spawn(["sleep", "60"])
+    stubborn = graceful.spawn(["sh", "-c", "trap '' TERM; exec sleep 60"], timeout=0.3)
+    with graceful.guard():
+        print("ready", polite.pid, stubborn.pid, flush=True)
+        time.sleep(60)
+    """
+    with Child(code, env={"GRACEFUL_TIMELINE": str(timeline)}) as child:
+        polite, stubborn = map(int, child.wait_for_prefix("ready").split()[1:])
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    backends = {r["backend_pid"]: r for r in records(timeline) if r["event"] == "backend"}
+    assert backends[polite]["how"] == "killed by SIGTERM"
+    assert backends[stubborn]["how"] == "SIGKILLed after 0.3 s"
+    assert 0.3 <= backends[stubborn]["duration"] < 2.0
+
+
+def records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 import graceful.testing
+from backends_support import wait_dead
 from graceful.testing import NotReady, Shutdown, ShutdownResult, start
 from graceful.testing._launcher import stat
 from helpers import TIMEOUT, Child
-from test_backends_support import wait_dead
 
 PROGRAMS = Path(__file__).parent / "testing_programs"
 

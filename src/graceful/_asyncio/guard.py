@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from .._core import dispositions as _dispositions
 from .._core import registry as _registry
 from .._core import watcher as _watcher
-from .._core.checks import check_main_thread
+from .._core.checks import check_main_thread, check_posix
 from .._core.errors import Signalled, signalled
 from .._core.guard import Guard, _handler, _stack, _update_handled
 from .._core.machine import HANDLER, Phase, machine
@@ -27,6 +27,7 @@ from . import cleanups as _cleanups
 
 async def enter(guard: Guard) -> Guard:
     check_main_thread("async with graceful.guard()")
+    check_posix("async with graceful.guard()")
     if guard._active:
         raise RuntimeError(
             "this Guard is already active; use a new graceful.guard() for a nested block"

@@ -33,7 +33,7 @@ def protect_exit() -> None:
     global _exit_guard
     if _stack or not len(_registry.cleanups):
         return
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or sys.platform == "win32":
         return
     last = machine.last_options or DEFAULT
     defaults = (signal.SIG_DFL, signal.default_int_handler)

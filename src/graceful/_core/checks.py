@@ -66,6 +66,19 @@ def check_main_thread(what: str) -> None:
         )
 
 
+def check_posix(what: str) -> None:
+    """Guards need POSIX signals (a wakeup pipe, per-thread delivery); say so on Windows."""
+    import sys
+
+    if sys.platform == "win32":
+        raise NotImplementedError(
+            f"{what} handles POSIX signals, which Windows does not have: it delivers Ctrl-C, "
+            "Ctrl-Break and console close events instead (see docs/portability.md for the "
+            "design); on Windows, catch KeyboardInterrupt and use graceful.register() for "
+            "cleanups at exit"
+        )
+
+
 def check_signal(sig: object, what: str) -> int:
     """A signal to SEND (SIGKILL and SIGSTOP included) as its number; raise otherwise."""
     if isinstance(sig, bool) or not isinstance(sig, int):

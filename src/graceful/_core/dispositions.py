@@ -84,3 +84,35 @@ def restore(saved: list[Saved], ours: Callable[[int, Any], Any]) -> list[int]:
 
 def is_ignored(sig: int) -> bool:
     return signal.getsignal(sig) == signal.SIG_IGN
+
+
+#: Where the C library has per-thread signal masks (POSIX); elsewhere nothing is blocked.
+HAS_MASKS = hasattr(signal, "pthread_sigmask")
+
+
+def block(sigs: object) -> Optional[set[int]]:
+    """Block ``sigs`` in this thread; return the mask to put back (None where there are none)."""
+    if not HAS_MASKS:
+        return None
+    return set(signal.pthread_sigmask(signal.SIG_BLOCK, sigs))  # type: ignore[arg-type]
+
+
+def set_mask(mask: Optional[set[int]]) -> None:
+    """Put back a mask that :func:`block` returned."""
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def unblock(sigs: object) -> None:
+    if HAS_MASKS:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)  # type: ignore[arg-type]
+
+
+def raise_in_this_thread(sig: int) -> None:
+    """Deliver ``sig`` to the calling thread (from any thread, where POSIX allows)."""
+    import threading
+
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.get_ident(), sig)
+    else:
+        signal.raise_signal(sig)

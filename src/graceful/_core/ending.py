@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Callable, NoReturn, Optional
 
+from . import dispositions as _dispositions
 from . import timeline as _timeline
 
 #: How long a dying process waits for its last log line (stderr may be a full pipe).
@@ -57,7 +58,7 @@ def reraise(sig: int, restore: Callable[[], object], *, run_atexit: bool) -> Non
 
         logging.shutdown()  # its own atexit function would run after ours: never, we die now
     flush_stdio()
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [sig])
+    blocked = _dispositions.block([sig])
     try:
         restore()
         if signal.getsignal(sig) is signal.default_int_handler:
@@ -67,7 +68,8 @@ def reraise(sig: int, restore: Callable[[], object], *, run_atexit: bool) -> Non
         _timeline.end("reraise", sig, None)
         signal.raise_signal(sig)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [s for s in blocked if s != sig])
+        if blocked is not None:
+            _dispositions.set_mask(blocked - {sig})
 
 
 def exit_now(status: int) -> NoReturn:
@@ -108,8 +110,8 @@ def die_now(
             from . import libc  # signal.signal() refuses outside the main thread
 
             libc.set_default(sig)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-        signal.pthread_kill(threading.get_ident(), sig)
+        _dispositions.unblock([sig])
+        _dispositions.raise_in_this_thread(sig)
         time.sleep(LOG_WAIT)  # a thread-directed signal may take a moment to be acted on
     finally:
         os._exit(128 + sig)

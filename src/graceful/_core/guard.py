@@ -25,7 +25,7 @@ from . import ending as _ending
 from . import registry as _registry
 from . import timeline as _timeline
 from . import watcher as _watcher
-from .checks import check_callable, check_main_thread
+from .checks import check_callable, check_main_thread, check_posix
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
 from .options import Options
@@ -182,6 +182,7 @@ class Guard:
     @exit_path
     def __enter__(self) -> Guard:
         check_main_thread("graceful.guard()")
+        check_posix("graceful.guard()")
         _check_no_running_loop()
         if self._active:
             raise RuntimeError(
@@ -195,7 +196,7 @@ class Guard:
         )
         outermost = not _stack
         # Block our signals while installing, so the handler never sees half a guard.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+        blocked = _dispositions.block(sigs)
         try:
             if outermost:
                 self._wakeup = _install_watcher()  # all or nothing: OSError, RuntimeError
@@ -212,10 +213,10 @@ class Guard:
             _update_handled()
         except BaseException:
             self._undo_enter()
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            _dispositions.set_mask(blocked)
             raise
         # A signal that arrived meanwhile reaches the handler now (which spares this frame).
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        _dispositions.set_mask(blocked)
         if machine.want_raise() and not self._late:
             machine.defer()  # raised inside the block, a moment from now
         return self

@@ -436,7 +436,8 @@ class Shutdown:
             self._redelivered[WATCHER] += 1
             self._redelivered[HANDLER] += 1
             self._redelivered_at = now
-        signal.pthread_kill(main, sig)
+        if hasattr(signal, "pthread_kill"):
+            signal.pthread_kill(main, sig)
 
     # --- the end ------------------------------------------------------------------------------
 

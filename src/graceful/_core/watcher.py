@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Optional
 
+from . import dispositions as _dispositions
 from . import timeline as _timeline
 from .machine import WATCHER, machine
 
@@ -69,7 +70,7 @@ class _Watcher:
         self.ident = threading.get_ident()
         # Asynchronous signals go to the main thread (or the program's threads), never here:
         # the C handler then interrupts the main thread's blocking call at once.
-        signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
+        _dispositions.block(ASYNC_SIGNALS)
         try:
             while self._step():
                 pass

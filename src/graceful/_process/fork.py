@@ -111,6 +111,13 @@ def at_fork(
     ``handle.cancel()`` unregisters them, and so does leaving it as a context manager.
     """
     global _hooks
+    if not hasattr(os, "register_at_fork"):
+        raise NotImplementedError(
+            "graceful.at_fork() wraps os.register_at_fork(), which this Python does not have "
+            f"({sys.platform}: no os.fork()), so there is no fork to hook: child processes start "
+            "afresh (multiprocessing's spawn method) and inherit no connections; open them in "
+            "each process instead"
+        )
     for name, func in (
         ("before", before),
         ("after_in_parent", after_in_parent),

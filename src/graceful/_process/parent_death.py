@@ -12,6 +12,10 @@ Two mechanisms, because each covers the other's holes:
   recorded before the fork (never against 1: a subreaper or a container's init adopts orphans).
   It sends the signal itself unless the kernel already has, so the child's guard never mistakes
   one parent death for a second signal.
+
+``GRACEFUL_DISABLE=pdeathsig`` keeps ``prctl()`` out of it, and ``GRACEFUL_DISABLE=pidfd`` the
+pidfd (see ``features``), so the watcher's fallbacks run. Where signals are not POSIX (Windows)
+the call raises ``NotImplementedError``: a process cannot signal itself there.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from __future__ import annotations
 import os
 import select
 import signal as _signal
+import sys
 import threading
 import time
 from typing import Callable, NamedTuple, Optional
 
 from .._core.checks import check_signal
 from .._core.machine import machine as _machine
+from . import features as _features
 from . import pidfd as _pidfd
 from .launcher import ENV
 
@@ -90,7 +96,19 @@ def die_with_parent(signal: int = _signal.SIGTERM) -> None:
     ``signal`` like any other: its cleanups run. If the parent is already gone, the signal is sent
     at once. Calling it again changes the signal.
     """
+    _check_platform()
     watch_parent(check_signal(signal, "graceful.die_with_parent()"))
+
+
+def _check_platform() -> None:
+    if os.name != "posix":
+        raise NotImplementedError(
+            "graceful.die_with_parent() turns the parent's death into a POSIX signal that this "
+            f"process's guard handles; {sys.platform} has no such signals (os.kill() of this "
+            "process would end it without cleanups). Have the parent put this process in a Job "
+            "object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE, or watch a pipe from the parent "
+            "and run your cleanups when it reaches EOF (see docs/portability.md)"
+        )
 
 
 def watch_parent(
@@ -107,6 +125,12 @@ def watch_parent(
     global _state
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "pidfd" and not _pidfd.AVAILABLE:
+        why = "hidden by GRACEFUL_DISABLE=pidfd" if _pidfd.SUPPORTED else "missing here"
+        raise ValueError(
+            f"the pidfd method needs pidfds (Linux >= 5.3), {why}; use method='lifeline' "
+            "or 'poll', or None for the best available"
+        )
     with _lock:
         st = _state if _state is not None and _state.pid == os.getpid() else None
         if st is None:
@@ -122,11 +146,7 @@ def watch_parent(
             st.lifeline = lifeline
         st.signal = sig
         if st.may_arm and threading.current_thread() is threading.main_thread():
-            from .._core import libc as _prctl
-
-            if _prctl.HAS_PRCTL:
-                _prctl.set_pdeathsig(sig)
-                st.kernel_signal, st.creds = sig, _creds()
+            _arm(st, sig if _features.uses("pdeathsig") else 0)
         gone = _start_watcher(st, method) if st.thread is None else False
         # The kernel sends the parent-death signal again for each thread of a multi-threaded
         # parent that exits after the one that forked us: once the parent is gone, a repeat of
@@ -138,6 +158,17 @@ def watch_parent(
         # nothing: send it (if the kernel did send it as well, the two are a few µs apart).
         os.kill(os.getpid(), sig)
     return st.method
+
+
+def _arm(st: _State, sig: int) -> None:
+    """Set the kernel's parent-death signal on this (main) thread; 0 clears it. With
+    ``GRACEFUL_DISABLE=pdeathsig`` what the launcher armed is cleared, so the watcher alone
+    notices the parent's death, as where the kernel has no such signal."""
+    from .._core import libc as _prctl
+
+    if _prctl.HAS_PRCTL:
+        _prctl.set_pdeathsig(sig)
+        st.kernel_signal, st.creds = sig, _creds()
 
 
 def _start_watcher(st: _State, method: Optional[str]) -> bool:
@@ -201,6 +232,10 @@ def _waiter(st: _State, method: Optional[str]) -> Optional[Callable[[], None]]:
 
 def _block_readable(fd: int) -> None:
     """A pidfd becomes readable when its process exits; a pipe's read end at EOF or error."""
+    if not hasattr(select, "poll"):  # select() is limited to fds below FD_SETSIZE
+        while not select.select([fd], [], [])[0]:
+            pass
+        return
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
     while not poller.poll():

@@ -3,6 +3,7 @@
 A pidfd refers to one process, not to a number. Signalling through it fails with ESRCH once that
 process is gone, even if its PID now belongs to someone else; polling it says "exited" without
 reaping; ``waitid(P_PIDFD, ..., WNOWAIT)`` says ECHILD once someone else has reaped it.
+``GRACEFUL_DISABLE=pidfd`` hides them (see ``features``), so the PID-based fallback runs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import select
 import signal
 from typing import Optional
 
+from . import features as _features
+
 #: linux/pidfd.h: signal the process group of the process the pidfd refers to (Linux >= 6.9).
 PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 
-AVAILABLE = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+#: The platform and Python have pidfds (Linux >= 5.3, Python >= 3.9).
+SUPPORTED = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+#: graceful uses them: supported, and not hidden by ``GRACEFUL_DISABLE=pidfd``.
+AVAILABLE = SUPPORTED and _features.uses("pidfd")
 
 #: None until the first group signal tells whether the kernel knows PIDFD_SIGNAL_PROCESS_GROUP.
 _group_flag_works: Optional[bool] = None
@@ -70,15 +76,6 @@ def has_exited(pidfd: int) -> bool:
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
     return bool(poller.poll(0))
-
-
-def reaped_elsewhere(pidfd: int) -> bool:
-    """True if the process was reaped by someone else, so its PID may already be reused."""
-    try:
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return False
 
 
 def close(pidfd: Optional[int]) -> None:
