@@ -302,9 +302,11 @@ def test_a_tracked_asyncio_subprocess_is_broken_exited_and_reaped() -> None:
     @graceful.main
     async def main():
         proc = await asyncio.create_subprocess_exec(
-            "sh", "-c", "trap 'echo got TERM; exit 3' TERM; while :; do sleep 0.05; done",
+            "sh", "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo armed; while :; do sleep 0.05; done",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
+        assert await proc.stdout.readline() == b"armed\\n"  # its trap is set
         @graceful.register  # registered before track(): runs after the backend is stopped
         async def report():
             out = await proc.stdout.read()

@@ -302,4 +302,6 @@ def test_a_pool_that_replaces_its_workers_costs_no_descriptor_per_worker(tmp_pat
     assert words[0] == "workers"
     assert int(words[1]) >= 20  # maxtasksperchild=1: the pool kept replacing its workers
     before, after = int(words[3]), int(words[4])
-    assert after <= before + 2, program.lines  # not one pidfd per worker it ever had
+    # Not one pidfd per worker it ever had (that would be 20 or more): at most those of the
+    # few workers being replaced right now (their sentinels and pidfds; more on a loaded machine).
+    assert after <= before + 8, program.lines
