@@ -8,11 +8,14 @@ only the deadline, which ends the process, cuts it short.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
 
 from .._core import registry as _registry
 from .._core import timeline as _timeline
 from .._core.machine import BREAK_SHARE, BREAK_WAIT_WITHOUT_DEADLINE, machine
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 
 async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:

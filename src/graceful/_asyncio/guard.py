@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Any, Callable, Optional
 
 from .._core import dispositions as _dispositions
 from .._core import registry as _registry
@@ -23,6 +22,10 @@ from .._core.errors import Signalled, signalled
 from .._core.guard import Guard, _handler, _stack, _update_handled
 from .._core.machine import HANDLER, Phase, machine
 from . import cleanups as _cleanups
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 async def enter(guard: Guard) -> Guard:

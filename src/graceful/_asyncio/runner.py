@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Callable, NoReturn, Optional
 
 from .._core import registry as _registry
 from .._core import timeline as _timeline
@@ -25,6 +24,10 @@ from .._core.guard import Guard
 from .._core.machine import machine
 from .._core.options import Options
 from . import cleanups as _cleanups
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Optional
 
 
 def run(

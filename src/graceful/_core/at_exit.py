@@ -14,7 +14,6 @@ import atexit
 import signal
 import sys
 import threading
-from typing import Optional
 
 from . import registry as _registry
 from . import timeline as _timeline
@@ -23,6 +22,10 @@ from .guard import Guard, _stack
 from .machine import machine
 from .options import DEFAULT, Options
 from .protect import exit_path
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
 
 _exit_guard: Optional[Guard] = None
 

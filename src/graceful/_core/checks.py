@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import threading
-from typing import Any, Optional
 
 from . import signals as _signals
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 
 def check_callable(func: Any, what: str) -> None:
@@ -35,11 +37,11 @@ def check_timeout(timeout: Optional[float], what: str, name: str = "timeout") ->
             f"{what}: {name} must be a number of seconds or None, got {type(timeout).__name__} "
             f"{timeout!r}"
         )
-    if math.isnan(timeout) or timeout < 0:
+    if timeout != timeout or timeout < 0:  # noqa: PLR0124  (NaN is not equal to itself)
         raise ValueError(
             f"{what}: {name} must be >= 0 seconds (or None for no deadline), got {timeout!r}"
         )
-    if math.isinf(timeout) or timeout > threading.TIMEOUT_MAX:
+    if timeout > threading.TIMEOUT_MAX:  # infinity too
         raise ValueError(
             f"{what}: {name}={timeout!r} is longer than this platform's clocks can wait "
             f"({threading.TIMEOUT_MAX:.0f} s); pass None for no deadline"

@@ -8,7 +8,11 @@ server that handles SIGHUP itself), that handler is theirs and stays when the gu
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional, Union
+
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias

@@ -12,10 +12,13 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable, NoReturn, Optional
 
 from . import dispositions as _dispositions
 from . import timeline as _timeline
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable, NoReturn, Optional
 
 #: How long a dying process waits for its last log line (stderr may be a full pipe).
 LOG_WAIT = 0.5

@@ -18,7 +18,6 @@ import functools
 import signal
 import sys
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import dispositions as _dispositions
 from . import ending as _ending
@@ -30,6 +29,10 @@ from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
 from .options import Options
 from .protect import exception_in_flight, exit_path, protection
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 if TYPE_CHECKING:
     from typing import Literal

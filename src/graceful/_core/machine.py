@@ -28,13 +28,16 @@ import signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import ending as _ending
 from . import protect as _protect
 from . import registry as _registry
 from . import signals as _signals
 from . import timeline as _timeline
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 if TYPE_CHECKING:
     from .options import Options

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, overload
 
 from . import timeline as _timeline
 from .guard import Guard
 from .options import DEFAULT_TIMEOUT, Options
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Optional, Union, overload
+else:
+
+    def overload(func: object) -> object:  # the overloads are for type checkers only
+        return func
+
 
 if TYPE_CHECKING:
     from asyncio import AbstractEventLoop
@@ -24,11 +32,11 @@ def main(func: Callable[_P, Optional[int]], /) -> Callable[_P, NoReturn]: ...
 
 
 @overload
-def main(func: Callable[_P, Awaitable[Optional[int]]], /) -> Callable[_P, NoReturn]: ...
+def main(func: Callable[_P, Awaitable[Optional[int]]], /) -> Callable[_P, NoReturn]: ...  # noqa: F811  (ruff does not see the overloads above)
 
 
 @overload
-def main(
+def main(  # noqa: F811  (ruff does not see the overloads above)
     *,
     signals: Union[SignalLike, tuple[SignalLike, ...]] = (),
     timeout: Optional[float] = DEFAULT_TIMEOUT,
@@ -43,7 +51,7 @@ def main(
 ]: ...
 
 
-def main(
+def main(  # noqa: F811  (ruff does not see the overloads above)
     func: Optional[Callable[..., Any]] = None,
     /,
     *,

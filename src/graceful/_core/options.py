@@ -8,10 +8,12 @@ more than all of ``import graceful`` may (it pulls in ``inspect``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
-
 from . import signals as _signals
 from .checks import check_bool, check_timeout
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 if TYPE_CHECKING:
     from typing import Literal

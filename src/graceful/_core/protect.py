@@ -12,7 +12,11 @@ Two kinds of protected functions, each protecting everything it calls:
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Optional
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
+
 
 if TYPE_CHECKING:
     from types import FrameType

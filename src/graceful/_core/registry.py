@@ -14,12 +14,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import timeline as _timeline
 from .checks import check_callable
 from .errors import RegistrationClosed, Signalled
 from .protect import not_interruptible
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 if TYPE_CHECKING:
     from .typevars import _P, _R

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+
 
 if TYPE_CHECKING:
     from typing import Literal, Union

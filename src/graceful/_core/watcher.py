@@ -11,17 +11,19 @@ byte forwarded, and is put back when the outermost guard ends.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
 import threading
 import time
-from typing import Optional
 
 from . import dispositions as _dispositions
 from . import timeline as _timeline
 from .machine import WATCHER, machine
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
 
 _POKE = 0  # not a signal number: "look at the machine again"
 _STOP = 0xFF  # not a signal number either: "exit the thread" (before a fork)
@@ -59,8 +61,10 @@ class _Watcher:
 
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
-            with contextlib.suppress(OSError):
+            try:
                 os.close(fd)
+            except OSError:
+                pass
 
     @property
     def running(self) -> bool:
@@ -108,16 +112,20 @@ class _Watcher:
             signals = bytes(b for b in data if b not in (_POKE, _STOP))
             if signals and self.forward_to >= 0:
                 # A full or closed buffer: the previous owner would have lost the byte too.
-                with contextlib.suppress(OSError):
+                try:
                     os.write(self.forward_to, signals)
+                except OSError:
+                    pass
             for byte in signals:
                 machine.heard(byte, WATCHER)
             if signals and threading.get_ident() != self.ident:
                 self.poke()  # the thread acts on what it heard (breaks, deadline, force)
             if stop and threading.get_ident() != self.ident:
                 # Not ours to act on: the thread must see its stop byte (a fork is waiting).
-                with contextlib.suppress(OSError):
+                try:
                     os.write(self.write_fd, bytes([_STOP]))
+                except OSError:
+                    pass
                 return True
             return not stop
         finally:
@@ -126,15 +134,19 @@ class _Watcher:
     def poke(self) -> None:
         """Wake the thread so it asks the machine again."""
         if self.pid == os.getpid():
-            with contextlib.suppress(OSError):
+            try:
                 os.write(self.write_fd, bytes([_POKE]))
+            except OSError:
+                pass
 
     def pause(self) -> bool:
         """Stop the thread (its pipe stays: bytes wait in it); True if it was running."""
         if not self.running:
             return False
-        with contextlib.suppress(OSError):
+        try:
             os.write(self.write_fd, bytes([_STOP]))
+        except OSError:
+            pass
         return self.stopped.wait(1.0)
 
 

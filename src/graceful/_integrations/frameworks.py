@@ -9,12 +9,14 @@ timeline as a signal's shutdown. The process is not ended: the framework does th
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .._core import registry as _registry
 from .._core import watcher as _watcher
 from .._core.machine import machine
 from .._core.options import DEFAULT_TIMEOUT, Options
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
 
 _FINAL = "the program's shutdown hook has run them (graceful.shutdown())"
 

@@ -11,10 +11,13 @@ a broken socket never breaks a shutdown: the send is non-blocking and its errors
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
 
 from .._core.machine import machine
 from .._core.signals import name
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 ENV = "NOTIFY_SOCKET"
 #: Added to graceful's own deadline in EXTEND_TIMEOUT_USEC: the last words and the re-raise.

@@ -8,17 +8,19 @@ reused) descriptor number.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import signal as _signal
 import sys
 import threading
 import time
-from typing import IO, Any, Optional
 
 from . import children as _children
 from . import pidfd as _pidfd
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import IO, Any, Optional
 
 #: Serialises break_() across threads: the break signal goes out once.
 _break_lock = threading.Lock()
@@ -165,8 +167,10 @@ class Backend:
             elif self.pidfd is not None:
                 _pidfd.send(self.pidfd, sig)
             elif self._may_kill_by_number():
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     os.kill(self.pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def _send_group(self, sig: int) -> None:
         if self.pidfd is not None and _pidfd.send_group(self.pidfd, sig) is not None:
@@ -174,8 +178,10 @@ class Backend:
         # killpg by number is safe only while the leader is our unreaped child: its PID, and so
         # the group ID, cannot be reused until it is reaped.
         if self._still_ours() and self.pid != os.getpgrp():
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def _may_kill_by_number(self) -> bool:
         """Without a pidfd: only while the owner and the kernel agree the child still runs."""

@@ -14,7 +14,6 @@ import os
 import signal as _signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 from .._core import registry as _registry
 from .._core.checks import check_signal, check_timeout
@@ -22,6 +21,10 @@ from . import stopping as _stopping
 from .backend import Backend, kind
 from .pools import PoolBackend, pool_kind
 from .pools import check as _check_pool
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional, Union
 
 if TYPE_CHECKING:
     import subprocess
@@ -38,7 +41,10 @@ def _guard_deadline() -> Optional[float]:
     return machine.deadline
 
 
-_P = TypeVar("_P", bound="Union[subprocess.Popen[Any], BaseProcess, ProcessPoolExecutor, Pool]")
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _P = TypeVar("_P", bound="Union[subprocess.Popen[Any], BaseProcess, ProcessPoolExecutor, Pool]")
 
 
 class Tracker:

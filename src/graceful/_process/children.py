@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Optional
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
+
 
 #: Our child, still running.
 RUNNING = "running"

@@ -18,7 +18,6 @@ An unknown name is reported with a ``RuntimeWarning`` and otherwise ignored.
 from __future__ import annotations
 
 import os
-import warnings
 
 ENV = "GRACEFUL_DISABLE"
 #: The parts that can be hidden.
@@ -30,6 +29,8 @@ def parse(raw: str) -> frozenset[str]:
     names = {word.strip().lower() for word in raw.split(",")} - {""}
     unknown = sorted(names - set(PARTS))
     if unknown:
+        import warnings  # only when there is something to say
+
         warnings.warn(
             f"{ENV}: unknown part(s) {', '.join(unknown)} ignored; known parts are "
             f"{', '.join(PARTS)} (see docs/portability.md)",

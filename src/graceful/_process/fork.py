@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 from types import TracebackType
-from typing import Callable, Optional
 
 from .._core import ending as _ending
 from .._core import guard as _guard
@@ -31,7 +30,12 @@ from .._core.checks import check_callable
 from .._core.machine import machine
 from .._core.protect import exit_path
 
-Hook = Callable[[], object]
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+if TYPE_CHECKING:
+    Hook = Callable[[], object]
 
 
 class ForkHooks:

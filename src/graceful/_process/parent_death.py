@@ -20,13 +20,13 @@ the call raises ``NotImplementedError``: a process cannot signal itself there.
 
 from __future__ import annotations
 
+import collections
 import os
 import select
 import signal as _signal
 import sys
 import threading
 import time
-from typing import Callable, NamedTuple, Optional
 
 from .._core.checks import check_signal
 from .._core.machine import machine as _machine
@@ -34,14 +34,20 @@ from . import features as _features
 from . import pidfd as _pidfd
 from .launcher import ENV
 
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
 #: How often the last-resort method looks at ``os.getppid()``.
 POLL_INTERVAL = 0.1
 METHODS = ("pidfd", "lifeline", "poll")
 
 
-class Marker(NamedTuple):
-    """What the launcher recorded for this very process (by PID) before exec."""
+class Marker(collections.namedtuple("Marker", "ppid signal lifeline")):
+    """What the launcher recorded for this very process (by PID) before exec: the parent's PID,
+    the parent-death signal armed (0: none), the lifeline fd (None: none)."""
 
+    __slots__ = ()
     ppid: int
     signal: int
     lifeline: Optional[int]

@@ -8,14 +8,16 @@ reaping; ``waitid(P_PIDFD, ..., WNOWAIT)`` says ECHILD once someone else has rea
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import select
 import signal
-from typing import Optional
 
 from . import features as _features
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
 
 #: linux/pidfd.h: signal the process group of the process the pidfd refers to (Linux >= 6.9).
 PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
@@ -80,5 +82,8 @@ def has_exited(pidfd: int) -> bool:
 
 def close(pidfd: Optional[int]) -> None:
     if pidfd is not None:
-        with contextlib.suppress(OSError):
+        try:
             os.close(pidfd)
+
+        except OSError:
+            pass

@@ -28,10 +28,13 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, Optional
 
 from . import stopping as _stopping
 from .backend import Backend
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 #: Bound on how long the stopping thread keeps looking for workers a pool starts late.
 LATE_WORKERS_GRACE = 2.0

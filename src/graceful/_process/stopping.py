@@ -8,18 +8,19 @@ warnings filter set to "error" cannot cut the work short.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal as _signal
 import threading
 import time
-import warnings
-from typing import IO, Any, Optional
 
 from .._core import timeline as _timeline
 from . import features as _features
 from . import pidfd as _pidfd
 from .backend import Backend, signal_name
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import IO, Any, Optional
 
 #: After SIGKILL, how long to wait for the kernel to finish a child before giving up on it.
 KILL_GRACE = 2.0
@@ -38,6 +39,8 @@ def shutdown(backends: list[Backend], guard_deadline: Optional[float] = None) ->
 
 def warn(notes: list[str]) -> None:
     if notes:
+        import warnings  # only when there is something to say
+
         warnings.warn(
             "graceful: while stopping backends: " + "; ".join(notes), RuntimeWarning, stacklevel=3
         )
@@ -255,5 +258,8 @@ def _close_pipes(backends: list[Backend]) -> list[threading.Thread]:
 def _close_streams(streams: list[IO[Any]]) -> None:
     for stream in streams:
         # BrokenPipeError flushing stdin: the child is gone, and the fd is closed anyway.
-        with contextlib.suppress(OSError, ValueError):
+        try:
             stream.close()
+
+        except (OSError, ValueError):
+            pass
