@@ -13,12 +13,14 @@ from ._process.backends import track
 from ._process.fork import ForkHooks, at_fork
 from ._process.parent_death import die_with_parent
 from ._process.spawn import spawn
+from ._version import __version__
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "ForkHooks",
     "Guard",
     "Signalled",
+    "__version__",
     "at_fork",
     "die_with_parent",
     "guard",
