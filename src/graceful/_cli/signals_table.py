@@ -70,16 +70,16 @@ def render(fmt: str = "text") -> str:
     """The table as aligned text or as a markdown table (``fmt`` is "text" or "markdown")."""
     table = rows()
     if fmt == "markdown":
-        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in table]
-        return "\n".join(lines) + "\n"
+        head = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        body = ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in table]
+        return "\n".join(head + body) + "\n"
     if fmt != "text":
         raise ValueError(f"graceful signals: format must be 'text' or 'markdown', got {fmt!r}")
     widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *table)]
-    lines: list[tuple[str, ...]] = [COLUMNS, *table]
+    everything: list[tuple[str, ...]] = [COLUMNS, *table]
     return "".join(
         "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] + "\n"
-        for row in lines
+        for row in everything
     )
 
 
