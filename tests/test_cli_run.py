@@ -322,12 +322,12 @@ if os.fork() == 0:
     os._exit(0)
 os.wait()
 print("daemon", os.read(r, 20).decode(), flush=True)
-print("pid", os.getpid(), flush=True)
-print("ready", flush=True)
 if stay:
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-    while True:
-        time.sleep(1)
+print("pid", os.getpid(), flush=True)
+print("ready", flush=True)
+while stay:
+    time.sleep(1)
 """
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 import signal
-from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from .._core import signals as _signals
 
@@ -32,15 +31,14 @@ _FAULTS = tuple(
 )
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     """Everything the supervisor needs; see ``graceful run --help`` for each option."""
 
     command: list[str]
     executable: Optional[str] = None
-    forward: frozenset[int] = field(default_factory=frozenset)
-    stop: frozenset[int] = field(default_factory=frozenset)
-    remap: dict[int, int] = field(default_factory=dict)
+    forward: frozenset[int] = frozenset()
+    stop: frozenset[int] = frozenset()
+    remap: dict[int, int] = {}  # noqa: RUF012 - never mutated
     group: bool = False
     timeout: Optional[float] = DEFAULT_TIMEOUT
     orphan_timeout: Optional[float] = DEFAULT_ORPHAN_TIMEOUT

@@ -41,8 +41,8 @@ _T = TypeVar("_T")
 #: How long spawn waits for the launcher to exec the program (a loaded machine is slow).
 LAUNCH_TIMEOUT = 30.0
 _LAUNCHER = os.path.abspath(_launcher.__file__)
-#: The supervisor, run by path (see ``graceful/_cli/__main__.py``).
-_SUPERVISOR = os.path.join(os.path.dirname(os.path.dirname(_LAUNCHER)), "_cli", "__main__.py")
+#: The supervisor, run by path (see ``graceful/_cli/standalone.py``).
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.dirname(_LAUNCHER)), "_cli", "standalone.py")
 #: The supervisor SIGKILLs at ``timeout``; we give it this long more before SIGKILLing it.
 SUPERVISOR_MARGIN = 1.0
 #: What the supervisor writes on the report pipe once the program runs.
@@ -184,15 +184,16 @@ def _supervisor_command(
 
     forward = [*_run.DEFAULT_FORWARD]
     stop = [*_run.DEFAULT_STOP]
-    command = [sys.executable, "-I", _SUPERVISOR, "run", "--quiet", "--own-group"]
+    command = [sys.executable, "-I", "-S", _SUPERVISOR, "--quiet", "--own-group"]
     command += ["--report-fd", _ERRFD]
     command += ["--timeout", "none" if timeout is None else repr(timeout)]
     command += ["--orphan-timeout", repr(ORPHAN_TIMEOUT)]
     if sig in _UNCATCHABLE:
         command += ["--map", f"TERM:{int(sig)}"]
-    elif _signals.name(sig)[3:] not in forward:
-        forward.append(str(int(sig)))
-        stop.append(str(int(sig)))
+    else:  # the break signal is forwarded, and is a stop: the countdown starts with it
+        name = _signals.name(sig)[3:]
+        forward += [] if name in forward else [name]
+        stop += [] if name in stop else [name]
     command += ["--signals", ",".join(forward), "--stop-signals", ",".join(stop)]
     if group:
         command.append("--group")
