@@ -136,8 +136,14 @@ def pid1_findings(pid1: dict[str, str], container: bool) -> list[Finding]:
         return [Finding("note", "PID 1 cannot be read here (/proc is missing or hidden)")]
     name = pid1.get("Name", "?")
     command = procfs.cmdline(1) or name
-    catches = procfs.signal_set(pid1.get("SigCgt", ""))
-    if signal.SIGTERM in catches or any(name.startswith(i) for i in _INITS):
+    # A handler; or blocked and taken with signalfd (catatonit), or waited for with sigtimedwait
+    # (tini, graceful run), which unblocks the signals it waits for while it waits.
+    hears = procfs.signal_set(pid1.get("SigCgt", "")) + procfs.signal_set(pid1.get("SigBlk", ""))
+    if (
+        signal.SIGTERM in hears
+        or procfs.wchan(1).startswith("do_sigtimedwait")
+        or any(name.startswith(i) for i in _INITS)
+    ):
         return [Finding("ok", f"PID 1 is {command!r} and handles SIGTERM")]
     level = "warning" if container else "note"
     return [

@@ -112,3 +112,12 @@ def cmdline(pid: int) -> str:
         return " ".join(arg.decode("utf-8", "replace") for arg in raw.rstrip(b"\0").split(b"\0"))
     entry = stat(pid)
     return f"[{entry.comm}]" if entry else ""
+
+
+def wchan(pid: int) -> str:
+    """Where in the kernel ``pid`` waits (``do_sigtimedwait``, ...); "" if it cannot be read."""
+    try:
+        with open(f"{PROC}/{pid}/wchan", encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

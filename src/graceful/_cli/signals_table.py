@@ -85,3 +85,23 @@ def render(fmt: str = "text") -> str:
 
 def _md(cell: str) -> str:
     return cell.replace("|", "\\|")
+
+
+#: The lines around the generated table in docs/signals.md.
+BEGIN = "<!-- graceful signals: begin -->"
+END = "<!-- graceful signals: end -->"
+
+
+def with_table(document: str) -> str:
+    """``document`` with the text between BEGIN and END replaced by this platform's table.
+
+    Regenerate docs/signals.md (on Linux) with::
+
+        python -c "from graceful._cli import signals_table as t; import pathlib; \\
+                   p = pathlib.Path('docs/signals.md'); p.write_text(t.with_table(p.read_text()))"
+    """
+    head, begin, rest = document.partition(BEGIN)
+    _, end, tail = rest.partition(END)
+    if not begin or not end:
+        raise ValueError(f"the document has no {BEGIN} ... {END} block")
+    return f"{head}{BEGIN}\n{render('markdown')}{END}{tail}"
