@@ -27,6 +27,8 @@ from . import procfs
 PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_program.py")
 #: The line after which the worker sits in a slow query, inside transaction 3.
 MID_TRANSACTION = "now in a slow query"
+#: The backend's handler is in place once it says this.
+BACKEND_READY = "[backend] ready"
 #: The longest the demo waits for any one thing.
 TIMEOUT = 20.0
 ROWS, SLOW = 5, 3  # as in demo_program.py
@@ -66,14 +68,12 @@ class Lines:
         self.seen.append(line)
         return line
 
-    def until(self, text: str) -> bool:
-        """Read until a line containing ``text``; False if the worker ended first."""
-        while True:
-            line = self.next()
-            if line is None:
+    def until(self, *texts: str) -> bool:
+        """Read until lines containing each of ``texts`` were seen; False at EOF first."""
+        while not all(any(text in line for line in self.seen) for text in texts):
+            if self.next() is None:
                 return False
-            if text in line:
-                return True
+        return True
 
 
 def main(signame: str, *, kill: bool = False) -> int:
@@ -100,7 +100,7 @@ def main(signame: str, *, kill: bool = False) -> int:
     assert proc.stdout is not None
     lines = Lines(proc.stdout)
     try:
-        if not lines.until(MID_TRANSACTION):
+        if not lines.until(BACKEND_READY, MID_TRANSACTION):
             say(f"UNEXPECTED: the worker ended early (status {proc.wait(TIMEOUT)})")
             return 1
         backend = _backend_pid(lines.seen)

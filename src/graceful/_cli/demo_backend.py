@@ -29,6 +29,7 @@ def on_signal(signum: int, frame: Optional[FrameType]) -> None:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, on_signal)
+    say("ready: reading rows from stdin")
     rows = 0
     for _ in sys.stdin:
         rows += 1
