@@ -122,12 +122,8 @@ def main() -> None:
         print(f"  {name:32} {statistics.median(values) * 1000:7.1f} ms")
     (s_rss, s_pss), (b_rss, b_pss) = supervisor_memory()
     print("\nmemory of a running supervised `sleep 60`:")
-    print(
-        f"  supervisor (graceful run)        RSS {s_rss / 1024:5.1f} MiB, PSS {s_pss / 1024:5.1f} MiB"
-    )
-    print(
-        f"  sleep itself                     RSS {b_rss / 1024:5.1f} MiB, PSS {b_pss / 1024:5.1f} MiB"
-    )
+    for name, rss, pss in (("supervisor", s_rss, s_pss), ("sleep itself", b_rss, b_pss)):
+        print(f"  {name:32} RSS {rss / 1024:5.1f} MiB, PSS {pss / 1024:5.1f} MiB")
     print("\nend to end, start to exit:")
     for name, values in run_times(rounds).items():
         print(f"  {name:32} {statistics.median(values) * 1000:7.1f} ms")

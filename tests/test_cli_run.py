@@ -7,6 +7,7 @@ print a readiness line once their handlers are in place, and every wait has a de
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from cli_support import (
     need_pid_namespaces,
     read_to_eof,
     sessions_fixture,
+    skip_unless_ci,
     supervisor_child,
 )
 from helpers import TIMEOUT, Child
@@ -612,3 +614,37 @@ def test_python_m_graceful_run_is_the_same_program() -> None:
     assert "graceful run [options] -- COMMAND" in out.stdout
     assert "--die-with-parent" in out.stdout
     assert "--report-fd" not in out.stdout  # internal to graceful.spawn
+
+
+def test_the_command_gets_the_terminal_and_ctrl_c_goes_straight_to_it(sessions: list[int]) -> None:
+    """In a terminal the command's group is the foreground, as a shell makes a job's."""
+    import select
+
+    if shutil.which("setsid") is None:
+        skip_unless_ci("needs setsid(1) from util-linux")
+    code = """
+import os, sys, time
+print("foreground", os.tcgetpgrp(0) == os.getpgrp(), flush=True)
+print("ready", flush=True)
+time.sleep(60)
+"""
+    master, slave = os.openpty()
+    argv = ["setsid", "--ctty", *GRACEFUL, "run", "--", PY, "-u", "-c", code]
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    sessions.append(proc.pid)
+    try:
+        seen = b""
+        deadline = time.monotonic() + TIMEOUT
+        while b"ready" not in seen:
+            assert time.monotonic() < deadline, seen
+            if select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 1024)
+        assert b"foreground True" in seen
+        os.write(master, b"\x03")  # Ctrl-C: SIGINT to the terminal's foreground group
+        assert proc.wait(TIMEOUT) == -signal.SIGINT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+        os.close(master)
