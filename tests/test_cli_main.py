@@ -55,7 +55,27 @@ def test_no_subcommand_is_a_usage_error() -> None:
 
 
 def test_main_returns_the_exit_status() -> None:
-    assert main(["run", "--", "sh", "-c", "exit 4"]) == 4
+    assert main(["signals", "--format", "markdown"]) == 0
+    code = (
+        "from graceful._cli import main\n"
+        "raise SystemExit(main(['run', '--', 'sh', '-c', 'exit 4']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], timeout=TIMEOUT, check=False)
+    assert out.returncode == 4  # run takes over its process: never call it inside another
+
+
+def test_run_refuses_a_process_with_threads() -> None:
+    """It blocks every signal and forks by hand: other threads would get the signals."""
+    code = (
+        "import threading, time; from graceful._cli import main\n"
+        "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+        "raise SystemExit(main(['run', '--', 'true']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+    assert out.returncode == 2
+    assert "must be the only thread of its process" in out.stderr
 
 
 def test_the_console_script_points_at_the_cli() -> None:

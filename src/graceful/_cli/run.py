@@ -89,6 +89,14 @@ class Supervisor:
         if not hasattr(signal, "sigtimedwait"):
             _say(f"needs signal.sigtimedwait(), which Python does not have on {sys.platform}")
             return 2
+        threading = sys.modules.get("threading")
+        if threading is not None and threading.active_count() > 1:
+            # Signals blocked in one thread go to another; a fork copies no other thread.
+            _say(
+                "must be the only thread of its process: it blocks every signal and forks by "
+                "hand; run `graceful run` as a command, not from a program with threads"
+            )
+            return 2
         if not self._prepare():
             ending.die_by(signal.SIGTERM)  # our parent is gone: start nothing, end as it asked
             return 128 + signal.SIGTERM
