@@ -124,7 +124,7 @@ def test_a_guard_cannot_be_entered_twice() -> None:
 
 
 def test_all_matches_exports() -> None:
-    public = {n for n in dir(graceful) if not n.startswith("_")}
+    public = {n for n in dir(graceful) if not n.startswith("_")} | {"__version__"}
     assert set(graceful.__all__) == public
     for name in graceful.__all__:
         assert getattr(graceful, name) is not None
