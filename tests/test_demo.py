@@ -51,7 +51,7 @@ def test_the_worker_ends_well_step_by_step(name: str) -> None:
     reaped = next(i for i, x in enumerate(lines) if "6. cleanup: backend PID" in x)
     assert signalled < backend_term < backend_eof < reaped
     assert "reaped (returncode 0)" in lines[reaped]
-    assert "4. transaction 3 rolled back" in text
+    assert "4. cleanup: transaction 3 rolled back" in text
     assert f"the worker died by SIG{name} (returncode -" in text
     assert "database intact (integrity_check: ok): transactions 1-2 committed, 5 rows each" in text
     assert "no process of the worker is left" in text

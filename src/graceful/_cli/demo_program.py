@@ -6,10 +6,10 @@ signals it. Every step of the ending is printed, numbered in the order it must h
 
 1-3. in graceful's helper thread, at once (``register_break``, newest first): the signal is
      heard, the backend is signalled (by ``spawn``'s own break callback), the query is interrupted;
-4.   in the main thread, unwinding: the open transaction is rolled back;
-5-7. the cleanups (``register``, newest first): the database is closed, the backend is stopped
-     by ``spawn``'s cleanup (its pipe closed, waited for, reaped), and the end is announced;
-     then graceful re-raises the signal and the worker dies by it.
+4-7. the cleanups, once the main thread has unwound (``register``, newest first): the open
+     transaction is rolled back, the database is closed, the backend is stopped by ``spawn``'s
+     cleanup (its pipe closed, waited for, reaped), and the end is announced; then graceful
+     re-raises the signal and the worker dies by it.
 
 Run as ``python demo_program.py DATABASE SIGNAL``. Only graceful's public API is used here: this
 file is what a user would write.
@@ -22,7 +22,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 from typing import Any
 
 import graceful
@@ -41,10 +40,15 @@ def say(text: str) -> None:
     os.write(1, f"  [worker] {text}\n".encode())
 
 
-def interrupt(db: sqlite3.Connection, done: threading.Event) -> None:
+def interrupt(db: sqlite3.Connection) -> None:
     say("3. break: the slow query is interrupted (sqlite3's Connection.interrupt)")
     db.interrupt()
-    done.set()
+
+
+def rollback(db: sqlite3.Connection, current: list[int]) -> None:
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+        say(f"4. cleanup: transaction {current[0]} rolled back: none of its rows were committed")
 
 
 def close(db: sqlite3.Connection) -> None:
@@ -60,34 +64,22 @@ def reaped(backends: list[subprocess.Popen[Any]]) -> None:
         )
 
 
-def transaction(
-    db: sqlite3.Connection,
-    feed: Any,
-    number: int,
-    breaks_done: threading.Event,
-) -> None:
-    """Insert ROWS rows in one transaction and send each to the backend; roll back on anything."""
+def transaction(db: sqlite3.Connection, feed: Any, number: int) -> None:
+    """Insert ROWS rows in one transaction and send each to the backend.
+
+    No ``except`` here: whatever ends the transaction early (the interrupted query, Signalled),
+    the ``rollback`` cleanup undoes it, in graceful's exit path, where no signal cuts it short.
+    """
     db.execute("BEGIN")
-    try:
-        for i in range(ROWS):
-            db.execute("INSERT INTO rows (txn, i) VALUES (?, ?)", (number, i))
-            feed.write(f"{number} {i}\n")
-        feed.flush()
-        if number == SLOW:
-            say(f"transaction {number}: {ROWS} rows written, not committed; now in a slow query")
-            db.execute(SLOW_QUERY).fetchone()
-        db.execute("COMMIT")
-        say(f"transaction {number} committed: {ROWS} rows, {ROWS} lines sent to the backend")
-    except BaseException as exc:
-        if isinstance(exc, graceful.Signalled) or graceful.shutdown_event.is_set():
-            breaks_done.wait(5)  # so that the lines come out in the order things happen
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        say(
-            f"4. transaction {number} rolled back ({type(exc).__name__}: {exc}): none of its "
-            "rows are in the database"
-        )
-        raise
+    for i in range(ROWS):
+        db.execute("INSERT INTO rows (txn, i) VALUES (?, ?)", (number, i))
+        feed.write(f"{number} {i}\n")
+    feed.flush()
+    if number == SLOW:
+        say(f"transaction {number}: {ROWS} rows written, not committed; now in a slow query")
+        db.execute(SLOW_QUERY).fetchone()
+    db.execute("COMMIT")
+    say(f"transaction {number} committed: {ROWS} rows, {ROWS} lines sent to the backend")
 
 
 def work(path: str) -> int:
@@ -95,19 +87,21 @@ def work(path: str) -> int:
     graceful.register(say, "7. cleanups done: graceful now re-raises the signal")
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("CREATE TABLE IF NOT EXISTS rows (txn INTEGER, i INTEGER, PRIMARY KEY (txn, i))")
-    breaks_done = threading.Event()
     # Break callbacks run newest first too: the query is interrupted last, after the messages.
-    graceful.register_break(interrupt, db, breaks_done)
+    graceful.register_break(interrupt, db)
     graceful.register_break(say, "2. break: the backend has been sent SIGTERM (by spawn)")
     started: list[subprocess.Popen[Any]] = []
     graceful.register(reaped, started)  # before spawn: runs after spawn's cleanup stopped it
     backend = graceful.spawn([sys.executable, "-u", BACKEND], stdin=subprocess.PIPE, text=True)
     started.append(backend)
     graceful.register(close, db)  # after spawn: runs before spawn's cleanup
+    current = [0]
+    graceful.register(rollback, db, current)  # runs first: before the database is closed
     graceful.register_break(say, "1. signal received: graceful.shutdown_event is set")
     say(f"PID {os.getpid()}; backend PID {backend.pid} started with graceful.spawn, fed by a pipe")
     for number in itertools.count(1):
-        transaction(db, backend.stdin, number, breaks_done)
+        current[0] = number
+        transaction(db, backend.stdin, number)
     return 0  # pragma: no cover - the loop ends by a signal
 
 
