@@ -52,6 +52,7 @@ def test_the_worker_ends_well_step_by_step(name: str) -> None:
     assert signalled < backend_term < backend_eof < reaped
     assert "reaped (returncode 0)" in lines[reaped]
     assert "4. cleanup: transaction 3 rolled back" in text
+    assert "1. signal received: graceful.shutdown_event is set" in text
     assert f"the worker died by SIG{name} (returncode -" in text
     assert "database intact (integrity_check: ok): transactions 1-2 committed, 5 rows each" in text
     assert "no process of the worker is left" in text
@@ -99,4 +100,4 @@ def test_the_demo_program_uses_only_the_public_api() -> None:
         ):
             used.add(node.attr)
     assert used <= set(graceful.__all__)
-    assert used >= {"main", "register", "register_break", "spawn", "shutdown_event", "Signalled"}
+    assert used >= {"main", "register", "register_break", "spawn", "shutdown_event"}

@@ -40,6 +40,11 @@ def say(text: str) -> None:
     os.write(1, f"  [worker] {text}\n".encode())
 
 
+def heard() -> None:
+    state = "set" if graceful.shutdown_event.is_set() else "NOT set"
+    say(f"1. signal received: graceful.shutdown_event is {state}")
+
+
 def interrupt(db: sqlite3.Connection) -> None:
     say("3. break: the slow query is interrupted (sqlite3's Connection.interrupt)")
     db.interrupt()
@@ -97,7 +102,7 @@ def work(path: str) -> int:
     graceful.register(close, db)  # after spawn: runs before spawn's cleanup
     current = [0]
     graceful.register(rollback, db, current)  # runs first: before the database is closed
-    graceful.register_break(say, "1. signal received: graceful.shutdown_event is set")
+    graceful.register_break(heard)
     say(f"PID {os.getpid()}; backend PID {backend.pid} started with graceful.spawn, fed by a pipe")
     for number in itertools.count(1):
         current[0] = number
