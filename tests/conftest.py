@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
 
-# --- PostgreSQL (tests/pgserver.py) -----------------------------------------------------------
 import pgserver
+
+# The tests' child programs must start with the default disposition of every signal they test,
+# even when the suite itself was started with some of them ignored (`nohup`, or `&` in a script,
+# which ignores SIGINT and SIGQUIT): an ignored disposition is inherited across exec.
+for _name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2"):
+    _sig = getattr(signal, _name, None)
+    if _sig is not None and signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.default_int_handler if _name == "SIGINT" else signal.SIG_DFL)
+
+# --- PostgreSQL (tests/pgserver.py) -----------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
 
 TIMEOUT = 15.0  # the longest any single wait in the suite may take
 
@@ -62,11 +62,21 @@ class Child:
 
     def wait_for(self, expected: str, timeout: float = TIMEOUT) -> None:
         """Read stdout until a line equal to ``expected``; fail on EOF or timeout."""
+        self.wait_for_line(lambda line: line == expected, repr(expected), timeout)
+
+    def wait_for_prefix(self, prefix: str, timeout: float = TIMEOUT) -> str:
+        """Read stdout until a line that starts with ``prefix``; return it."""
+        self.wait_for_line(lambda line: line.startswith(prefix), f"{prefix!r}...", timeout)
+        return self.lines[-1]
+
+    def wait_for_line(
+        self, match: Callable[[str], bool], expected: str, timeout: float = TIMEOUT
+    ) -> None:
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no line {expected!r} within {timeout} s; got {self.lines}")
+                raise AssertionError(f"no line {expected} within {timeout} s; got {self.lines}")
             try:
                 line = self._queue.get(timeout=remaining)
             except queue.Empty:
@@ -74,11 +84,11 @@ class Child:
             if line is None:
                 self.proc.wait(TIMEOUT)
                 raise AssertionError(
-                    f"child ended (rc={self.proc.returncode}) before {expected!r}; "
+                    f"child ended (rc={self.proc.returncode}) before {expected}; "
                     f"stdout={self.lines} stderr={''.join(self._stderr)}"
                 )
             self.lines.append(line)
-            if line == expected:
+            if match(line):
                 return
 
     def send(self, sig: int) -> None:
@@ -110,6 +120,19 @@ class Child:
     @property
     def stderr(self) -> str:
         return "".join(self._stderr)
+
+    def wait_for_stderr(self, text: str, timeout: float = TIMEOUT) -> None:
+        """Wait until ``text`` appears on stderr (read by a thread); fail on timeout."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {text!r} on stderr within {timeout} s: {self.stderr}")
+            if self.proc.poll() is not None and text not in self.stderr:
+                for reader in self._readers:
+                    reader.join(TIMEOUT)
+                if text not in self.stderr:
+                    raise AssertionError(f"child ended before {text!r} on stderr: {self.stderr}")
+            time.sleep(0.005)  # polling a buffer another thread fills, bounded by the deadline
 
     def kill(self) -> None:
         if self.proc.poll() is None:

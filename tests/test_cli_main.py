@@ -115,10 +115,6 @@ def test_import_graceful_imports_no_cli_and_no_metadata() -> None:
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="graceful._core.registry imports logging at import time (the core rewrite drops it)",
-)
 def test_import_graceful_imports_no_logging() -> None:
     code = "import sys, graceful; print('logging' in sys.modules)"
     out = subprocess.run(

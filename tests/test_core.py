@@ -271,13 +271,14 @@ def test_signal_ignored_at_entry_stays_ignored(sig: signal.Signals) -> None:
 
 def test_override_ignored_handles_an_ignored_signal_and_restores_sig_ign() -> None:
     code = """
-    import atexit, signal, sys, graceful
-    atexit.register(lambda: print("ignored again",
-                                  signal.getsignal(signal.SIGHUP) == signal.SIG_IGN))
+    import signal, sys, graceful
     graceful.register(print, "cleanup")
-    with graceful.guard("HUP", override_ignored=True, on_signal="exit"):
-        print("ready")
-        sys.stdin.readline()
+    try:
+        with graceful.guard("HUP", override_ignored=True, on_signal="exit"):
+            print("ready")
+            sys.stdin.readline()
+    finally:  # the guard's SystemExit passes here, after the restore
+        print("ignored again", signal.getsignal(signal.SIGHUP) == signal.SIG_IGN)
     """
     with Child(code, stdin=True, preexec_fn=lambda: _ignoring(signal.SIGHUP)) as child:
         child.wait_for("ready")

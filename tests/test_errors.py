@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import signal
 import threading
+import types
+from collections.abc import Iterator
 
 import pytest
 
 import graceful
+from helpers import run
 
 
 @pytest.mark.parametrize("sig", ["KILL", "SIGSTOP", signal.SIGKILL, 19])
@@ -124,7 +127,13 @@ def test_a_guard_cannot_be_entered_twice() -> None:
 
 
 def test_all_matches_exports() -> None:
-    public = {n for n in dir(graceful) if not n.startswith("_")} | {"__version__"}
+    # Subpackages are not exports: graceful.testing is an attribute once imported (pytest's
+    # plugin loader imports it whenever graceful is installed).
+    public = {
+        n
+        for n in dir(graceful)
+        if not n.startswith("_") and not isinstance(getattr(graceful, n), types.ModuleType)
+    } | {"__version__"}
     assert set(graceful.__all__) == public
     for name in graceful.__all__:
         assert getattr(graceful, name) is not None
@@ -138,3 +147,81 @@ def test_signalled_pickles_and_is_a_base_exception() -> None:
     assert exc.signal is signal.SIGTERM
     assert not issubclass(graceful.Signalled, Exception)
     assert str(exc) == "received SIGTERM"
+
+
+# --- issue 10, item 3: bad input that used to get through ---------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), 1e30, -float("inf")])
+def test_timeouts_no_clock_can_wait_are_refused(timeout: float) -> None:
+    with pytest.raises(ValueError, match=r"graceful\.guard\(\): timeout.*(None for no deadline)"):
+        graceful.guard(timeout=timeout)
+    with pytest.raises(ValueError, match=r"@graceful\.main: timeout"):
+        graceful.main(timeout=timeout)
+    with pytest.raises(ValueError, match=r"graceful\.guard\(\): drain"):
+        graceful.guard(drain=timeout)
+
+
+@pytest.mark.parametrize("name", ["CHLD", "WINCH", "CONT", "TSTP", "TTIN", "TTOU", "URG"])
+def test_signals_that_do_not_end_a_process_are_refused_saying_why(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"graceful\.guard\(\): SIG{name} does not end a process"):
+        graceful.guard("TERM", name)
+    with pytest.raises(ValueError, match=rf"@graceful\.main: SIG{name} does not end a process"):
+        graceful.main(signals=("TERM", name))
+
+
+def test_realtime_signals_by_number_and_by_name() -> None:
+    rtmin = signal.SIGRTMIN
+    g = graceful.guard(rtmin + 1, "RTMIN+2", "sigrtmax-1", signal.SIGRTMAX)
+    assert g.signals == (rtmin + 1, rtmin + 2, signal.SIGRTMAX - 1, signal.SIGRTMAX)
+    with pytest.raises(ValueError, match="unknown signal name 'RTMIN\\+x'"):
+        graceful.guard("RTMIN+x")
+
+
+def test_a_realtime_signal_runs_the_cleanups_and_is_reraised() -> None:
+    code = """
+    import time, graceful
+    graceful.register(print, "cleanup")
+    with graceful.guard("RTMIN+3") as g:
+        print("ready", flush=True)
+        time.sleep(60)
+    """
+    child = run(code, signal.SIGRTMIN + 3)
+    assert child.proc.returncode == -(signal.SIGRTMIN + 3), child.stderr
+    assert child.lines == ["ready", "cleanup"]
+
+
+def test_one_signal_name_is_one_signal_not_its_letters() -> None:
+    @graceful.main(signals="TERM")
+    def program() -> int:
+        return 0
+
+    assert graceful.guard("TERM").signals == (signal.SIGTERM,)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_flags_must_be_true_or_false(value: object) -> None:
+    with pytest.raises(TypeError, match=r"graceful\.guard\(\): override_ignored must be True"):
+        graceful.guard(override_ignored=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"@graceful\.main: override_ignored must be True"):
+        graceful.main(override_ignored=value)  # type: ignore[call-overload]
+
+
+def test_main_refuses_a_generator_function_at_decoration() -> None:
+    def gen() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(TypeError, match=r"generator function .*gen.*decorate a plain function"):
+        graceful.main(gen)  # type: ignore[arg-type]
+
+
+def test_register_refuses_a_coroutine_object_saying_what_to_pass() -> None:
+    async def close() -> None:
+        pass
+
+    coro = close()
+    try:
+        with pytest.raises(TypeError, match=r"coroutine object .*pass the coroutine function"):
+            graceful.register(coro)  # type: ignore[arg-type]
+    finally:
+        coro.close()

@@ -3,33 +3,57 @@
 from __future__ import annotations
 
 import math
-import signal as _signal
 import threading
 from typing import Any, Optional
+
+from . import signals as _signals
 
 
 def check_callable(func: Any, what: str) -> None:
     """Raise TypeError now, at registration, rather than when the cleanup would run at exit."""
-    if not callable(func):
+    if callable(func):
+        return
+    if hasattr(func, "__await__") and hasattr(func, "send"):
+        name = getattr(func, "__qualname__", "the coroutine function")
         raise TypeError(
-            f"{what} expects a callable (such as conn.close), got {type(func).__name__} {func!r}; "
-            "pass the function itself, not the result of calling it"
+            f"{what} got a coroutine object ({name}(...) was called); pass the coroutine "
+            f"function itself, {name} (with its arguments after it), so graceful awaits it once "
+            "when the program ends"
         )
+    raise TypeError(
+        f"{what} expects a callable (such as conn.close), got {type(func).__name__} {func!r}; "
+        "pass the function itself, not the result of calling it"
+    )
 
 
-def check_timeout(timeout: Optional[float], what: str) -> Optional[float]:
-    """Accept None (no deadline) or a finite number of seconds >= 0."""
+def check_timeout(timeout: Optional[float], what: str, name: str = "timeout") -> Optional[float]:
+    """Accept None (no deadline) or a finite number of seconds >= 0 that a clock can hold."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
-            f"{what}: timeout must be a number of seconds or None, got {type(timeout).__name__}"
+            f"{what}: {name} must be a number of seconds or None, got {type(timeout).__name__} "
+            f"{timeout!r}"
         )
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(
-            f"{what}: timeout must be >= 0 seconds (or None for no deadline), got {timeout!r}"
+            f"{what}: {name} must be >= 0 seconds (or None for no deadline), got {timeout!r}"
+        )
+    if math.isinf(timeout) or timeout > threading.TIMEOUT_MAX:
+        raise ValueError(
+            f"{what}: {name}={timeout!r} is longer than this platform's clocks can wait "
+            f"({threading.TIMEOUT_MAX:.0f} s); pass None for no deadline"
         )
     return float(timeout)
+
+
+def check_bool(value: object, what: str, name: str) -> bool:
+    """Flags are True or False: ``"yes"`` or ``0`` would silently mean something else."""
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{what}: {name} must be True or False, got {type(value).__name__} {value!r}"
+        )
+    return value
 
 
 def check_main_thread(what: str) -> None:
@@ -43,23 +67,10 @@ def check_main_thread(what: str) -> None:
 
 
 def check_signal(sig: object, what: str) -> int:
-    """Return ``sig`` as an int if it is a real signal of this platform; raise otherwise.
-
-    SIGKILL and SIGSTOP are accepted: they cannot be caught, but they can be sent.
-    """
+    """A signal to SEND (SIGKILL and SIGSTOP included) as its number; raise otherwise."""
     if isinstance(sig, bool) or not isinstance(sig, int):
         raise TypeError(
             f"{what}: signal must be a signal number such as signal.SIGTERM, "
             f"got {type(sig).__name__} {sig!r}"
         )
-    if sig == 0:
-        raise ValueError(
-            f"{what}: signal 0 only probes whether a process exists and stops nothing; "
-            "pass a real signal such as signal.SIGTERM"
-        )
-    if sig not in _signal.valid_signals():
-        raise ValueError(
-            f"{what}: {sig!r} is not a signal on this platform; pass one of the signal.SIG* "
-            "constants, such as signal.SIGTERM"
-        )
-    return int(sig)
+    return _signals.number(sig, what)

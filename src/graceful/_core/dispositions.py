@@ -1,11 +1,19 @@
-"""Installing handlers so that exactly the previous disposition comes back."""
+"""Installing a handler so that exactly the previous disposition can come back.
+
+Restore policy (as trio and asyncio's Runner do): a guard puts back what it replaced only where
+its own handler is still installed. If code inside the block installed a handler of its own (a
+server that handles SIGHUP itself), that handler is theirs and stays when the guard ends.
+"""
 
 from __future__ import annotations
 
 import signal
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
-Handler = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+    Handler: TypeAlias = Union[Callable[[int, Any], Any], int, signal.Handlers, None]
 
 
 class Saved:
@@ -18,55 +26,60 @@ class Saved:
 
     __slots__ = ("handler", "raw", "sig")
 
-    def __init__(self, sig: int, handler: Handler, raw: Optional[object]) -> None:
+    def __init__(self, sig: int, handler: Handler, raw: Optional[bytes]) -> None:
         self.sig = sig
         self.handler = handler
         self.raw = raw
 
-    @property
-    def ignored(self) -> bool:
-        return self.handler == signal.SIG_IGN
-
     def restore(self) -> None:
         if self.raw is not None:
-            from . import libc as _csignal
+            from . import libc
 
             # Python's own table must stop pointing at our handler; then put the C one back.
             signal.signal(self.sig, signal.SIG_DFL)
-            _csignal.restore(self.sig, self.raw)
+            libc.restore_sigaction(self.sig, self.raw)
         else:
             signal.signal(self.sig, self.handler)
 
 
 def install(sigs: tuple[int, ...], handler: Callable[[int, Any], Any]) -> list[Saved]:
-    """Install ``handler`` for each signal; if one fails, put back those already replaced."""
+    """Install ``handler`` for each signal, all or nothing: if one fails, the others come back."""
     saved: list[Saved] = []
     try:
         for sig in sigs:
             raw = None
             if signal.getsignal(sig) is None:
-                from . import libc as _csignal
+                from . import libc
 
-                raw = _csignal.save(sig)
+                raw = libc.save_sigaction(sig)
             previous = signal.signal(sig, handler)
             saved.append(Saved(sig, previous, raw))
     except BaseException:
-        restore(saved)
+        restore(saved, handler)
         raise
     return saved
 
 
-def restore(saved: list[Saved]) -> None:
-    """Put back every saved disposition, newest first; the first error is raised after all."""
+def restore(saved: list[Saved], ours: Callable[[int, Any], Any]) -> list[int]:
+    """Put back each saved disposition where ``ours`` is still installed, newest first.
+
+    Returns the signals left alone because someone replaced our handler. The first error is
+    raised after every other signal has been put back.
+    """
+    kept: list[int] = []
     error: Optional[BaseException] = None
     for item in reversed(saved):
         try:
-            item.restore()
+            if signal.getsignal(item.sig) is ours:
+                item.restore()
+            else:
+                kept.append(item.sig)
         except BaseException as exc:
             error = error or exc
     saved.clear()
     if error is not None:
         raise error
+    return kept
 
 
 def is_ignored(sig: int) -> bool:

@@ -1,74 +1,133 @@
-"""``graceful.guard``: handle signals for a block, unwind, clean up, then end as Unix expects."""
+"""``graceful.guard``: handle signals for a block, unwind, clean up, then end as Unix expects.
+
+How one signal travels (``docs/internals.md`` tells it at length):
+
+1. The C-level handler writes the signal's number to the wakeup fd; the watcher thread reports it
+   to the machine at once (``watcher.py``), which starts the shutdown (``machine.py``).
+2. :func:`_handler` below runs in the main thread, reports it too, and raises ``Signalled`` once,
+   unless the main thread is in graceful's own exit path (which decides at its end) or an
+   exception is passing through the interrupted frame (then the watcher delivers it again).
+3. The block unwinds into :meth:`Guard.__exit__`: break callbacks first, then the block's
+   cleanups, then (outermost guard) every ``graceful.register`` cleanup, and ``ending.py`` ends
+   the process: re-raise the signal, exit, or let ``Signalled`` propagate.
+"""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import os
+import functools
 import signal
 import sys
 from types import FrameType, TracebackType
-from typing import Callable, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import dispositions as _dispositions
+from . import ending as _ending
 from . import registry as _registry
-from . import shutdown as _shutdown
-from . import signals as _signals
+from . import timeline as _timeline
 from . import watcher as _watcher
-from .checks import check_callable, check_main_thread, check_timeout
+from .checks import check_callable, check_main_thread
 from .errors import Signalled, signalled
-from .registry import _P, _R
+from .machine import HANDLER, Phase, machine
+from .options import Options
+from .protect import exception_in_flight, exit_path, protection
 
-ON_SIGNAL = ("reraise", "exit", "raise")
-ON_SECOND_SIGNAL = ("force", "ignore")
+if TYPE_CHECKING:
+    from typing import Literal
+
+    from .signals import SignalLike
+    from .typevars import _F, _P, _R
 
 #: Active guards of this process, outermost first (main thread only).
 _stack: list[Guard] = []
+#: True in a forked child (of a process that had imported graceful).
+_forked = False
 
 
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
-    """The Python-level handler: record, and raise ``Signalled`` the first time only."""
-    sig = signal.Signals(signum)
-    _shutdown.hear(sig, "handler")  # records only; the watcher acts (a second signal: "force")
-    episode = _shutdown.episode
-    if _shutdown.exiting or episode.raised or (frame is not None and frame.f_code in _QUIET):
+    """The Python-level handler: report, and raise ``Signalled`` once, where that is safe."""
+    _watcher.hear_pending()  # the order the signals came in, not Python's order
+    machine.heard(signum, HANDLER)
+    # Whatever this delivery was (the first, a copy, an absorbed second signal, or one heard by a
+    # handler run nested inside this one): Signalled is raised once, as soon as it is due.
+    if not machine.want_raise():
         return
-    if sys.exc_info()[1] is not None:
-        # The main thread is handling an exception (an except or finally block, or a with
-        # statement's exit on its way to a guard): do not cut that short. The watcher delivers
-        # the signal again shortly, until it can be raised.
-        _shutdown.defer()
+    block = _stack[-1] if _stack else None
+    if block is not None and block._task is not None:
+        # The block is an asyncio task (@main on a coroutine): cancel it, as asyncio.run does
+        # for Ctrl-C; its CancelledError becomes Signalled again where the task ends.
+        machine.mark_raised()
+        block._cancel_task()
         return
-    episode.raised = True
+    if frame is not None and (protection(frame) or exception_in_flight(frame)):
+        # graceful's own exit path (it looks at the machine when it is done), a short critical
+        # section, or an exception on its way to a handler: the watcher delivers the signal
+        # again once the main thread is out of there.
+        machine.defer()
+        return
+    sig = machine.signal
+    if sig is None:
+        return
+    machine.mark_raised()
     raise signalled(sig)
 
 
-class Guard(contextlib.ContextDecorator):
-    """Handles signals while active; see :func:`guard`. Not re-entrant: nest new guards instead."""
+class Guard:
+    """Handles signals while active; see :func:`guard`. Not re-entrant: nest new guards instead.
 
-    def __init__(
-        self,
-        signals: tuple[int, ...],
-        *,
-        timeout: Optional[float],
-        on_signal: str,
-        exit_code: Optional[int],
-        on_second_signal: str,
-        override_ignored: bool,
-    ) -> None:
-        self.signals = signals
-        self.timeout = timeout
-        self.on_signal = on_signal
-        self.exit_code = exit_code
-        self.on_second_signal = on_second_signal
-        self.override_ignored = override_ignored
+    Also a decorator: each call of the decorated function gets a fresh guard with the same
+    options.
+    """
+
+    __slots__ = (
+        "_active",
+        "_at_exit",
+        "_cleanups",
+        "_escalate",
+        "_held",
+        "_inert",
+        "_late",
+        "_loop",
+        "_loop_restore",
+        "_program",
+        "_saved",
+        "_task",
+        "_wakeup",
+        "options",
+        "signal",
+    )
+
+    def __init__(self, options: Options, *, program: bool = False, at_exit: bool = False) -> None:
+        self.options = options
         #: The signal that ended the block, or None.
-        self.signal: Optional[signal.Signals] = None
+        self.signal: Optional[int] = None
         self._cleanups = _registry.Registry("guard cleanup")
         self._saved: list[_dispositions.Saved] = []
-        self._wakeup: Optional[int] = None  # previous wakeup fd, when we are the outermost
-        self._pid: Optional[int] = None  # set while active
+        self._wakeup: Optional[int] = None  # the previous wakeup fd, when we are the outermost
+        self._active = False
         self._inert = False  # inherited by a forked child: does nothing
+        self._late = False  # entered during a shutdown's cleanups: the shutdown is not ours
+        self._program = program  # @graceful.main: its end runs the registered cleanups
+        self._at_exit = at_exit  # entered at interpreter exit: protects the atexit functions
+        self._held: frozenset[int] = frozenset()  # the signals this guard handles now
+        # asyncio: the task that is this guard's block (a signal cancels it), its loop, and how
+        # to put back the loop's own signal handlers (see graceful._asyncio.guard).
+        self._task: Any = None
+        self._loop: Any = None
+        self._loop_restore: list[Callable[[], object]] = []
+        self._escalate: Optional[Callable[[], object]] = None  # a loop callback after the cancel
+
+    # The options, readable on the guard itself.
+    @property
+    def signals(self) -> tuple[int, ...]:
+        return self.options.signals
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self.options.timeout
+
+    @property
+    def on_signal(self) -> Literal["reraise", "exit", "raise"]:
+        return self.options.on_signal
 
     def register(
         self, func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
@@ -78,135 +137,283 @@ class Guard(contextlib.ContextDecorator):
         self._cleanups.add(func, args, kwargs)
         return func
 
-    def _recreate_cm(self) -> Guard:
-        # As a decorator, each call gets its own guard (recursion and re-use are then safe).
-        return Guard(
-            self.signals,
-            timeout=self.timeout,
-            on_signal=self.on_signal,
-            exit_code=self.exit_code,
-            on_second_signal=self.on_second_signal,
-            override_ignored=self.override_ignored,
-        )
+    def __call__(self, func: _F) -> _F:
+        options = self.options
 
+        @functools.wraps(func)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            with Guard(options):
+                return func(*args, **kwargs)
+
+        return guarded  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        state = "active" if self._active else "inactive"
+        return f"<graceful.Guard {state} {self.options!r}>"
+
+    async def __aenter__(self) -> Guard:
+        """In a running event loop: install through the loop; the block is the current task."""
+        from .._asyncio import guard as _async_guard
+
+        return await _async_guard.enter(self)
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> bool:
+        from .._asyncio import guard as _async_guard
+
+        return await _async_guard.exit(self, exc)
+
+    def _cancel_task(self) -> None:
+        """A signal ends the block that is a task: cancel it, and wake its loop."""
+        task, loop = self._task, self._loop
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            # The loop may be waiting in select(): wake it, and let the owner of the loop go on.
+            loop.call_soon_threadsafe(self._escalate or _nothing)
+        except RuntimeError:
+            pass  # the loop is closed
+
+    @exit_path
     def __enter__(self) -> Guard:
         check_main_thread("graceful.guard()")
-        if self._pid is not None:
+        _check_no_running_loop()
+        if self._active:
             raise RuntimeError(
                 "this Guard is already active; use a new graceful.guard() for a nested block"
             )
+        options = self.options
         sigs = tuple(
-            s for s in self.signals if self.override_ignored or not _dispositions.is_ignored(s)
+            s
+            for s in options.signals
+            if options.override_ignored or not _dispositions.is_ignored(s)
         )
+        outermost = not _stack
         # Block our signals while installing, so the handler never sees half a guard.
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
         try:
+            if outermost:
+                self._wakeup = _install_watcher()  # all or nothing: OSError, RuntimeError
+            # The machine knows the guard before the handler is in place: a signal that
+            # arrives in between is already the guard's.
+            machine.arm(options, _handler)
+            machine.set_handled(machine.handled | frozenset(sigs))
+            self._late = machine.phase >= Phase.CLEANING
             self._saved = _dispositions.install(sigs, _handler)
-            if not _stack:
-                self._wakeup = _watcher.install()
-                _shutdown.policy = _shutdown.Policy(
-                    self.timeout, self.on_signal, self.exit_code, self.on_second_signal
-                )
-            self._pid = os.getpid()
+            self._held = frozenset(sigs)
+            self._active = True
             self.signal = None
             _stack.append(self)
-            _shutdown.handled = frozenset(s.sig for g in _stack for s in g._saved)
+            _update_handled()
         except BaseException:
+            self._undo_enter()
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             raise
-        try:
-            # A signal that arrived meanwhile is handled right here, inside the guard.
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        except Signalled as exc:
-            if not self.__exit__(type(exc), exc, exc.__traceback__):
-                raise
+        # A signal that arrived meanwhile reaches the handler now (which spares this frame).
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if machine.want_raise() and not self._late:
+            machine.defer()  # raised inside the block, a moment from now
         return self
 
+    def _undo_enter(self) -> None:
+        try:
+            _dispositions.restore(self._saved, _handler)
+        finally:
+            if self in _stack:
+                _stack.remove(self)
+            _update_handled()
+            self._active = False
+            if self._wakeup is not None:
+                _watcher.uninstall(self._wakeup)
+                self._wakeup = None
+            if not _stack:
+                machine.disarm()
+
+    @exit_path
     def __exit__(
         self,
         exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> Literal[False]:
+    ) -> bool:
         if self._inert:
             self._cleanups.run_all()  # only what the child registered itself
             return False
-        outermost = bool(_stack) and _stack[0] is self
-        _shutdown.enter_exit()
-        try:
-            if _shutdown.episode.active:
-                _shutdown.begin()  # in case the watcher never heard it (wakeup fd replaced)
-                _shutdown.wait_for_breaks()
-            self._cleanups.run_all()
-            sig = _shutdown.episode.signal
-            if sig is not None and outermost:
-                _registry.cleanups.run_all()
-        finally:
-            try:
-                self._close()
-            finally:
-                _shutdown.leave_exit()
-        self.signal = sig
-        if sig is None:
+        if not self._active:
             return False
-        if not outermost or self.on_signal == "raise":
-            if outermost:
-                _shutdown.end()
-                _shutdown.policy = None
+        outermost = _stack[0] is self
+        ours = not self._late
+        if outermost and ours and machine.phase == Phase.DRAINING:
+            machine.end_drain()  # the program ended during its drain: the shutdown begins now
+        if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
+            machine.wait_for_breaks()
+        self._cleanups.run_all()
+        if not outermost:
+            return self._exit_inner(exc)
+        ran = False
+        if self._program or self._at_exit or (ours and machine.signal is not None):
+            self._run_registered()
+            ran = True
+        sig = machine.signal if ours else None
+        if sig is None:
+            # Put back what we replaced, as the last act; then look once more: a signal may
+            # have come during the cleanups or the restore (its byte is in the pipe even if
+            # Python dropped it). After this point a signal meets the previous disposition.
+            self._close()
+            _watcher.drain()
+            sig = machine.signal if ours else None
+            if sig is None:
+                if self._program or self._at_exit:
+                    machine.end_episode()  # a normal end's cleaning is over
+                machine.disarm()
+                return False
+        if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
+            machine.wait_for_breaks()
+        if not ran:
+            self._run_registered()
+        self.signal = _signal_of(sig)
+        return self._end(sig, exc)
+
+    def _exit_inner(self, exc: Optional[BaseException]) -> bool:
+        """An inner guard ends: the enclosing block gets the signal, if one is due."""
+        self._close()
+        sig = machine.signal
+        if sig is None or self._late or machine.phase not in (Phase.SIGNALLED, Phase.BREAKING):
+            return False
+        self.signal = _signal_of(sig)
+        if isinstance(exc, Signalled):
+            return False
+        machine.mark_raised()
+        raise signalled(sig) from exc  # the block swallowed it, or ended as it arrived
+
+    def _run_registered(self) -> None:
+        """The program's cleanups, in the CLEANING phase (a signal now is never raised)."""
+        machine.enter_cleaning()
+        final = None
+        if machine.signal is not None and self.options.on_signal != "raise":
+            final = f"this process is ending by {_signal_name(machine.signal)}"
+        elif self._at_exit:
+            final = "the interpreter is exiting"
+        _registry.cleanups.run_all(final=final)
+
+    def _end(self, sig: int, exc: Optional[BaseException]) -> bool:
+        """The outermost guard ends the process by ``sig`` as its options say."""
+        options = self.options
+        if options.on_signal == "raise":
+            self._close()
+            _watcher.drain()  # bytes of this episode must not start the next one
+            machine.end_episode()
+            machine.disarm()
+            _timeline.end("raise", sig, None)
             if isinstance(exc, Signalled):
                 return False
-            _shutdown.episode.raised = True
-            raise signalled(sig) from exc  # the block swallowed it: a guarded signal ends the block
-        if self.on_signal == "exit":
-            raise SystemExit(self.exit_code if self.exit_code is not None else 128 + sig)
-        _reraise(sig)
-        raise SystemExit(self.exit_code if self.exit_code is not None else 128 + sig)
+            raise signalled(sig) from exc
+        machine.enter_ending()
+        _timeline.flush()
+        status = options.exit_status(sig)
+        # A forked child skips the inherited atexit functions: mostly the parent's (a
+        # conn.close on a shared socket), and Python's own death by a signal would skip them.
+        # At interpreter exit they are running already.
+        run_atexit = not (_forked or self._at_exit)
+        if options.on_signal == "exit":
+            if run_atexit:
+                import atexit
+
+                atexit._run_exitfuncs()  # with our handler still in place (on_second_signal)
+            self._close()
+            _timeline.end("exit", sig, status)
+            if self._at_exit:
+                _ending.exit_now(status)  # SystemExit would be ignored inside atexit
+            raise SystemExit(status)
+        _ending.reraise(sig, self._close, run_atexit=run_atexit)
+        # Still alive: the previous disposition ignores the signal, or a Python handler returned.
+        if self._at_exit:
+            _ending.exit_now(status)
+        raise SystemExit(status)
 
     def _close(self) -> None:
-        """Put back exactly what we replaced (handlers, wakeup fd) and leave the stack."""
+        """Put back what we replaced (where our handler is still installed) and leave the stack."""
+        if not self._active:
+            return
         try:
-            _dispositions.restore(self._saved)
+            kept = _dispositions.restore(self._saved, _handler)
+            while self._loop_restore:
+                self._loop_restore.pop()()
         finally:
             if self in _stack:
                 _stack.remove(self)
-            _shutdown.handled = frozenset(s.sig for g in _stack for s in g._saved)
+            self._held = frozenset()
+            _update_handled()
+            self._active = False
             if self._wakeup is not None:
                 _watcher.uninstall(self._wakeup)
                 self._wakeup = None
-                if _shutdown.episode.signal is None:
-                    _shutdown.policy = None
-            self._pid = None
+        if kept:
+            names = ", ".join(_signal_name(s) for s in kept)
+            _timeline.log_info(
+                "graceful: %s handled by a handler installed inside the guard; it stays "
+                "installed (graceful put back only what is still its own)",
+                names,
+            )
 
 
-#: Code the handler must never raise into: a guard's own exit (even its first bytecode, before
-#: ``_exiting`` is raised) decides what a recorded signal means.
-_QUIET = frozenset({Guard.__exit__.__code__, Guard._close.__code__})
+def _install_watcher() -> int:
+    try:
+        return _watcher.install()
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"graceful.guard(): could not start its watcher thread ({exc}); without it no "
+            "deadline could end a hung shutdown, so the guard was not entered and nothing was "
+            "changed. Enter the guard early, before the program reaches its thread or memory "
+            "limits (a guard started once keeps its thread for every later guard)"
+        ) from exc
 
 
-def _reraise(sig: signal.Signals) -> None:
-    """Die by ``sig`` with the previous disposition back, after what ``sys.exit`` would have run."""
-    if not _forked:
-        # Other code's atexit handlers, as sys.exit() would run them. Not in a forked child:
-        # there they are mostly the parent's (a conn.close on a shared socket), and Python's
-        # own death by a signal would not run them either.
-        atexit._run_exitfuncs()
-    _shutdown.flush_stdio()
-    if signal.getsignal(sig) is signal.default_int_handler:
-        # Python's stand-in for SIG_DFL on SIGINT: re-raising into it would only print a
-        # KeyboardInterrupt traceback; the shell must see "killed by SIGINT".
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
-    signal.raise_signal(sig)
-    # Still here: the previous disposition ignores it, or a Python handler returned.
+def _update_handled() -> None:
+    machine.set_handled(frozenset(sig for g in _stack for sig in g._held))
+
+
+def _nothing() -> None:
+    pass
+
+
+def _check_no_running_loop() -> None:
+    """A plain ``with`` guard inside a coroutine would raise Signalled into the event loop's own
+    code (between two callbacks, say): inside a running loop the guard must be ``async with``."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None and asyncio.events._get_running_loop() is not None:
+        raise RuntimeError(
+            "graceful.guard(): an event loop is running in this thread; use `async with "
+            "graceful.guard():` inside a coroutine (a signal then cancels the task that entered "
+            "it), or @graceful.main on your `async def main()`"
+        )
+
+
+def _signal_of(sig: int) -> int:
+    from .signals import as_signal
+
+    return as_signal(sig)
+
+
+def _signal_name(sig: int) -> str:
+    from .signals import name
+
+    return name(sig)
 
 
 def guard(
-    *signals: _signals.SignalLike,
-    timeout: Optional[float] = _shutdown.DEFAULT_TIMEOUT,
-    on_signal: str = "reraise",
+    *signals: SignalLike,
+    timeout: Optional[float] = 5.0,
+    on_signal: Literal["reraise", "exit", "raise"] = "reraise",
     exit_code: Optional[int] = None,
-    on_second_signal: str = "force",
+    on_second_signal: Literal["force", "ignore"] = "force",
     override_ignored: bool = False,
+    drain: float = 0.0,
 ) -> Guard:
     """Handle ``signals`` (default: HUP, INT, QUIT, TERM) while a block or function runs.
 
@@ -214,40 +421,24 @@ def guard(
     cleanups run, and the outermost guard then runs every ``graceful.register`` cleanup and ends
     the process by ``on_signal``: ``"reraise"`` (die by the same signal), ``"exit"`` (exit with
     ``exit_code`` or 128 + signum) or ``"raise"`` (let ``Signalled`` propagate). ``timeout``
-    bounds the whole shutdown from the first signal (None: no deadline). A second signal ends
-    the process at once (``on_second_signal="force"``) or is absorbed (``"ignore"``). Signals
-    ignored (``SIG_IGN``) on entry stay ignored unless ``override_ignored=True``.
+    bounds the shutdown from its start (None: no deadline). A repeat of a signal, or SIGINT or
+    SIGQUIT, during the shutdown ends the process at once (``on_second_signal="force"``) or is
+    absorbed (``"ignore"``); other signals are absorbed. ``drain`` seconds, if given, pass with
+    ``graceful.draining`` set before the shutdown begins. Signals ignored (``SIG_IGN``) on entry
+    stay ignored unless ``override_ignored=True``.
     """
-    sigs = _signals.resolve_all(signals, "graceful.guard()")
-    checked_timeout = check_timeout(timeout, "graceful.guard()")
-    if on_signal not in ON_SIGNAL:
-        raise ValueError(f"on_signal must be one of {ON_SIGNAL}, got {on_signal!r}")
-    if on_second_signal not in ON_SECOND_SIGNAL:
-        raise ValueError(
-            f"on_second_signal must be one of {ON_SECOND_SIGNAL}, got {on_second_signal!r}"
-        )
-    if exit_code is not None:
-        if isinstance(exit_code, bool) or not isinstance(exit_code, int):
-            raise TypeError(f"exit_code must be an int or None, got {type(exit_code).__name__}")
-        if not 0 <= exit_code <= 255:
-            raise ValueError(f"exit_code must be between 0 and 255, got {exit_code}")
-        if on_signal != "exit":
-            raise ValueError(
-                f"exit_code applies only with on_signal='exit' (got on_signal={on_signal!r}); "
-                "pass on_signal='exit' too, or drop exit_code"
-            )
     return Guard(
-        sigs,
-        timeout=checked_timeout,
-        on_signal=on_signal,
-        exit_code=exit_code,
-        on_second_signal=on_second_signal,
-        override_ignored=override_ignored,
+        Options.parse(
+            signals,
+            what="graceful.guard()",
+            timeout=timeout,
+            on_signal=on_signal,
+            exit_code=exit_code,
+            on_second_signal=on_second_signal,
+            override_ignored=override_ignored,
+            drain=drain,
+        )
     )
-
-
-#: True in a forked child (of a process that had imported graceful).
-_forked = False
 
 
 def after_fork_in_child() -> None:
@@ -260,11 +451,10 @@ def after_fork_in_child() -> None:
     _stack.clear()
     for g in reversed(inherited):
         g._inert = True
+        g._active = False
         try:
-            _dispositions.restore(g._saved)
+            _dispositions.restore(g._saved, _handler)
             if g._wakeup is not None:
                 signal.set_wakeup_fd(g._wakeup)
         except (OSError, ValueError, TypeError):
             pass  # best effort: the child must not fail inside fork
-    _shutdown.after_fork_in_child()
-    _watcher.after_fork_in_child()

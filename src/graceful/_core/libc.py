@@ -26,16 +26,15 @@ def _check(result: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def save(sig: int) -> bytes:
+def save_sigaction(sig: int) -> bytes:
     """The current ``struct sigaction`` for ``sig``, as bytes."""
     buf = ctypes.create_string_buffer(_SIZE)
     _check(_libc.sigaction(sig, None, buf))
     return buf.raw
 
 
-def restore(sig: int, raw: object) -> None:
-    """Install a ``struct sigaction`` saved by :func:`save`."""
-    assert isinstance(raw, bytes)
+def restore_sigaction(sig: int, raw: bytes) -> None:
+    """Install a ``struct sigaction`` saved by :func:`save_sigaction`."""
     buf = ctypes.create_string_buffer(raw, _SIZE)
     _check(_libc.sigaction(sig, buf, None))
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, NoReturn, Optional, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Union, overload
 
-from . import registry as _registry
-from . import shutdown as _shutdown
-from . import signals as _signals
-from .guard import guard
-from .registry import _P
+from . import timeline as _timeline
+from .guard import Guard
+from .options import DEFAULT_TIMEOUT, Options
+
+if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+    from collections.abc import Awaitable
+    from typing import Literal
+
+    from .signals import SignalLike
+    from .typevars import _P
 
 
 @overload
@@ -18,46 +24,89 @@ def main(func: Callable[_P, Optional[int]], /) -> Callable[_P, NoReturn]: ...
 
 
 @overload
+def main(func: Callable[_P, Awaitable[Optional[int]]], /) -> Callable[_P, NoReturn]: ...
+
+
+@overload
 def main(
     *,
-    signals: tuple[_signals.SignalLike, ...] = (),
-    timeout: Optional[float] = _shutdown.DEFAULT_TIMEOUT,
-    on_signal: str = "reraise",
+    signals: Union[SignalLike, tuple[SignalLike, ...]] = (),
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
+    on_signal: Literal["reraise", "exit", "raise"] = "reraise",
     exit_code: Optional[int] = None,
-    on_second_signal: str = "force",
+    on_second_signal: Literal["force", "ignore"] = "force",
     override_ignored: bool = False,
-) -> Callable[[Callable[_P, Optional[int]]], Callable[_P, NoReturn]]: ...
+    drain: float = 0.0,
+    loop_factory: Optional[Callable[[], AbstractEventLoop]] = None,
+) -> Callable[
+    [Callable[_P, Union[Optional[int], Awaitable[Optional[int]]]]], Callable[_P, NoReturn]
+]: ...
 
 
 def main(
-    func: Optional[Callable[..., Optional[int]]] = None,
+    func: Optional[Callable[..., Any]] = None,
     /,
-    **options: Any,
-) -> Union[
-    Callable[..., NoReturn], Callable[[Callable[..., Optional[int]]], Callable[..., NoReturn]]
-]:
+    *,
+    signals: object = (),
+    timeout: object = DEFAULT_TIMEOUT,
+    on_signal: object = "reraise",
+    exit_code: object = None,
+    on_second_signal: object = "force",
+    override_ignored: object = False,
+    drain: object = 0.0,
+    loop_factory: Optional[Callable[[], Any]] = None,
+) -> Any:
     """Run ``func`` inside :func:`graceful.guard` and exit with its result.
 
-    An int return value is the exit status; None exits 0. On a normal return or an uncaught
-    exception the registered cleanups run first (before Python joins non-daemon threads), then
-    the program exits as Python would. Options are those of :func:`graceful.guard`, with the
-    signals given as ``signals=(...)``. Usable bare (``@graceful.main``) or called.
+    An int return value is the exit status; None exits 0. Whichever way ``func`` ends (a return,
+    an uncaught exception, a signal), the registered cleanups run inside the guard, before Python
+    joins non-daemon threads: a signal during them starts the shutdown's deadline and ends the
+    process by that signal once they are done. Options are those of :func:`graceful.guard`, with
+    the signals given as ``signals=(...)`` (or one signal). Usable bare or called.
+
+    On an ``async def`` function it runs the coroutine in a new event loop, as ``asyncio.run``
+    does (``loop_factory=`` for uvloop and friends): a signal cancels the main task, so
+    ``async with`` blocks and ``finally`` clauses unwind; then the other tasks are cancelled,
+    the cleanups run in that loop (``async def`` ones awaited), and the process ends as above.
     """
-    signals = tuple(options.pop("signals", ()))
-    # Validate now, at decoration time, not when the program is already running.
-    guard(*signals, **options)
+    options = Options.parse(
+        signals,
+        what="@graceful.main",
+        timeout=timeout,
+        on_signal=on_signal,
+        exit_code=exit_code,
+        on_second_signal=on_second_signal,
+        override_ignored=override_ignored,
+        drain=drain,
+    )
+
+    if loop_factory is not None and not callable(loop_factory):
+        raise TypeError(
+            f"@graceful.main: loop_factory must be a callable that returns an event loop (such "
+            f"as uvloop.new_event_loop), got {type(loop_factory).__name__} {loop_factory!r}"
+        )
 
     def decorate(f: Callable[..., Optional[int]]) -> Callable[..., NoReturn]:
-        if not callable(f):
-            raise TypeError(f"@graceful.main decorates a function, got {type(f).__name__}")
+        if _check_entry_point(f):
+
+            @functools.wraps(f)
+            def run_async(*args: Any, **kwargs: Any) -> NoReturn:
+                from .._asyncio import runner
+
+                runner.run(f, args, kwargs, options, loop_factory)
+
+            return run_async
+        if loop_factory is not None:
+            raise TypeError(
+                "@graceful.main: loop_factory applies to an `async def` main only; "
+                f"{getattr(f, '__qualname__', f)!r} is a plain function"
+            )
 
         @functools.wraps(f)
         def run(*args: Any, **kwargs: Any) -> NoReturn:
-            try:
-                with guard(*signals, **options):
-                    status = f(*args, **kwargs)
-            finally:
-                _registry.cleanups.run_all()
+            with Guard(options, program=True):
+                status = f(*args, **kwargs)
+            _timeline.end("normal", None, status if isinstance(status, int) else 0)
             sys.exit(status)
 
         return run
@@ -65,3 +114,35 @@ def main(
     if func is not None:
         return decorate(func)
     return decorate
+
+
+_CO_GENERATOR = 0x20
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+
+def _check_entry_point(f: object) -> bool:
+    """Refuse, at decoration, what ``main`` cannot run (it would print a generator's repr);
+    True for a coroutine function."""
+    if not callable(f):
+        raise TypeError(
+            f"@graceful.main decorates the function that runs the program, got "
+            f"{type(f).__name__} {f!r}"
+        )
+    inner: Any = f
+    for _ in range(100):
+        if isinstance(inner, functools.partial):
+            inner = inner.func
+        elif hasattr(inner, "__func__"):
+            inner = inner.__func__
+        else:
+            break
+    flags = getattr(getattr(inner, "__code__", None), "co_flags", 0)
+    name = getattr(f, "__qualname__", repr(f))
+    if flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
+        raise TypeError(
+            f"@graceful.main got the generator function {name}: calling it would only create a "
+            "generator and run none of its body; decorate a plain function that runs the "
+            "program (it may iterate the generator: `for item in gen(): ...`)"
+        )
+    return bool(flags & _CO_COROUTINE)

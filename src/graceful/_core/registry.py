@@ -1,37 +1,41 @@
-"""Process-wide LIFO cleanup lists that belong to the process that filled them.
+"""LIFO cleanup lists that belong to the process that filled them.
 
-Each entry records the PID that registered it. Running a list pops entries one at a time under a
-lock (so each runs at most once, however often shutdown is re-entered) and skips entries owned by
-another process: a forked child never runs its parent's cleanups.
+Each list runs its entries newest first, each at most once, however often a shutdown reaches it.
+Registration is O(1), and so is unregistering a function (an index by function). A list's last
+run closes it: a later ``register()`` raises :class:`RegistrationClosed` instead of being silently
+dropped, and ``unregister()`` returning means the function will not run (if another thread is
+running it right then, ``unregister`` waits for it to finish). A forked child never runs its
+parent's entries: the fork hook empties every list in the child, and a list also checks its
+owner's PID before running.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
 import os
-import sys
 import threading
-from typing import Any, Callable, NamedTuple, Optional, TypeVar
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from . import timeline as _timeline
 from .checks import check_callable
+from .errors import RegistrationClosed, Signalled
+from .protect import not_interruptible
 
-if sys.version_info >= (3, 10):
-    from typing import ParamSpec
-else:
-    from typing_extensions import ParamSpec
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-logger = logging.getLogger("graceful")
+if TYPE_CHECKING:
+    from .typevars import _P, _R
 
 
-class Entry(NamedTuple):
-    func: Callable[..., object]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    pid: int
+class Entry:
+    """One registration: a callable and the arguments to call it with."""
+
+    __slots__ = ("args", "func", "kwargs")
+
+    def __init__(
+        self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
 
     def describe(self) -> str:
         return describe(self.func)
@@ -47,86 +51,201 @@ def describe(func: Callable[..., object]) -> str:
 
 
 class Registry:
-    """A LIFO list of callbacks; safe to add to from any thread, run at most once each."""
+    """A LIFO list of callbacks; safe to add to and remove from any thread."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        # RLock: a signal handler running in the main thread while that same thread holds the
-        # lock (it is inside add()) must not deadlock if it touches the registry.
-        self._lock = threading.RLock()
-        self._entries: list[Entry] = []
+        self._on_first_add: Optional[Callable[[], object]] = None
+        self._reset()
 
+    def on_first_add(self, hook: Callable[[], object]) -> None:
+        """Call ``hook`` (once per process) when the first entry is added."""
+        self._on_first_add = hook
+
+    def _reset(self) -> None:
+        # A plain Lock suffices: the signal handler never touches a registry, and graceful's
+        # handler never raises into these frames (they are protected, see guard.py).
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._entries: dict[int, Entry] = {}
+        self._index: dict[Any, dict[int, None]] = {}  # func -> its keys, for hashable funcs
+        self._next = 0
+        self._pid = os.getpid()
+        self._closed: Optional[str] = None
+        self._running: Optional[tuple[int, Entry]] = None  # (thread ident, entry)
+        self._hook_pending = True
+
+    @not_interruptible
     def add(
         self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        entry = Entry(func, args, kwargs, os.getpid())
+        entry = Entry(func, args, kwargs)
         with self._lock:
-            self._entries.append(entry)
+            if self._closed is not None:
+                raise RegistrationClosed(
+                    f"graceful: this process has run its final {self.kind}s already "
+                    f"({self._closed}), so this one would never run; call it yourself now, or "
+                    "register it before the shutdown begins"
+                )
+            key = self._next
+            self._next = key + 1
+            self._entries[key] = entry
+            try:
+                self._index.setdefault(func, {})[key] = None
+            except TypeError:
+                pass  # unhashable: remove() scans for it
+            hook = self._on_first_add if self._hook_pending else None
+            self._hook_pending = False
+        if hook is not None:
+            hook()
 
+    @not_interruptible
     def remove(self, func: Callable[..., object]) -> None:
+        me = threading.get_ident()
         with self._lock:
-            self._entries = [e for e in self._entries if e.func != func]
+            try:
+                keys: Any = self._index.pop(func, ())
+            except TypeError:
+                keys = [k for k, e in self._entries.items() if e.func == func]
+            for key in keys:
+                self._entries.pop(key, None)
+            while self._running is not None and self._running[0] != me:
+                if self._running[1].func != func:
+                    break
+                self._idle.wait()  # it started before we were called: let it finish
 
     def pending(self) -> list[Entry]:
-        """The entries this process owns, oldest first (a snapshot)."""
-        pid = os.getpid()
+        """The entries this process owns, newest first (a snapshot)."""
+        if os.getpid() != self._pid:
+            return []
         with self._lock:
-            return [e for e in self._entries if e.pid == pid]
+            return list(reversed(self._entries.values()))
 
-    def forget_inherited(self) -> None:
-        """Drop every entry another process registered (called in a forked child).
+    def __len__(self) -> int:
+        return len(self._entries) if os.getpid() == self._pid else 0
 
-        The lock is replaced first: another thread of the parent may have held it at the fork.
+    def take(self) -> Optional[Entry]:
+        """The newest entry, removed (None once empty): the caller runs it, at most once."""
+        if os.getpid() != self._pid:
+            self.forget_inherited()  # forked without graceful's fork hook: never run the parent's
+        with self._lock:
+            if self._running is not None:
+                self._running = None
+                self._idle.notify_all()
+            if not self._entries:
+                return None
+            key, entry = self._entries.popitem()
+            try:
+                keys = self._index.get(entry.func)
+            except TypeError:
+                keys = None
+            if keys is not None:
+                keys.pop(key, None)
+                if not keys:
+                    del self._index[entry.func]
+            self._running = (threading.get_ident(), entry)
+            return entry
+
+    def close(self, final: str) -> bool:
+        """Refuse later registrations (``final`` says why) if the list is empty; True if closed.
+        False means an entry came in since the last ``take()``: run it, then close again."""
+        with self._lock:
+            if self._entries:
+                return False
+            self._closed = final
+            return True
+
+    def run_all(self, *, final: Optional[str] = None) -> None:
+        """Run every entry, newest first; log failures and go on.
+
+        With ``final`` (why the process is ending), the list is closed once empty: later
+        registrations raise :class:`RegistrationClosed` with that reason.
         """
-        self._lock = threading.RLock()
-        pid = os.getpid()
-        self._entries = [e for e in self._entries if e.pid == pid]
-
-    def _pop(self) -> Optional[Entry]:
-        pid = os.getpid()
-        with self._lock:
-            while self._entries:
-                entry = self._entries.pop()
-                if entry.pid == pid:
-                    return entry
-            return None
-
-    def run_all(self) -> None:
-        """Run every entry this process owns, newest first; log failures and keep going."""
         while True:
-            entry = self._pop()
+            entry = self.take()
             if entry is None:
-                return
+                if final is None or self.close(final):
+                    return
+                continue
             run_logged(entry, self.kind)
 
+    def reopen(self) -> None:
+        """The process goes on after all (``on_signal="raise"``): accept registrations again."""
+        with self._lock:
+            self._closed = None
 
-#: The cleanup running right now (any registry), for the deadline's log line.
-running: Optional[Entry] = None
+    def forget_inherited(self) -> None:
+        """In a forked child: drop the parent's entries (and a lock another thread may hold)."""
+        self._reset()
 
 
-def run_logged(entry: Entry, kind: str, *, track: bool = True) -> None:
-    """Call one entry; an exception (any BaseException) is logged with its traceback, not raised."""
-    global running
-    if track:
-        running = entry
+#: The entry running right now (any registry), for the deadline's log line.
+_current: Optional[Entry] = None
+
+
+def current() -> Optional[Entry]:
+    return _current
+
+
+def run_logged(entry: Entry, kind: str, *, timed: bool = True) -> None:
+    """Call one entry; an exception (any BaseException) is logged with its traceback, not raised.
+
+    A coroutine that the entry returns (an ``async def`` cleanup, in a program with no event
+    loop of its own) is run to completion in a fresh event loop.
+    """
+    started = starting(entry, timed)
+    error: Optional[BaseException] = None
     try:
-        entry.func(*entry.args, **entry.kwargs)
-    except BaseException:
-        logger.exception(
-            "graceful: %s %s raised; the remaining ones still run", kind, entry.describe()
+        result = entry.func(*entry.args, **entry.kwargs)
+        if is_coroutine(result):
+            from .coroutines import run_fresh
+
+            run_fresh(result)
+    except BaseException as exc:
+        error = exc
+    finished(entry, kind, started, error, timed)
+
+
+def is_coroutine(result: object) -> bool:
+    return hasattr(result, "__await__") and hasattr(result, "send")
+
+
+def starting(entry: Entry, timed: bool = True) -> float:
+    """Bookkeeping before an entry runs (the deadline's log names it); its start time."""
+    global _current
+    if timed:
+        _current = entry
+    return time.monotonic()
+
+
+def finished(
+    entry: Entry, kind: str, started: float, error: Optional[BaseException], timed: bool = True
+) -> None:
+    """Bookkeeping after an entry ran: log its error (once, with its traceback), the timeline."""
+    global _current
+    if timed:
+        _current = None
+    if error is not None:
+        if isinstance(error.__context__, Signalled):
+            error.__suppress_context__ = True  # the shutdown's own signal is no part of this
+        exc_info = (type(error), error, error.__traceback__)
+        _timeline.log_exception(
+            "graceful: %s %s raised; the remaining ones still run",
+            kind,
+            entry.describe(),
+            exc_info=exc_info,
         )
-    finally:
-        if track:
-            running = None
+    if timed:
+        _timeline.cleanup(entry.describe(), time.monotonic() - started, error, kind)
 
 
-#: `graceful.register` cleanups: run when the outermost guard ends by a signal, or at exit.
+#: ``graceful.register`` cleanups: run when the outermost guard ends by a signal, or at exit.
 cleanups = Registry("cleanup")
-#: `graceful.register_break` callbacks: run in a helper thread as soon as a signal arrives.
+#: ``graceful.register_break`` callbacks: run in a helper thread as soon as a signal arrives.
 breaks = Registry("break callback")
 
 
-def forget_inherited() -> None:
+def after_fork_in_child() -> None:
     """In a forked child: drop the parent's cleanups and break callbacks."""
     cleanups.forget_inherited()
     breaks.forget_inherited()
@@ -135,14 +254,18 @@ def forget_inherited() -> None:
 def register(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Callable[_P, _R]:
     """Run ``func(*args, **kwargs)`` when the program ends: at normal exit, on an uncaught
     exception, or when the outermost guard ends by a signal. Newest first, once, and only in the
-    process that registered it. Returns ``func``, so it also works as a bare decorator."""
+    process that registered it. ``func`` may be an ``async def`` function: it is awaited. Returns
+    ``func``, so it also works as a bare decorator."""
     check_callable(func, "graceful.register()")
     cleanups.add(func, args, kwargs)
     return func
 
 
 def unregister(func: Callable[..., object], /) -> None:
-    """Drop every pending registration of ``func`` (compared with ``==``, like ``atexit``)."""
+    """Drop every pending registration of ``func`` (compared with ``==``, like ``atexit``).
+
+    When this returns, ``func`` will not run as a cleanup (if the shutdown is running it in
+    another thread at this very moment, this waits until it is done)."""
     cleanups.remove(func)
 
 
@@ -160,8 +283,3 @@ def register_break(
 def unregister_break(func: Callable[..., object], /) -> None:
     """Drop every registration of ``func`` as a break callback."""
     breaks.remove(func)
-
-
-@atexit.register
-def _run_at_exit() -> None:
-    cleanups.run_all()

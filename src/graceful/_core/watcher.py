@@ -2,10 +2,11 @@
 
 Python runs signal handlers only in the main thread, and only between bytecodes: a main thread
 blocked in C code that retries on EINTR (a libpq query, say) hears nothing. The C-level handler
-writes each signal's number to the wakeup fd at once, so this thread can set
-``shutdown_event``, run break callbacks, notice a second signal and enforce the deadline. The
-wakeup fd is one process-wide slot (asyncio uses it too): whatever was there gets every byte
-forwarded, and is put back when the outermost guard ends.
+writes each signal's number to the wakeup fd at once, so this thread can report it to the
+machine, and then do what the machine says is due: begin the break callbacks, end the drain,
+enforce the deadline, force the end on a second signal, deliver a deferred signal again. The
+wakeup fd is one process-wide slot (asyncio uses it too): whatever was there gets every signal
+byte forwarded, and is put back when the outermost guard ends.
 """
 
 from __future__ import annotations
@@ -18,134 +19,185 @@ import threading
 import time
 from typing import Optional
 
-from . import shutdown as _shutdown
+from . import timeline as _timeline
+from .machine import WATCHER, machine
 
-_POKE = b"\0"  # not a signal number: "look at the deadline again"
-_STOP = b"\xff"  # not a signal number either: "exit the thread" (before a fork)
-_SYNC = 0xFE  # "tell me when you have read everything before this byte"
+_POKE = 0  # not a signal number: "look at the machine again"
+_STOP = 0xFF  # not a signal number either: "exit the thread" (before a fork)
+#: The longest single wait: a deadline far away is looked at again from time to time.
+_MAX_WAIT = 3600.0
+#: Signals a helper thread blocks: all but the uncatchable and those a fault raises in the thread.
+ASYNC_SIGNALS = signal.valid_signals() - {
+    getattr(signal, name)
+    for name in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
+    if hasattr(signal, name)
+}
 
 
 class _Watcher:
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()  # both close-on-exec: nothing leaks into children
+        os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
         self.forward_to = -1
         self.pid = os.getpid()
-        self.ident: Optional[int] = None
         self.stopped = threading.Event()
-        self.synced = threading.Event()
-        self._start()
+        self.stopped.set()
+        # Whoever reads the pipe (this thread, or the main thread in drain()) holds this while
+        # it reads and reports, so "drained" means "every byte written so far was reported".
+        self.read_lock = threading.Lock()
+        self.ident: Optional[int] = None
 
-    def _start(self) -> None:
+    def start(self) -> None:
         self.stopped.clear()
-        thread = threading.Thread(target=self._main, name="graceful-watcher", daemon=True)
-        thread.start()
-        self.ident = thread.ident
-
-    def _main(self) -> None:
         try:
-            self._run()
-        finally:
+            threading.Thread(target=self._main, name="graceful-watcher", daemon=True).start()
+        except BaseException:
             self.stopped.set()
+            raise
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     @property
     def running(self) -> bool:
         return not self.stopped.is_set()
 
-    def pause(self) -> bool:
-        """Stop the thread (its pipe stays: bytes wait in it); True if it was running."""
-        if not self.running or self.ident == threading.get_ident():
-            return False
-        with contextlib.suppress(OSError):
-            os.write(self.write_fd, _STOP)
-        return self.stopped.wait(1.0)
+    def _main(self) -> None:
+        self.ident = threading.get_ident()
+        # Asynchronous signals go to the main thread (or the program's threads), never here:
+        # the C handler then interrupts the main thread's blocking call at once.
+        signal.pthread_sigmask(signal.SIG_BLOCK, ASYNC_SIGNALS)
+        try:
+            while self._step():
+                pass
+        finally:
+            self.stopped.set()
 
-    def resume(self) -> None:
-        if not self.running:
-            self._start()
-
-    def _run(self) -> None:
-        while True:
-            now = time.monotonic()
-            remaining = _shutdown.overdue(now)
-            if remaining is not None and remaining <= 0:
-                _shutdown.deadline_passed()
-            redelivery = _shutdown.until_redelivery(now)
-            if redelivery is not None:
-                if redelivery <= 0:
-                    _shutdown.redeliver(now)
-                    continue
-                remaining = redelivery if remaining is None else min(remaining, redelivery)
-            ready, _, _ = select.select([self.read_fd], [], [], remaining)
+    def _step(self) -> bool:
+        """One turn of the loop; False when the thread should exit."""
+        try:
+            wait = machine.tick(time.monotonic())
+            wait = _MAX_WAIT if wait is None else min(max(wait, 0.0), _MAX_WAIT)
+            ready, _, _ = select.select([self.read_fd], [], [], wait)
             if not ready:
-                continue
-            _shutdown.act()  # whatever the main thread's handler recorded and poked us about
+                return True
+            return self.drain()
+        except (OSError, ValueError):
+            return False  # the pipe was closed (a fork, the interpreter's end)
+        except Exception:
+            # Never die: the deadline depends on this thread.
+            _timeline.log_exception("graceful: the signal watcher hit an error and goes on")
+            return True
+
+    def drain(self, *, blocking: bool = True) -> bool:
+        """Read and report every byte in the pipe now; False if a stop byte was among them."""
+        if not self.read_lock.acquire(blocking):
+            return True  # another reader is at it (or this thread, interrupted in there)
+        try:
             try:
                 data = os.read(self.read_fd, 4096)
-            except OSError:
-                return  # closed after a fork, or at interpreter exit
+            except BlockingIOError:
+                return True  # another reader took them
             if not data:
-                return
-            stop = data.find(_STOP)
-            if stop >= 0:
-                # Bytes after the stop mark were read already: handle them, then exit.
-                data = data[:stop] + data[stop + 1 :]
-            self._forward(data)
-            for byte in data:
-                self._heard(byte)
-            if stop >= 0:
-                return
+                return False
+            stop = _STOP in data
+            signals = bytes(b for b in data if b not in (_POKE, _STOP))
+            if signals and self.forward_to >= 0:
+                # A full or closed buffer: the previous owner would have lost the byte too.
+                with contextlib.suppress(OSError):
+                    os.write(self.forward_to, signals)
+            for byte in signals:
+                machine.heard(byte, WATCHER)
+            if signals and threading.get_ident() != self.ident:
+                self.poke()  # the thread acts on what it heard (breaks, deadline, force)
+            if stop and threading.get_ident() != self.ident:
+                # Not ours to act on: the thread must see its stop byte (a fork is waiting).
+                with contextlib.suppress(OSError):
+                    os.write(self.write_fd, bytes([_STOP]))
+                return True
+            return not stop
+        finally:
+            self.read_lock.release()
 
-    def _forward(self, data: bytes) -> None:
-        target = self.forward_to
-        if target < 0:
-            return
-        payload = data.replace(_POKE, b"").replace(bytes([_SYNC]), b"")
-        if payload:
-            # A full or closed buffer: the previous owner would have lost the byte too.
+    def poke(self) -> None:
+        """Wake the thread so it asks the machine again."""
+        if self.pid == os.getpid():
             with contextlib.suppress(OSError):
-                os.write(target, payload)
+                os.write(self.write_fd, bytes([_POKE]))
 
-    def _heard(self, byte: int) -> None:
-        if byte == _SYNC:
-            self.synced.set()
-            return
-        if byte == 0:
-            return
-        try:
-            sig = signal.Signals(byte)
-        except ValueError:
-            return
-        if sig in _shutdown.handled:
-            _shutdown.hear(sig, "watcher")
+    def pause(self) -> bool:
+        """Stop the thread (its pipe stays: bytes wait in it); True if it was running."""
+        if not self.running:
+            return False
+        with contextlib.suppress(OSError):
+            os.write(self.write_fd, bytes([_STOP]))
+        return self.stopped.wait(1.0)
 
 
 _watcher: Optional[_Watcher] = None
+_lock = threading.Lock()
+
+
+def start_thread() -> _Watcher:
+    """Make sure this process's watcher thread runs (it is not the wakeup fd until installed).
+    All or nothing: RuntimeError or OSError if it cannot start, and nothing changed."""
+    global _watcher
+    with _lock:
+        watcher = _watcher
+        if watcher is None or watcher.pid != os.getpid():
+            watcher = _Watcher()
+        try:
+            if not watcher.running:
+                watcher.start()  # RuntimeError if no thread can start
+        except BaseException:
+            if watcher is not _watcher:
+                watcher.close()
+            raise
+        _watcher = watcher
+        machine.attach_waker(watcher.poke)
+        return watcher
 
 
 def install() -> int:
-    """Make the watcher the wakeup fd (main thread only); return what was there before."""
-    global _watcher
-    if _watcher is None or _watcher.pid != os.getpid():
-        _watcher = _Watcher()
-    previous = signal.set_wakeup_fd(_watcher.write_fd)
-    _watcher.forward_to = previous if previous != _watcher.write_fd else -1
+    """Make the watcher the wakeup fd and make sure its thread runs (main thread only); return
+    the wakeup fd that was there before. All or nothing: on failure nothing was changed."""
+    watcher = start_thread()
+    previous = signal.set_wakeup_fd(watcher.write_fd)
+    watcher.forward_to = previous if previous != watcher.write_fd else -1
     return previous
 
 
 def uninstall(previous: int) -> None:
-    """Put back the wakeup fd that :func:`install` replaced."""
+    """Put back the wakeup fd that :func:`install` replaced; the thread stays for the next guard
+    (and for a shutdown still in progress: the deadline)."""
     signal.set_wakeup_fd(previous)
     if _watcher is not None:
         _watcher.forward_to = -1
 
 
-def poke() -> None:
-    """Wake the watcher so it re-reads the deadline."""
+def drain() -> None:
+    """In the main thread: report every signal byte written so far, before deciding anything
+    on it (a signal the C handler saw just before a handler was restored reaches Python no
+    more, but its byte is here)."""
     watcher = _watcher
     if watcher is not None and watcher.pid == os.getpid():
-        with contextlib.suppress(OSError):
-            os.write(watcher.write_fd, _POKE)
+        watcher.drain()
+        machine.tick(time.monotonic())
+
+
+def hear_pending() -> None:
+    """From the handler (main thread): report the signal bytes written so far, first.
+
+    Python runs pending handlers by signal number, not by arrival: SIGTERM then SIGHUP, sent
+    together (systemd's SendSIGHUP), reach the handler as HUP first. The bytes are in the
+    order the signals came; never waits (the watcher may be reading them right now).
+    """
+    watcher = _watcher
+    if watcher is not None and watcher.pid == os.getpid():
+        watcher.drain(blocking=False)
 
 
 _paused = False
@@ -163,30 +215,20 @@ def after_fork_in_parent() -> None:
     global _paused
     watcher = _watcher
     if _paused and watcher is not None:
-        watcher.resume()
+        try:
+            watcher.start()
+        except RuntimeError:
+            _timeline.log_error(
+                "graceful: could not restart the signal watcher after a fork; "
+                "signals are still handled, but without a deadline"
+            )
     _paused = False
-
-
-def sync() -> None:
-    """Wait (briefly) until the watcher has read every signal byte written so far, so that
-    an episode that ends does not leave bytes behind to be counted in the next one."""
-    watcher = _watcher
-    if watcher is None or watcher.pid != os.getpid() or not watcher.running:
-        return
-    watcher.synced.clear()
-    try:
-        os.write(watcher.write_fd, bytes([_SYNC]))
-    except OSError:
-        return
-    watcher.synced.wait(1.0)
 
 
 def after_fork_in_child() -> None:
     """The thread did not survive the fork; close its inherited pipe and start afresh later."""
-    global _watcher
-    watcher = _watcher
-    _watcher = None
+    global _watcher, _paused, _lock
+    watcher, _watcher, _paused = _watcher, None, False
+    _lock = threading.Lock()
     if watcher is not None:
-        for fd in (watcher.read_fd, watcher.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        watcher.close()

@@ -17,8 +17,8 @@ import warnings
 from typing import IO, TYPE_CHECKING, Any, Optional, TypeVar, Union
 
 from .._core import registry as _registry
-from .._core import shutdown as _shutdown
 from .._core.checks import check_signal, check_timeout
+from .._core.machine import machine as _machine
 from . import pidfd as _pidfd
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def _fit_guard_deadline(live: list[Backend]) -> None:
     Past that deadline the guard dies at once; a child still waiting for its SIGKILL would be
     orphaned.
     """
-    guard_deadline = _shutdown.episode.deadline
+    guard_deadline = _machine.deadline
     if guard_deadline is None:
         return
     cap = guard_deadline - DEADLINE_MARGIN

@@ -1,6 +1,7 @@
 """Fork hooks: what a forked child must forget, and ``at_fork``, a cancellable os.register_at_fork.
 
-graceful registers with ``os.register_at_fork`` once, at import. Its own steps wrap the
+graceful registers with ``os.register_at_fork`` once, at import, here; every module's own fork
+step is called from here, in the order :func:`_after_in_child` states. Its steps wrap the
 ``at_fork`` hooks: the signal watcher thread pauses after the ``before`` hooks and resumes before
 the ``after_in_parent`` ones, and in the child the parent's cleanups are dropped and inherited
 guards made inert before the ``after_in_child`` hooks run.
@@ -15,21 +16,20 @@ first. So each such child also runs its own cleanups from a multiprocessing fina
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
 from types import TracebackType
 from typing import Callable, Optional
 
+from .._core import ending as _ending
 from .._core import guard as _guard
 from .._core import registry as _registry
-from .._core import shutdown as _shutdown
+from .._core import timeline as _timeline
 from .._core import watcher as _watcher
 from .._core.checks import check_callable
-from .._core.errors import Signalled
-
-logger = logging.getLogger("graceful")
+from .._core.machine import machine
+from .._core.protect import exit_path
 
 Hook = Callable[[], object]
 
@@ -134,19 +134,19 @@ def _call(func: Hook, when: str) -> None:
     try:
         func()
     except BaseException:  # a hook must not stop the fork or the other hooks
-        logger.exception(
+        _timeline.log_exception(
             "graceful: at_fork %s hook %s raised; the remaining ones still run",
             when,
             _registry.describe(func),
         )
 
 
-def _internal(step: Callable[[], None], what: str) -> None:
+def _internal(step: Callable[[], object], what: str) -> None:
     """graceful's own fork steps: a failure is logged, never raised into the fork."""
     try:
         step()
     except BaseException:
-        logger.exception("graceful: %s failed", what)
+        _timeline.log_exception("graceful: %s failed", what)
 
 
 class _Anchor:
@@ -178,37 +178,14 @@ def _in_multiprocessing_child(anchor: _Anchor) -> None:
     util.Finalize(None, _registry.cleanups.run_all, exitpriority=0)
 
 
-def _hold() -> None:
-    """From now until ``_release``, graceful's handler records guarded signals but raises nothing.
-
-    CPython calls fork hooks from C and swallows what they raise: a ``Signalled`` raised inside
-    one would be lost, and the shutdown with it. (Only a second signal still ends the process at
-    once, as the guard's ``on_second_signal`` says.)
-    """
-    global _pending_before_hold
-    _pending_before_hold = _shutdown.episode.signal is not None
-    _shutdown.enter_exit()
+# CPython calls fork hooks from C and swallows what they raise: a ``Signalled`` raised inside one
+# would be lost, and the shutdown with it. So graceful's handler never raises in these frames (nor
+# in the user hooks they call); a signal that arrives meanwhile is delivered again afterwards.
 
 
-def _release() -> None:
-    """Undo ``_hold``; a signal that arrived meanwhile is delivered again, now that it can raise."""
-    _shutdown.leave_exit()
-    episode = _shutdown.episode
-    if not _pending_before_hold and episode.signal is not None and not episode.raised:
-        _shutdown.defer()  # the watcher delivers it again until it is raised
-
-
-_pending_before_hold = False
-
-
+@exit_path
 def _before() -> None:
-    global _forking, _pending_before_hold
-    try:
-        _hold()
-    except Signalled:  # raised just before _hold took effect: take it back, deliver it later
-        _hold()
-        _shutdown.episode.raised = False
-        _pending_before_hold = False
+    global _forking
     _hook_multiprocessing()
     _forking = _hooks
     for handle in reversed(_forking):
@@ -225,20 +202,40 @@ def _take_forking() -> tuple[ForkHooks, ...]:
     return started
 
 
+@exit_path
 def _after_in_parent() -> None:
     _internal(_watcher.after_fork_in_parent, "restarting the signal watcher after a fork")
     for handle in _take_forking():
         if handle.after_in_parent is not None:
             _call(handle.after_in_parent, "after_in_parent")
-    _internal(_release, "delivering a signal that arrived during a fork")
+    if machine.want_raise():
+        machine.defer()  # a signal came during the fork: raise it once we are out of here
 
 
+def _process_step(module: str, what: str) -> None:
+    """A process module's own child step, if graceful loaded that module."""
+    step = getattr(sys.modules.get(module), "after_fork_in_child", None)
+    if step is not None:
+        _internal(step, what)
+
+
+@exit_path
 def _after_in_child() -> None:
     global _lock
     _lock = threading.Lock()
-    # graceful's own state first, so a hook may register the child's cleanups or enter a guard.
-    _internal(_registry.forget_inherited, "dropping the parent's cleanups in a forked child")
+    # graceful's own state first, in this order, so a hook may register the child's cleanups
+    # or enter a guard: what was registered, the shutdown state, how a process ends, the
+    # timeline, the watcher thread (gone), the guards (inert, dispositions back), then the
+    # process modules: tracked backends, the parent-death lifeline, the spawner thread.
+    _internal(_registry.after_fork_in_child, "dropping the parent's cleanups in a forked child")
+    _internal(machine.after_fork_in_child, "resetting the shutdown state in a forked child")
+    _internal(_ending.after_fork_in_child, "resetting the ending in a forked child")
+    _internal(_timeline.after_fork_in_child, "resetting the timeline in a forked child")
+    _internal(_watcher.after_fork_in_child, "closing the inherited signal watcher pipe")
     _internal(_guard.after_fork_in_child, "making inherited guards inert in a forked child")
+    _process_step("graceful._process.backends", "forgetting the parent's backends")
+    _process_step("graceful._process.parent_death", "closing the parent's lifeline")
+    _process_step("graceful._process.spawn", "forgetting the parent's spawner thread")
     for handle in _take_forking():
         if handle.after_in_child is not None:
             _call(handle.after_in_child, "after_in_child")

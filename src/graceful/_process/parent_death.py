@@ -24,6 +24,7 @@ import time
 from typing import Callable, NamedTuple, Optional
 
 from .._core.checks import check_signal
+from .._core.machine import machine as _machine
 from . import pidfd as _pidfd
 from .launcher import ENV
 
@@ -127,6 +128,11 @@ def watch_parent(
                 _prctl.set_pdeathsig(sig)
                 st.kernel_signal, st.creds = sig, _creds()
         gone = _start_watcher(st, method) if st.thread is None else False
+        # The kernel sends the parent-death signal again for each thread of a multi-threaded
+        # parent that exits after the one that forked us: once the parent is gone, a repeat of
+        # the signal is that, not a person insisting (which would force the end at once).
+        expected_parent = st.expected
+        _machine.not_insisting(sig, lambda: os.getppid() != expected_parent)
     if gone:
         # Gone before the watcher could look, maybe before prctl() too, when the kernel sends
         # nothing: send it (if the kernel did send it as well, the two are a few µs apart).

@@ -1,0 +1,109 @@
+"""Running cleanups inside an event loop: plain ones are called, ``async def`` ones awaited.
+
+One LIFO order for both kinds, newest first, each at most once (the registry hands each entry out
+once). An awaited cleanup is shielded from cancellation (the shutdown's own, or a framework's):
+only the deadline, which ends the process, cuts it short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+from .._core import registry as _registry
+from .._core import timeline as _timeline
+from .._core.machine import BREAK_SHARE, BREAK_WAIT_WITHOUT_DEADLINE, machine
+
+
+async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:
+    """``Registry.run_all`` for a running loop."""
+    while True:
+        entry = registry.take()
+        if entry is None:
+            if final is None or registry.close(final):
+                return
+            continue
+        started = _registry.starting(entry)
+        error: Optional[BaseException] = None
+        try:
+            result = entry.func(*entry.args, **entry.kwargs)
+            if _registry.is_coroutine(result):
+                await _shielded(result)
+        except BaseException as exc:
+            error = exc
+        _registry.finished(entry, registry.kind, started, error)
+
+
+async def _shielded(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    while True:
+        try:
+            await asyncio.shield(task)
+            return
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            # Cancelled from outside while the cleanup runs: let the cleanup finish anyway.
+
+
+async def wait_for_breaks() -> None:
+    """``Shutdown.wait_for_breaks`` without blocking the loop (the break thread runs apart)."""
+    if machine.breaks_pending_inline():
+        machine.wait_for_breaks()  # no thread could start: they run here, now
+        return
+    machine.begin_breaks()
+    budget = _share()
+    done = machine.breaks_done
+    loop = asyncio.get_running_loop()
+    end = loop.time() + budget
+    while not done.is_set() and loop.time() < end:
+        await asyncio.sleep(0.005)  # the break thread sets a threading.Event; poll it, bounded
+    if not done.is_set():
+        _timeline.log_warning(
+            "graceful: break callbacks still running after %.3g s (their share of the deadline); "
+            "the cleanups start now while they go on",
+            budget,
+        )
+
+
+#: How long a main task cancelled by a signal may take before the other tasks are cancelled.
+MAIN_TASK_GRACE = 0.5
+
+
+def grace() -> float:
+    return min(MAIN_TASK_GRACE, _share())
+
+
+def _share() -> float:
+    options = machine.options
+    timeout = options.timeout if options is not None else None
+    return BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
+
+
+async def cancel_other_tasks() -> None:
+    """Cancel every other task of the loop and wait for them, within a share of the deadline:
+    a task that swallows its cancellation must not hang the exit."""
+    me = asyncio.current_task()
+    others = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+    if not others:
+        return
+    for task in others:
+        task.cancel()
+    done, pending = await asyncio.wait(others, timeout=_share())
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            asyncio.get_running_loop().call_exception_handler(
+                {
+                    "message": "unhandled exception in a task cancelled by the shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+    if pending:
+        names = ", ".join(sorted(t.get_name() for t in pending))
+        _timeline.log_warning(
+            "graceful: %d task(s) still running after they were cancelled (%s): they swallow "
+            "the cancellation; the cleanups start without them",
+            len(pending),
+            names,
+        )

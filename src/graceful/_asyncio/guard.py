@@ -1,0 +1,157 @@
+"""``async with graceful.guard():`` in an event loop that something else owns (uvicorn, aiohttp, a
+framework's lifespan).
+
+The guard installs through the running loop (``loop.add_signal_handler``) and puts back exactly
+what it replaced: the loop's own handler for the signal, or the Python disposition before it. Its
+block is the task that entered it: a signal cancels that task, and the ``CancelledError`` comes
+out of the block as ``Signalled``. The shutdown itself is the synchronous guard's: the same
+machine, deadline, second-signal rule, drain and break callbacks; the cleanups are awaited in the
+loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any, Callable, Optional
+
+from .._core import dispositions as _dispositions
+from .._core import registry as _registry
+from .._core import watcher as _watcher
+from .._core.checks import check_main_thread
+from .._core.errors import Signalled, signalled
+from .._core.guard import Guard, _handler, _stack, _update_handled
+from .._core.machine import HANDLER, Phase, machine
+from . import cleanups as _cleanups
+
+
+async def enter(guard: Guard) -> Guard:
+    check_main_thread("async with graceful.guard()")
+    if guard._active:
+        raise RuntimeError(
+            "this Guard is already active; use a new graceful.guard() for a nested block"
+        )
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    options = guard.options
+    sigs = tuple(
+        s for s in options.signals if options.override_ignored or not _dispositions.is_ignored(s)
+    )
+    restore: list[Callable[[], object]] = []
+    try:
+        _watcher.start_thread()  # the deadline's thread; the loop owns the wakeup fd
+        machine.arm(options, _handler)
+        machine.set_handled(machine.handled | frozenset(sigs))
+        guard._late = machine.phase >= Phase.CLEANING
+        for sig in sigs:
+            restore.append(_replace(loop, sig, guard))
+        guard._loop_restore = restore
+        guard._task, guard._loop = task, loop
+        guard._held = frozenset(sigs)
+        guard._active = True
+        guard.signal = None
+        _stack.append(guard)
+        _update_handled()
+    except BaseException:
+        while restore:
+            restore.pop()()
+        guard._loop_restore = []
+        guard._task = guard._loop = None
+        if not _stack:
+            machine.disarm()
+        raise
+    return guard
+
+
+def _replace(loop: asyncio.AbstractEventLoop, sig: int, guard: Guard) -> Callable[[], None]:
+    """Put our callback on ``sig`` in the loop; return how to put back what was there."""
+    handles: dict[int, Any] = getattr(loop, "_signal_handlers", {})
+    previous_handle = handles.get(sig)
+    previous = signal.getsignal(sig)
+    loop.add_signal_handler(sig, _on_signal, guard, sig)
+    ours = handles.get(sig)
+
+    def put_back() -> None:
+        if ours is not None and handles.get(sig) is not ours:
+            return  # someone replaced ours inside the block: theirs stays
+        loop.remove_signal_handler(sig)
+        if previous_handle is not None:
+            loop.add_signal_handler(sig, previous_handle._callback, *previous_handle._args)
+        elif previous is not None and signal.getsignal(sig) != previous:
+            signal.signal(sig, previous)
+
+    return put_back
+
+
+def _on_signal(guard: Guard, sig: int) -> None:
+    """The loop's callback for a guarded signal (in the loop, between two callbacks)."""
+    machine.heard(sig, HANDLER)
+    if machine.want_raise() and guard._active:
+        block = _stack[-1] if _stack else guard
+        machine.mark_raised()
+        (block if block._task is not None else guard)._cancel_task()
+
+
+def _on_drain_end(event: str, facts: dict[str, Any]) -> None:
+    """The machine's listener (watcher thread): when the drain ends, cancel the block now."""
+    if event != "drain_end":
+        return
+    for guard in list(_stack):
+        if guard._task is not None and guard._loop is not None and guard._loop_restore:
+            try:
+                guard._loop.call_soon_threadsafe(_cancel_if_due, guard)
+            except RuntimeError:
+                pass  # its loop is closed
+            return
+
+
+def _cancel_if_due(guard: Guard) -> None:
+    if machine.want_raise() and guard._active:
+        machine.mark_raised()
+        guard._cancel_task()
+
+
+machine.add_listener(_on_drain_end)
+
+
+async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
+    """``Guard.__exit__`` for a running loop; the same steps, the waiting ones awaited."""
+    if not guard._active:
+        return False
+    task = guard._task
+    ours_cancel = isinstance(exc, asyncio.CancelledError) and machine.raised
+    if ours_cancel and task is not None and hasattr(task, "uncancel"):
+        task.uncancel()  # our cancellation, not the caller's: asyncio.timeout() keeps counting
+    outermost = _stack[0] is guard
+    ours = not guard._late
+    if outermost and ours and machine.phase == Phase.DRAINING:
+        machine.end_drain()
+    if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
+        await _cleanups.wait_for_breaks()
+    await _cleanups.run_all(guard._cleanups)
+    if ours_cancel and machine.signal is not None:
+        exc = signalled(machine.signal)  # the CancelledError was our doing: say what it was
+    if not outermost:
+        if guard._exit_inner(exc) is False and isinstance(exc, Signalled) and ours_cancel:
+            raise exc from None
+        return False
+    sig = machine.signal if ours else None
+    if sig is not None or guard._program:
+        machine.enter_cleaning()
+        final = None
+        if sig is not None and guard.options.on_signal != "raise":
+            final = "this process is ending by a signal"
+        await _cleanups.run_all(_registry.cleanups, final=final)
+    if sig is None:
+        guard._close()
+        machine.disarm()
+        return False
+    guard.signal = sig
+    if guard.options.on_signal == "raise":
+        guard._close()
+        machine.end_episode()
+        machine.disarm()
+        if isinstance(exc, Signalled):
+            raise exc from None
+        raise signalled(sig) from exc
+    return guard._end(sig, exc)

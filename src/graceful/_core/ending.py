@@ -1,0 +1,150 @@
+"""How the process ends: re-raise the signal, exit with a status, or die at once.
+
+Re-raising (rather than ``exit(128 + n)``) is what lets bash, systemd and ``subprocess`` see
+"killed by SIGTERM". Dying at once (a forced second signal, the deadline) may happen in any
+thread, while the main thread holds locks: it logs with a bounded wait, then ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Callable, NoReturn, Optional
+
+from . import timeline as _timeline
+
+#: How long a dying process waits for its last log line (stderr may be a full pipe).
+LOG_WAIT = 0.5
+
+_dying = threading.Lock()
+_logged = threading.Event()
+
+
+def flush_stdio() -> None:
+    """Dying by a signal skips Python's own flush: do it, quietly, before."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass
+
+
+def main_thread_location() -> str:
+    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    if frame is None:
+        return "an unknown place"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def reraise(sig: int, restore: Callable[[], object], *, run_atexit: bool) -> None:
+    """Die by ``sig`` after what ``sys.exit`` would have run, with the previous disposition back.
+
+    Graceful's handler stays installed while the other ``atexit`` functions run, so a second
+    signal there follows ``on_second_signal``; ``restore`` puts the previous dispositions back
+    while ``sig`` is blocked, the signal is raised, and unblocking it delivers it. Returns only
+    if the process survived (the previous disposition ignores it, or a Python handler returned).
+    """
+    if run_atexit:
+        import atexit
+
+        atexit._run_exitfuncs()
+    elif "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()  # its own atexit function would run after ours: never, we die now
+    flush_stdio()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [sig])
+    try:
+        restore()
+        if signal.getsignal(sig) is signal.default_int_handler:
+            # Python's stand-in for SIG_DFL on SIGINT: re-raising into it would only print a
+            # KeyboardInterrupt traceback; the shell must see "killed by SIGINT".
+            signal.signal(sig, signal.SIG_DFL)
+        _timeline.end("reraise", sig, None)
+        signal.raise_signal(sig)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [s for s in blocked if s != sig])
+
+
+def exit_now(status: int) -> NoReturn:
+    """Exit with ``status`` from inside an ``atexit`` function, where ``SystemExit`` is ignored:
+    flush what would have been flushed, then leave."""
+    if "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()
+    flush_stdio()
+    os._exit(status)
+
+
+def die_now(
+    sig: int,
+    reason: str,
+    *,
+    exit_status: Optional[int] = None,
+    stacks: bool = False,
+    how: str = "forced",
+) -> NoReturn:
+    """End the process at once by ``sig`` (or with ``exit_status``), from any thread, running
+    nothing more. The first caller logs ``reason`` (and, with ``stacks``, every thread's stack)
+    with a bounded wait; a later one (another thread, a nested handler) gives that a moment,
+    then ends the process too."""
+    try:
+        if _dying.acquire(blocking=False):
+            _timeline.end(how, sig, exit_status, defer=True)
+            _write_bounded(reason, stacks)
+        else:
+            _logged.wait(LOG_WAIT)
+        if exit_status is not None:
+            os._exit(exit_status)
+        if threading.current_thread() is threading.main_thread():
+            flush_stdio()
+            signal.signal(sig, signal.SIG_DFL)
+        else:
+            from . import libc  # signal.signal() refuses outside the main thread
+
+            libc.set_default(sig)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        signal.pthread_kill(threading.get_ident(), sig)
+        time.sleep(LOG_WAIT)  # a thread-directed signal may take a moment to be acted on
+    finally:
+        os._exit(128 + sig)
+
+
+def _write_bounded(reason: str, stacks: bool) -> None:
+    """Log, but give up after a moment: the logging lock may be held by an interrupted or stuck
+    main thread, and stderr may be a full pipe nobody reads."""
+
+    def write() -> None:
+        try:
+            _timeline.flush()
+            _timeline.log_error("graceful: %s", reason)
+            if stacks:
+                import faulthandler
+
+                flush_stdio()
+                faulthandler.dump_traceback(file=2, all_threads=True)
+        finally:
+            _logged.set()
+
+    try:
+        writer = threading.Thread(target=write, name="graceful-last-words", daemon=True)
+        writer.start()
+    except RuntimeError:  # no new threads (limits, or interpreter shutdown on 3.12+)
+        try:
+            os.write(2, f"graceful: {reason}\n".encode(errors="replace"))
+        except OSError:
+            pass
+        _logged.set()
+        return
+    writer.join(LOG_WAIT + (LOG_WAIT if stacks else 0))
+
+
+def after_fork_in_child() -> None:
+    global _dying, _logged
+    _dying = threading.Lock()
+    _logged = threading.Event()

@@ -1,0 +1,541 @@
+"""The shutdown state machine: the one owner of what a shutdown has done and must do next.
+
+Two listeners report each guarded signal here: the Python handler (in the main thread, wherever
+that was interrupted) and the watcher thread (which hears the wakeup fd at once, even while the
+main thread is stuck in C). Neither decides anything: :meth:`Shutdown.heard` records the delivery
+under the lock and returns a :class:`Verdict`; the handler then raises or not, the watcher then
+acts (starts the breaks, ends the drain, forces the end). Guards move the machine through its
+phases with the other methods; nothing outside this module writes its state.
+
+Phases (``docs/internals.md`` has the diagram)::
+
+    IDLE ──signal──> SIGNALLED ──watcher──> BREAKING ──outermost guard exits──> CLEANING ──> ENDING
+      │                 ▲  (drain > 0: DRAINING first, then SIGNALLED)             ▲
+      └──program ends normally──────────────────────────────────────────────────────┘
+    on_signal="raise": CLEANING ──episode over──> IDLE
+
+In SIGNALLED and BREAKING, ``Signalled`` is due in the main thread: the handler raises it once,
+unless the main thread is in graceful's own exit path (it then decides at its end) or an
+exception is passing through the interrupted frame (the watcher delivers the signal again in
+10 ms). In DRAINING the program runs on; in CLEANING and ENDING a signal is never raised: it is
+recorded (the first one starts the deadline) and a repeat may force the end.
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from . import ending as _ending
+from . import protect as _protect
+from . import registry as _registry
+from . import signals as _signals
+from . import timeline as _timeline
+
+if TYPE_CHECKING:
+    from .options import Options
+
+#: Set as soon as the shutdown proper begins (after the drain), so worker threads can stop.
+shutdown_event = threading.Event()
+#: Set at the first signal when a guard drains (``drain=`` seconds): fail readiness probes now.
+draining = threading.Event()
+
+REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
+REDELIVER_MAX_INTERVAL = 0.5  # backoff cap while the handler has not run (main stuck in C?)
+#: A re-delivered signal not heard by the watcher within this time never will be (wakeup fd
+#: replaced): stop expecting it, so a real signal is not mistaken for it.
+REDELIVERY_EXPIRY = 0.1
+#: Cleanups wait for the break callbacks at most this share of the deadline (then start while
+#: the break thread goes on); without a deadline, at most this share of the default timeout.
+BREAK_SHARE = 0.25
+BREAK_WAIT_WITHOUT_DEADLINE = 1.25
+
+#: A person at a terminal insisting: these force the end even if not a repeat.
+_INSISTENT = frozenset(getattr(signal, n) for n in ("SIGINT", "SIGQUIT") if hasattr(signal, n))
+
+
+class Phase(enum.IntEnum):
+    IDLE = 0  # no shutdown in progress
+    SIGNALLED = 1  # a guarded signal arrived; the watcher has not begun the breaks yet
+    DRAINING = 2  # the program runs on for ``drain`` seconds, ``draining`` set
+    BREAKING = 3  # ``shutdown_event`` set, break callbacks running, the main thread unwinding
+    CLEANING = 4  # cleanups running (after a signal, or at a normal end of the program)
+    ENDING = 5  # atexit functions, flushing, then the re-raise or the exit
+
+
+class Verdict(enum.IntEnum):
+    IGNORED = 0  # not a signal this machine acts on (no guard, or someone replaced our handler)
+    FIRST = 1  # started the shutdown
+    AGAIN = 2  # a delivery already accounted for (the other listener, or our re-delivery)
+    FORCE = 3  # a second signal that ends the process at once
+    ABSORBED = 4  # a second signal that is logged and absorbed
+
+
+HANDLER = 0
+WATCHER = 1
+
+
+class Shutdown:
+    """The state of this process's shutdown; every transition takes the lock."""
+
+    def __init__(self) -> None:
+        # Reentrant: the main thread's handler takes it, and a second signal can interrupt the
+        # main thread while it holds it (even inside that same handler). So a transition may see
+        # a nested handler run in the middle of it, in the same thread: transitions tolerate that
+        # (``_first`` happens once; the handler raises when ``want_raise()``, whatever its own
+        # delivery was judged to be).
+        self._lock = threading.RLock()
+        self._wake: Callable[[], None] = _nothing
+        self._handler: Optional[Callable[[int, Any], Any]] = None
+        self.options: Optional[Options] = None
+        #: The options of the last outermost guard, for the protection of the interpreter's exit.
+        self.last_options: Optional[Options] = None
+        self.handled: frozenset[int] = frozenset()
+        self.episode = 0  # counts shutdowns begun in this process
+        self._not_insisting: dict[int, Callable[[], bool]] = {}
+        self._listeners: list[Callable[[str, dict[str, Any]], object]] = []
+        self._new_episode()
+
+    def _new_episode(self) -> None:
+        self.phase = Phase.IDLE
+        self.signal: Optional[int] = None
+        self.started_at: Optional[float] = None
+        self.deadline: Optional[float] = None
+        self.drain_until: Optional[float] = None
+        self._seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        self._redelivered = [0, 0]
+        self._redelivered_at = 0.0
+        self.raised = False
+        self._handler_ran = False
+        self._deferred = False
+        self._next_redelivery = 0.0
+        self._redelivery_interval = REDELIVER_INTERVAL
+        self.force: Optional[int] = None
+        self.breaks_done = threading.Event()
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._breaks_started = False
+        self._breaks_inline = False
+
+    # --- set-up by guards ---------------------------------------------------------------------
+
+    def attach_waker(self, wake: Callable[[], None]) -> None:
+        """The watcher's poke: how a transition asks the watcher to look again."""
+        self._wake = wake
+
+    def arm(self, options: Options, handler: Callable[[int, Any], Any]) -> None:
+        """The outermost guard is active: its options govern the shutdown."""
+        with self._lock:
+            self._handler = handler
+            if self.options is None:
+                self.options = options
+                self.last_options = options
+        _timeline.prepare()
+
+    def set_handled(self, handled: frozenset[int]) -> None:
+        with self._lock:
+            self.handled = handled
+
+    def disarm(self) -> None:
+        """No guard is active any more; a shutdown in progress stays (it ends the process)."""
+        with self._lock:
+            self.handled = frozenset()
+            if self.phase == Phase.IDLE:
+                self.options = None
+
+    def add_listener(self, listener: Callable[[str, dict[str, Any]], object]) -> None:
+        """Call ``listener(event, facts)`` from the watcher thread as the shutdown goes:
+        ``"stopping"`` (the first signal: ``signal``, ``drain``, ``timeout``) and
+        ``"drain_end"`` (``timeout``). For integrations (systemd); it must not block."""
+        self._listeners.append(listener)
+
+    def _emit(self, event: str, **facts: Any) -> None:
+        self._events.append((event, facts))
+        self._wake()
+
+    def _deliver_events(self) -> None:
+        while self._events:
+            event, facts = self._events.pop(0)
+            for listener in list(self._listeners):
+                try:
+                    listener(event, facts)
+                except Exception:
+                    _timeline.log_exception("graceful: a shutdown listener raised; ignored")
+
+    def not_insisting(self, sig: int, when: Callable[[], bool]) -> None:
+        """A repeat of ``sig`` is nobody insisting while ``when()`` is true: it is absorbed.
+
+        For the parent-death signal: the kernel sends PR_SET_PDEATHSIG again each time the
+        child is re-parented, once per exiting thread of a multi-threaded parent.
+        """
+        with self._lock:
+            self._not_insisting[sig] = when
+
+    def ours(self, sig: int) -> bool:
+        """Graceful's handler is installed for ``sig`` (nobody replaced it inside the block)."""
+        return self._handler is not None and signal.getsignal(sig) is self._handler
+
+    # --- deliveries ---------------------------------------------------------------------------
+
+    def heard(self, sig: int, source: int) -> Verdict:  # noqa: PLR0912  (one decision table)
+        """Record one delivery of ``sig`` to ``source`` (HANDLER or WATCHER) and judge it."""
+        now = time.monotonic()
+        with self._lock:
+            if source == HANDLER:
+                self._handler_ran = True
+            if self._redelivered[source]:
+                if source == HANDLER or now - self._redelivered_at < REDELIVERY_EXPIRY:
+                    self._redelivered[source] -= 1
+                    return Verdict.AGAIN if self.signal is not None else Verdict.IGNORED
+                self._redelivered[source] = 0
+            if self.options is None or sig not in self.handled:
+                return Verdict.IGNORED
+            if source == WATCHER and not self.ours(sig):
+                return Verdict.IGNORED  # their handler, their signal
+            seen = self._seen[source]
+            if self.signal is None and self.phase in (Phase.IDLE, Phase.CLEANING, Phase.ENDING):
+                seen[sig] = 1
+                self._first(sig, now)
+                verdict = Verdict.FIRST
+            elif not seen:
+                seen[sig] = 1  # this listener's first: the other one had it already
+                return Verdict.AGAIN
+            else:
+                repeat = sig in seen or sig in _INSISTENT
+                seen[sig] = seen.get(sig, 0) + 1
+                duplicate = self._not_insisting.get(sig)
+                if repeat and duplicate is not None and duplicate():
+                    repeat = False
+                if self.phase == Phase.DRAINING:
+                    self.drain_until = now  # a second signal ends the drain early
+                    verdict = Verdict.ABSORBED
+                elif repeat and self.options.on_second_signal == "force":
+                    if self.force is None:
+                        self.force = sig
+                    verdict = Verdict.FORCE
+                else:
+                    verdict = Verdict.ABSORBED
+        if source == WATCHER:
+            self._report(sig, verdict)
+        else:
+            self._wake()  # the watcher starts the shutdown, or ends the process, for us
+        return verdict
+
+    def _first(self, sig: int, now: float) -> None:
+        assert self.options is not None
+        if self.signal is not None:
+            return  # a handler run nested in this very call (main thread) got here first
+        self.signal = sig
+        self.episode += 1
+        self.started_at = now
+        self._next_redelivery = now + REDELIVER_INTERVAL
+        _timeline.start(now)
+        drain = self.options.drain if self.phase < Phase.CLEANING else 0.0
+        self._emit("stopping", signal=sig, drain=drain, timeout=self.options.timeout)
+        # On the timeline now, whoever heard it (the file line is written at once; the log line
+        # waits for a thread that may log): the process may be gone before the watcher looks.
+        name = _signals.name(sig)
+        _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
+        if drain:
+            _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
+        if self.phase in (Phase.CLEANING, Phase.ENDING):
+            self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
+        elif self.options.drain > 0:
+            self.phase = Phase.DRAINING
+            self.drain_until = now + self.options.drain
+            draining.set()
+        else:
+            self.phase = Phase.SIGNALLED
+            self._arm_deadline(now)
+
+    def _arm_deadline(self, now: float) -> None:
+        assert self.options is not None
+        timeout = self.options.timeout
+        self.deadline = None if timeout is None else now + timeout
+
+    def _report(self, sig: int, verdict: Verdict) -> None:
+        """What the watcher heard, on the timeline (queued: the watcher never blocks on logs)."""
+        name = _signals.name(sig)
+        if verdict in (Verdict.FORCE, Verdict.ABSORBED):
+            action = "forced" if verdict == Verdict.FORCE else "absorbed"
+            what = {
+                "forced": "ending now, skipping what is left",
+                "absorbed": "absorbed (a repeat, SIGINT or SIGQUIT would force the end)",
+            }[action]
+            if self.phase == Phase.DRAINING or (verdict == Verdict.ABSORBED and self.drain_until):
+                what = "ends the drain early"
+            _timeline.record(
+                "second_signal",
+                f"second signal {name} during the shutdown: {what}",
+                defer=True,
+                signal=name,
+                signum=sig,
+                action=action,
+            )
+
+    # --- the main thread's Signalled -------------------------------------------------------
+
+    def want_raise(self) -> bool:
+        """``Signalled`` is due in the main thread and has not been raised yet."""
+        return self.phase in (Phase.SIGNALLED, Phase.BREAKING) and not self.raised
+
+    def mark_raised(self) -> None:
+        with self._lock:
+            self.raised = True
+            self._deferred = False
+
+    def defer(self) -> None:
+        """``Signalled`` cannot be raised right now: have the watcher deliver the signal to the
+        main thread again in a moment, and again, until it can be."""
+        with self._lock:
+            self._deferred = True
+            self._next_redelivery = time.monotonic() + REDELIVER_INTERVAL
+        self._wake()
+
+    # --- the watcher's work --------------------------------------------------------------------
+
+    def tick(self, now: float) -> Optional[float]:
+        """Do what is due (force, end the drain, begin the breaks, the deadline, a re-delivery);
+        return the seconds until something will be due again (None: nothing pending)."""
+        self._deliver_events()
+        force = self.force
+        if force is not None:
+            self._die(force, "second {name} during the shutdown: ending now, skipping the rest")
+        if self.phase == Phase.DRAINING and self.drain_until is not None:
+            if now < self.drain_until:
+                return self._sooner(self.drain_until - now, self._redelivery_wait(now))
+            self.end_drain(now)
+        if self.signal is not None and not self._breaks_started and self.phase != Phase.DRAINING:
+            self.begin_breaks()
+        if self.deadline is not None and now >= self.deadline:
+            self._deadline_passed()
+        redelivery = self._redelivery_wait(now)
+        if redelivery is not None and redelivery <= 0:
+            self._redeliver(now)
+            redelivery = self._redelivery_wait(now)
+        return self._sooner(None if self.deadline is None else self.deadline - now, redelivery)
+
+    @staticmethod
+    def _sooner(a: Optional[float], b: Optional[float]) -> Optional[float]:
+        if a is None:
+            return b
+        return a if b is None else min(a, b)
+
+    def end_drain(self, now: Optional[float] = None) -> None:
+        """The drain is over (its time passed, a second signal, or ``graceful.end_drain()``):
+        the shutdown proper begins, and with it the deadline and ``Signalled``."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if self.phase != Phase.DRAINING:
+                return
+            self.phase = Phase.SIGNALLED
+            self.drain_until = None
+            self._arm_deadline(now)
+            self._deferred = True  # the handler ran long ago: deliver the signal again
+            self._next_redelivery = now
+        _timeline.record("drain_end", "drain over: the shutdown begins", defer=True)
+        self._emit("drain_end", timeout=self.options.timeout if self.options else None)
+
+    def request_end_drain(self) -> bool:
+        """``graceful.end_drain()``: True if a drain was in progress."""
+        with self._lock:
+            if self.phase != Phase.DRAINING:
+                return False
+            self.drain_until = time.monotonic()
+        self._wake()
+        return True
+
+    def begin_breaks(self, *, external: bool = False) -> None:
+        """Once per shutdown: set ``shutdown_event`` and run the break callbacks in a thread."""
+        with self._lock:
+            if self._breaks_started or (self.signal is None and not external):
+                return
+            self._breaks_started = True
+            if self.phase in (Phase.SIGNALLED, Phase.DRAINING):
+                self.phase = Phase.BREAKING
+            name = "shutdown" if self.signal is None else _signals.name(self.signal)
+            done = self.breaks_done
+        shutdown_event.set()
+        entries = _registry.breaks.pending()
+        if not entries:
+            done.set()
+            return
+        try:
+            threading.Thread(
+                target=_run_breaks,
+                args=(entries, done),
+                name=f"graceful-break-{name}",
+                daemon=True,
+            ).start()
+        except RuntimeError:  # no thread can start (limits, interpreter shutdown)
+            with self._lock:
+                self._breaks_inline = True
+            _timeline.record(
+                "breaks_done",
+                "no thread could start for the break callbacks: the main thread runs them",
+                defer=True,
+                inline=True,
+            )
+
+    def breaks_pending_inline(self) -> bool:
+        """No thread could start for the break callbacks: the caller must run them."""
+        return self._breaks_inline
+
+    def wait_for_breaks(self) -> None:
+        """Break first, then clean up: wait for the break callbacks, but only for their share of
+        the deadline; then the cleanups start while the break thread goes on."""
+        if not self._breaks_started:
+            self.begin_breaks()  # the watcher never heard it (the wakeup fd was replaced)
+        if self._breaks_inline:
+            self._breaks_inline = False
+            _run_breaks(_registry.breaks.pending(), self.breaks_done)
+            return
+        options = self.options
+        timeout = options.timeout if options is not None else None
+        share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
+        started = self.started_at if self.started_at is not None else time.monotonic()
+        wait = max(0.0, started + share - time.monotonic())
+        if not self.breaks_done.wait(wait):
+            _timeline.log_warning(
+                "graceful: break callbacks still running after %.3g s (their share of the "
+                "deadline); the cleanups start now while they go on",
+                share,
+            )
+
+    def _redelivery_wait(self, now: float) -> Optional[float]:
+        if self.signal is None or not self.want_raise():
+            return None
+        if not self._deferred and self._handler_ran:
+            return None
+        return self._next_redelivery - now
+
+    def _redeliver(self, now: float) -> None:
+        """Deliver the signal to the main thread again (thread-directed, so a blocking call
+        there is interrupted); both listeners expect it, so it never counts as a second one."""
+        main = threading.main_thread().ident
+        with self._lock:
+            sig = self.signal
+            if sig is None or main is None or not self.ours(sig):
+                self._deferred = False
+                return
+            frame = sys._current_frames().get(main)
+            if frame is not None and _protect.protection(frame):
+                # Still in graceful's exit path or a critical section: look again shortly.
+                self._next_redelivery = now + REDELIVER_INTERVAL
+                return
+            if self._deferred:
+                self._next_redelivery = now + REDELIVER_INTERVAL
+            else:
+                self._redelivery_interval = min(
+                    self._redelivery_interval * 2, REDELIVER_MAX_INTERVAL
+                )
+                self._next_redelivery = now + self._redelivery_interval
+            self._redelivered[WATCHER] += 1
+            self._redelivered[HANDLER] += 1
+            self._redelivered_at = now
+        signal.pthread_kill(main, sig)
+
+    # --- the end ------------------------------------------------------------------------------
+
+    def begin_external(self, options: Options) -> None:
+        """A framework's shutdown hook starts the shutdown (``graceful.shutdown()``): no signal
+        of ours, but the break callbacks, the deadline and the cleanups all the same."""
+        now = time.monotonic()
+        with self._lock:
+            if self.options is None:
+                self.options = options
+            if self.started_at is None:
+                self.started_at = now
+                _timeline.start(now)
+                timeout = options.timeout
+                self.deadline = None if timeout is None else now + timeout
+        _timeline.record("external", "shutdown requested by the program (graceful.shutdown())")
+        self.begin_breaks(external=True)
+        self._wake()
+
+    def enter_cleaning(self) -> None:
+        """Cleanups begin: after a signal, or at a normal end (a signal now starts the deadline
+        and ends the process after the remaining cleanups, but is never raised into them)."""
+        with self._lock:
+            if self.phase < Phase.CLEANING:
+                if self.signal is None:
+                    _timeline.start(time.monotonic())
+                self.phase = Phase.CLEANING
+
+    def enter_ending(self) -> None:
+        with self._lock:
+            self.phase = Phase.ENDING
+
+    def end_episode(self) -> None:
+        """The shutdown is over and the process goes on (``on_signal="raise"``)."""
+        with self._lock:
+            self._new_episode()
+        shutdown_event.clear()
+        draining.clear()
+
+    def _deadline_passed(self) -> None:
+        running = _registry.current()
+        timeout = self.options.timeout if self.options is not None else None
+        sig = self.signal or signal.SIGTERM
+        if running is not None:
+            where = f"cleanup {running.describe()} was still running"
+        else:
+            where = f"the main thread was at {_ending.main_thread_location()}"
+        after = "{name}" if self.signal is not None else "graceful.shutdown()"
+        self._die(
+            sig,
+            f"shutdown deadline of {timeout:g} s passed after {after}; {where}",
+            deadline=True,
+        )
+
+    def _die(self, sig: int, reason: str, *, deadline: bool = False) -> None:
+        options = self.options
+        status = options.exit_status(sig) if options and options.on_signal == "exit" else None
+        _ending.die_now(
+            sig,
+            reason.format(name=_signals.name(sig)),
+            exit_status=status if deadline else None,
+            stacks=deadline,
+            how="deadline" if deadline else "forced",
+        )
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with no shutdown in progress and no guard of its own."""
+        self._lock = threading.RLock()
+        self._wake = _nothing
+        self._handler = None
+        self.options = None
+        self.handled = frozenset()
+        self._not_insisting = {}
+        self._listeners = [listener for listener in self._listeners if _survives_fork(listener)]
+        self._new_episode()
+        for event in (shutdown_event, draining):
+            reinit = getattr(event, "_at_fork_reinit", None)
+            if reinit is not None:
+                reinit()  # its lock may have been held by a thread that does not exist here
+            event.clear()
+
+
+def _nothing() -> None:
+    pass
+
+
+def _survives_fork(listener: object) -> bool:
+    """Listeners are module-level functions of graceful's integrations: they stay in a child."""
+    return getattr(listener, "__module__", "").startswith("graceful.")
+
+
+def _run_breaks(entries: list[_registry.Entry], done: threading.Event) -> None:
+    try:
+        for entry in entries:
+            _registry.run_logged(entry, "break callback", timed=False)
+    finally:
+        done.set()
+        _timeline.record("breaks_done", f"break callbacks done ({len(entries)})")
+
+
+#: This process's shutdown.
+machine = Shutdown()

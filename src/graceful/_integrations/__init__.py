@@ -1,0 +1,1 @@
+"""Integrations with what stops programs for real: service managers, orchestrators, frameworks."""
