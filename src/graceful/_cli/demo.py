@@ -111,7 +111,8 @@ def main(signame: str, *, kill: bool = False) -> int:
         rc = proc.wait(TIMEOUT)
         ok = _report_death(rc, sig)
         ok = _report_database(path, kill) and ok
-        ok = _report_processes(proc.pid, backend, kill) and ok
+        heard = any(line.startswith("  [backend] got SIG") for line in lines.seen)
+        ok = _report_processes(proc.pid, backend, kill, heard) and ok
     finally:
         _leave_nothing(proc)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -165,16 +166,22 @@ def _report_database(path: str, kill: bool) -> bool:
     return intact
 
 
-def _report_processes(worker: int, backend: int, kill: bool) -> bool:
+def _report_processes(worker: int, backend: int, kill: bool, heard: bool) -> bool:
     ok = backend > 0 and _wait_gone(backend)
     if backend <= 0:
         say("UNEXPECTED: the worker never said which backend it started")
     elif ok:
-        how = (
-            "the kernel sent it SIGTERM when the worker died (PR_SET_PDEATHSIG), and it ended"
-            if kill
-            else "reaped by the worker"
-        )
+        how = "reaped by the worker"
+        if kill:
+            # The kernel closes a dying process's files before it sends the parent-death
+            # signal: the backend may see EOF and be gone before SIGTERM reaches it.
+            how = (
+                "when the worker died, the kernel sent it SIGTERM (PR_SET_PDEATHSIG) and "
+                "closed its pipe, and it ended"
+                if heard
+                else "when the worker died, the kernel closed its pipe, and it ended before "
+                "the parent-death SIGTERM (PR_SET_PDEATHSIG) reached it"
+            )
         say(f"backend PID {backend}: gone ({how})")
     else:
         say(f"UNEXPECTED: backend PID {backend} is STILL RUNNING")

@@ -38,8 +38,10 @@ _SYNCHRONOUS = frozenset(
 _PYTHON_IGNORES = frozenset(
     getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n)
 )
-#: How often to look again for descendants that cannot wake us (only our children send SIGCHLD).
+#: How often to look again for descendants that cannot wake us (only our children send SIGCHLD),
+#: for the first second, and after that.
 POLL = 0.02
+SLOW_POLL = 0.25
 #: While nothing is happening: how often to check the parent, in case PR_SET_PDEATHSIG was lost.
 IDLE = 1.0
 #: After SIGKILL, how long to wait for the kernel before giving up on a process (state D).
@@ -66,8 +68,9 @@ class Supervisor:
         self.pid = os.getpid()
         self.ppid = opts.parent_pid if opts.parent_pid is not None else os.getppid()
         self.child = 0
-        #: The command's wait status, once reaped.
+        #: The command's wait status, once reaped, and when.
         self.status: Optional[int] = None
+        self.ended_at: Optional[float] = None
         self.kill_at: Optional[float] = None
         self.killed_at: Optional[float] = None
         self.stopped_at: Optional[float] = None
@@ -227,8 +230,11 @@ class Supervisor:
 
     def _wait_time(self, now: float) -> float:
         wait = IDLE
-        if self.status is not None or self.killed_at is not None:
-            wait = POLL  # grandchildren do not wake us: look again soon
+        marks = [t for t in (self.ended_at, self.killed_at) if t is not None]
+        if marks:
+            # Grandchildren do not wake us: look again soon, less often as time goes by (a
+            # leftover that ignores SIGTERM under --timeout none would keep us polling).
+            wait = POLL if now - max(marks) < 1.0 else SLOW_POLL
         if self.kill_at is not None:
             wait = min(wait, max(0.0, self.kill_at - now))
         return wait
@@ -244,6 +250,7 @@ class Supervisor:
                 return
             if pid == self.child:
                 self.status = status
+                self.ended_at = time.monotonic()
                 if self.opts.verbose:
                     _say(f"command PID {pid} ended ({_describe(status)})")
             elif self.opts.verbose > 1:
