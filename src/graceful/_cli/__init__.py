@@ -25,7 +25,7 @@ RUN_EPILOG = """\
 The command leads its own process group and dies with the supervisor, even if the supervisor is
 SIGKILLed (PR_SET_PDEATHSIG). The supervisor is a subreaper: what the command leaves behind,
 daemons included, is adopted, told to stop and, after --timeout, killed. It ends as the command
-did: with its exit code, or killed by the same signal. Details: docs/cli.md."""
+did: with its exit code, or killed by the same signal. Details: docs/cli.md in the source."""
 
 
 def _checked(parse: Callable[[str, str], _T], what: str) -> Callable[[str], _T]:
