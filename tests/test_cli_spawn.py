@@ -282,3 +282,13 @@ def test_cost_is_documented() -> None:
     docs = (Path(__file__).parent.parent / "docs" / "cli.md").read_text()
     assert "supervise=True" in docs
     assert "benchmarks/cli_costs.py" in docs
+
+
+@pytest.mark.parametrize("supervise", [False, True])
+def test_arguments_that_look_like_placeholders_reach_the_program(supervise: bool) -> None:
+    proc = graceful.spawn(
+        ["echo", "{errfd}", "--", "-1"], supervise=supervise, stdout=subprocess.PIPE, text=True
+    )
+    out, _ = proc.communicate(timeout=TIMEOUT)
+    assert out == "{errfd} -- -1\n"
+    assert proc.returncode == 0

@@ -97,22 +97,31 @@ def spawn(
     executable, argv = _target(args, popen_kwargs.pop("shell", False), popen_kwargs)
     pdeathsig = sig if die_with_parent else 0
     tracked_sig, tracked_timeout, tracked_group = sig, timeout, group
+    command: Callable[[int, int], list[str]]
     if supervise:
-        command = _supervisor_command(
-            sig=sig,
-            timeout=timeout,
-            group=group,
-            die_with_parent=die_with_parent,
-            executable=executable,
-            argv=argv,
-        )
+
+        def command(errfd: int, lifeline: int) -> list[str]:
+            return _supervisor_command(
+                errfd,
+                sig=sig,
+                timeout=timeout,
+                group=group,
+                die_with_parent=die_with_parent,
+                executable=executable,
+                argv=argv,
+            )
+
         # The supervisor forwards; it escalates to SIGKILL itself, with time to reap, before we
         # would. An uncatchable signal reaches the backend as a mapped SIGTERM.
         tracked_sig = sig if sig not in _UNCATCHABLE else _signal.SIGTERM
         tracked_timeout = None if timeout is None else timeout + SUPERVISOR_MARGIN
         tracked_group = False
     else:
-        command = _launcher_command(pdeathsig, group, executable, argv)
+
+        def command(errfd: int, lifeline: int) -> list[str]:
+            return _launcher_command(
+                errfd, lifeline, pdeathsig=pdeathsig, group=group, executable=executable, argv=argv
+            )
 
     def start() -> subprocess.Popen[Any]:
         return _start(
@@ -148,12 +157,10 @@ _NO_PREEXEC_FN = (
     "start the child with subprocess.Popen yourself and pass it to graceful.track()"
 )
 
-#: Placeholders in a command, filled in by ``_start`` once the pipes exist.
-_ERRFD = "{errfd}"
-_LIFELINE = "{lifeline}"
 
-
-def _launcher_command(pdeathsig: int, group: bool, executable: str, argv: list[str]) -> list[str]:
+def _launcher_command(
+    errfd: int, lifeline: int, *, pdeathsig: int, group: bool, executable: str, argv: list[str]
+) -> list[str]:
     return [
         sys.executable,
         "-I",
@@ -162,8 +169,8 @@ def _launcher_command(pdeathsig: int, group: bool, executable: str, argv: list[s
         str(os.getpid()),
         str(pdeathsig),
         "1" if group else "0",
-        _ERRFD,
-        _LIFELINE,
+        str(errfd),
+        str(lifeline),
         executable,
         "--",
         *argv,
@@ -171,6 +178,7 @@ def _launcher_command(pdeathsig: int, group: bool, executable: str, argv: list[s
 
 
 def _supervisor_command(
+    errfd: int,
     *,
     sig: int,
     timeout: Optional[float],
@@ -185,7 +193,7 @@ def _supervisor_command(
     forward = [*_run.DEFAULT_FORWARD]
     stop = [*_run.DEFAULT_STOP]
     command = [sys.executable, "-I", "-S", _SUPERVISOR, "--quiet", "--own-group"]
-    command += ["--report-fd", _ERRFD]
+    command += ["--report-fd", str(errfd)]
     command += ["--timeout", "none" if timeout is None else repr(timeout)]
     command += ["--orphan-timeout", repr(ORPHAN_TIMEOUT)]
     if sig in _UNCATCHABLE:
@@ -222,7 +230,7 @@ def _target(args: Any, shell: object, popen_kwargs: dict[str, Any]) -> tuple[str
 def _start(
     args: Any,
     *,
-    command: list[str],
+    command: Callable[[int, int], list[str]],
     lifeline: bool,
     supervised: bool,
     executable: str,
@@ -243,11 +251,9 @@ def _start(
     else:
         for fd in extra_fds:
             os.set_inheritable(fd, True)
-    fill = {_ERRFD: str(err_write), _LIFELINE: str(life)}
-    command = [fill.get(word, word) for word in command]
     try:
         try:
-            proc = subprocess.Popen(command, **kwargs)
+            proc = subprocess.Popen(command(err_write, life), **kwargs)
         finally:
             os.close(err_write)
             if life >= 0:
