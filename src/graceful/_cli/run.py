@@ -307,9 +307,12 @@ class Supervisor:
             return
         with contextlib.suppress(ProcessLookupError):
             if self.opts.group:
-                os.killpg(self.child, sig)
-            else:
-                os.kill(self.child, sig)
+                try:
+                    os.killpg(self.child, sig)
+                    return
+                except ProcessLookupError:
+                    pass  # the command left its group (setsid): it still gets the signal
+            os.kill(self.child, sig)
 
     def _tell_orphans(self, sig: int) -> None:
         """Adopted orphans have nobody else to tell them to stop."""
