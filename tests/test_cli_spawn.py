@@ -35,14 +35,15 @@ def leftovers() -> Iterator[list[int]]:
 # "ready" and waits to be killed. Backends ignore SIGTERM; the group one has two grandchildren
 # that ignore it too.
 STUBBORN = ["sh", "-c", "trap '' TERM; echo $$; exec sleep 60"]
-# A group leader that ignores SIGTERM, with two grandchildren that ignore it too; each prints
-# its PID.
+# A group leader that ignores SIGTERM, with two grandchildren that ignore it too; once their
+# traps are in place it prints the three PIDs, in one write.
 FAMILY = f"""
 import os, signal, subprocess, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-for _ in range(2):
-    subprocess.Popen({STUBBORN!r})
-print(os.getpid(), flush=True)
+kids = [subprocess.Popen({STUBBORN!r}, stdout=subprocess.PIPE) for _ in range(2)]
+for kid in kids:
+    kid.stdout.readline()
+os.write(1, f"{{os.getpid()}} {{kids[0].pid}} {{kids[1].pid}}\\n".encode())
 time.sleep(60)
 """
 PARENT = f"""
@@ -53,8 +54,7 @@ pids = []
 for argv, group in (({STUBBORN!r}, False), ([sys.executable, "-c", {FAMILY!r}], True)):
     proc = graceful.spawn(argv, supervise=True, group=group, stdout=subprocess.PIPE, text=True)
     pids.append(proc.pid)  # the supervisor
-    for _ in range(3 if group else 1):
-        pids.append(int(proc.stdout.readline()))
+    pids += [int(pid) for pid in proc.stdout.readline().split()]
 print(*pids, flush=True)
 print("ready", flush=True)
 time.sleep(60)
