@@ -21,6 +21,7 @@ import sys
 import time
 
 import graceful
+from graceful._process.spawn import ORPHAN_TIMEOUT
 
 
 def memory(pid: int) -> tuple[int, int]:
@@ -131,7 +132,7 @@ def main() -> None:
     print(
         "\nparent SIGKILLed -> supervised backend ignoring SIGTERM gone: "
         f"median {statistics.median(gone) * 1000:.0f} ms, max {max(gone) * 1000:.0f} ms "
-        "(0.5 s of it is the grace period)"
+        f"({ORPHAN_TIMEOUT:g} s of it is the grace period)"
     )
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

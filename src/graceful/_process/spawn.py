@@ -47,8 +47,9 @@ _SUPERVISOR = os.path.join(os.path.dirname(os.path.dirname(_LAUNCHER)), "_cli", 
 SUPERVISOR_MARGIN = 1.0
 #: What the supervisor writes on the report pipe once the program runs.
 _READY = "ready"
-#: A supervised program outlives its parent's SIGKILL by at most this long (then SIGKILL).
-ORPHAN_TIMEOUT = 0.5
+#: A supervised program outlives its parent's SIGKILL by this long (then SIGKILL): short, so that
+#: everything is gone within a second even on a loaded machine.
+ORPHAN_TIMEOUT = 0.3
 
 
 def spawn(
