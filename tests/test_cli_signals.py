@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from graceful._cli import signals_table
 from cli_support import skip_unless_ci
+from graceful._cli import signals_table
 from helpers import TIMEOUT
 
 DOCS = Path(__file__).parent.parent / "docs" / "signals.md"
