@@ -107,7 +107,7 @@ def orphan_latency() -> float:
             with open(f"/proc/{backend}/stat") as f:
                 if f.read().split(")")[-1].split()[0] in ("Z", "X"):
                     break
-        except FileNotFoundError:
+        except OSError:  # gone (ENOENT), or going while we read (ESRCH)
             break
         time.sleep(0.001)
     return time.perf_counter() - t
