@@ -133,7 +133,7 @@ def test_all_matches_exports() -> None:
         n
         for n in dir(graceful)
         if not n.startswith("_") and not isinstance(getattr(graceful, n), types.ModuleType)
-    }
+    } | {"__version__"}
     assert set(graceful.__all__) == public
     for name in graceful.__all__:
         assert getattr(graceful, name) is not None

@@ -17,6 +17,7 @@ from ._process.backends import track
 from ._process.fork import ForkHooks, at_fork
 from ._process.parent_death import die_with_parent
 from ._process.spawn import spawn
+from ._version import __version__
 
 
 def end_drain() -> bool:
@@ -35,6 +36,7 @@ __all__ = [
     "Guard",
     "RegistrationClosed",
     "Signalled",
+    "__version__",
     "ashutdown",
     "at_fork",
     "die_with_parent",

@@ -39,7 +39,7 @@ FACTS: dict[str, tuple[Action, str]] = {
         "a closed terminal or SSH session; daemons: 'reload'",
     ),
     "SIGINT": ("terminate", "Ctrl-C in a terminal, to the whole foreground process group"),
-    "SIGQUIT": ("core", "Ctrl-\\ in a terminal; some servers: 'stop now' (nginx)"),
+    "SIGQUIT": ("core", "Ctrl-\\ in a terminal; nginx: 'stop gracefully' (TERM: 'stop now')"),
     "SIGILL": ("core", "the CPU: an illegal instruction in this process"),
     "SIGTRAP": ("core", "a debugger or a breakpoint instruction"),
     "SIGABRT": ("core", "abort(3) in this process (a failed C assertion)"),
@@ -90,6 +90,8 @@ _FAULTS = frozenset(
 )
 _RTMIN: int = getattr(signal, "SIGRTMIN", 0)
 _RTMAX: int = getattr(signal, "SIGRTMAX", -1)
+#: Linux signals that Python < 3.11 has no ``signal.Signals`` member for.
+_UNNAMED: dict[int, str] = {16: "SIGSTKFLT"} if sys.platform == "linux" else {}
 
 
 def is_realtime(signum: int) -> bool:
@@ -101,6 +103,8 @@ def name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
     except ValueError:
+        if signum in _UNNAMED:
+            return _UNNAMED[signum]
         if is_realtime(signum):
             return f"SIGRTMIN+{signum - _RTMIN}"
         return f"signal {signum}"
@@ -168,6 +172,9 @@ def _parse_name(text: str, what: str) -> int:
             offset = key[len(base) :].replace(" ", "")
             if offset[:1] in "+-" and offset[1:].isdigit():
                 return value + int(offset)
+    for signum, known in _UNNAMED.items():
+        if key == known:
+            return signum
     if key.startswith("SIG_") or key not in signal.Signals.__members__:
         names = sorted(n[3:] for n in signal.Signals.__members__ if not n.startswith("SIG_"))
         raise ValueError(

@@ -1,12 +1,14 @@
 """The exec shim that ``graceful.spawn`` runs between fork and the real program.
 
-Run as ``python -I -S _launcher.py PPID SIGNAL GROUP ERRFD LIFELINE EXECUTABLE -- ARGV...``, it
-needs only the standard library. It resets every signal to its default and empties the signal
-mask, leads a new process group if asked, arms PR_SET_PDEATHSIG (Linux), and then checks that the
-parent recorded before the fork is still its parent: a parent that died before prctl() ran sends
-no signal. Then it execs the program, which keeps the PID, the process group and the parent-death
-signal. Doing this in a fresh interpreter instead of ``preexec_fn`` keeps Python code out of the
-window between fork and exec, where a parent with threads can deadlock its child.
+Run as ``python -I -S launcher.py PPID SIGNAL GROUP ERRFD LIFELINE EXECUTABLE [IGNORED] -- ARGV``,
+it needs only the standard library. It resets every signal to its default (except IGNORED, signal
+numbers separated by commas that stay ignored: ``graceful run`` passes on what ``nohup`` or a
+background shell ignored) and empties the signal mask, leads a new process group if asked, arms
+PR_SET_PDEATHSIG (Linux), and then checks that the parent recorded before the fork is still its
+parent: a parent that died before prctl() ran sends no signal. Then it execs the program, which
+keeps the PID, the process group and the parent-death signal. Doing this in a fresh interpreter
+instead of ``preexec_fn`` keeps Python code out of the window between fork and exec, where a parent
+with threads can deadlock its child.
 
 An exec failure is written to ERRFD (close-on-exec) as ``errno:message``, so that ``spawn`` can
 raise it like ``subprocess.Popen`` would; success closes ERRFD with nothing written.
@@ -25,12 +27,12 @@ ENV = "GRACEFUL_PARENT"
 _UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
 
 
-def _reset_signals() -> None:
+def _reset_signals(ignored: frozenset[int]) -> None:
     for sig in signal.valid_signals():
         if sig in _UNCATCHABLE:
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            signal.signal(sig, signal.SIG_IGN if sig in ignored else signal.SIG_DFL)
         except (OSError, ValueError):
             continue  # reserved by the C library
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
@@ -49,10 +51,10 @@ def _arm_parent_death(sig: int) -> bool:
     return True
 
 
-def _setup(ppid: int, sig: int, group: bool, lifeline: int) -> None:
+def _setup(ppid: int, sig: int, group: bool, lifeline: int, ignored: frozenset[int]) -> None:
     if group and os.getpgid(0) != os.getpid():
         os.setpgid(0, 0)
-    _reset_signals()
+    _reset_signals(ignored)
     if not sig:
         return
     armed = sig if _arm_parent_death(sig) else 0
@@ -68,8 +70,12 @@ def main(argv: list[str]) -> None:
     try:
         ppid, sig, group, lifeline = int(argv[1]), int(argv[2]), argv[3] == "1", int(argv[5])
         executable, args = argv[6], argv[8:]
+        ignored: frozenset[int] = frozenset()
+        if argv[7] != "--":  # the optional IGNORED field
+            ignored = frozenset(int(n) for n in argv[7].split(",") if n.isdigit())
+            args = argv[9:]
         os.set_inheritable(errfd, False)
-        _setup(ppid, sig, group, lifeline)
+        _setup(ppid, sig, group, lifeline, ignored)
         os.execvp(executable, args)
     except OSError as exc:
         report = f"{exc.errno or 0}:{exc.strerror or exc}"

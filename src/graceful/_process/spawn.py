@@ -8,6 +8,11 @@ exec, so it raises ``FileNotFoundError`` and friends exactly where ``Popen`` wou
 
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits. So a caller that is not
 the main thread forks through one helper thread that lives as long as the process.
+
+With ``supervise=True`` the child is ``graceful run`` (``graceful/_cli/run.py``), which starts the
+program through the same launcher and stays as its parent: when this process dies, even by
+SIGKILL, the supervisor hears it (a catchable parent-death signal) and stops the program, its
+process group and everything it adopted, SIGKILL included, within ``ORPHAN_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
+from .._core import signals as _signals
 from .._core.checks import check_signal, check_timeout
 from . import launcher as _launcher
 from . import parent_death as _parent_death
@@ -35,6 +41,15 @@ _T = TypeVar("_T")
 #: How long spawn waits for the launcher to exec the program (a loaded machine is slow).
 LAUNCH_TIMEOUT = 30.0
 _LAUNCHER = os.path.abspath(_launcher.__file__)
+#: The supervisor, run by path (see ``graceful/_cli/standalone.py``).
+_SUPERVISOR = os.path.join(os.path.dirname(os.path.dirname(_LAUNCHER)), "_cli", "standalone.py")
+#: The supervisor SIGKILLs at ``timeout``; we give it this long more before SIGKILLing it.
+SUPERVISOR_MARGIN = 1.0
+#: What the supervisor writes on the report pipe once the program runs.
+_READY = "ready"
+#: A supervised program outlives its parent's SIGKILL by this long (then SIGKILL): short, so that
+#: everything is gone within a second even on a loaded machine.
+ORPHAN_TIMEOUT = 0.3
 
 
 def spawn(
@@ -44,6 +59,7 @@ def spawn(
     signal: int = _signal.SIGTERM,
     timeout: Optional[float] = 5.0,
     group: bool = False,
+    supervise: bool = False,
     **popen_kwargs: Any,
 ) -> subprocess.Popen[Any]:
     """Start a backend that is stopped when this program ends and dies when it dies.
@@ -52,12 +68,28 @@ def spawn(
     signal dispositions and an empty signal mask. With ``die_with_parent`` it gets ``signal``
     when this process dies, even by SIGKILL (Linux). With ``group`` it leads a new process group,
     and its whole group gets the signals. It is tracked: see ``graceful.track``.
+
+    With ``supervise`` (Linux) it runs under ``graceful run``, and the returned Popen is the
+    supervisor's: when this process is SIGKILLed, the backend is SIGKILLed too if it ignores
+    ``signal``, and so is everything it started (its group, its daemons), within a second.
     """
     sig = check_signal(signal, "graceful.spawn()")
     check_timeout(timeout, "graceful.spawn()")
-    for name, value in (("die_with_parent", die_with_parent), ("group", group)):
+    for name, value in (
+        ("die_with_parent", die_with_parent),
+        ("group", group),
+        ("supervise", supervise),
+    ):
         if not isinstance(value, bool):
             raise TypeError(f"graceful.spawn(): {name} must be True or False, got {value!r}")
+    if "preexec_fn" in popen_kwargs:
+        raise TypeError(_NO_PREEXEC_FN)
+    if supervise and not sys.platform.startswith("linux"):
+        raise NotImplementedError(
+            f"graceful.spawn(supervise=True) needs Linux (a child subreaper and PR_SET_PDEATHSIG), "
+            f"not {sys.platform}; use graceful.spawn(..., group=True), which stops the whole "
+            "group when this program ends normally or by a signal it handles"
+        )
     if not sys.executable:
         raise RuntimeError(
             "graceful.spawn() runs its launcher with sys.executable, which is empty in this "
@@ -65,14 +97,40 @@ def spawn(
         )
     executable, argv = _target(args, popen_kwargs.pop("shell", False), popen_kwargs)
     pdeathsig = sig if die_with_parent else 0
+    tracked_sig, tracked_timeout, tracked_group = sig, timeout, group
+    command: Callable[[int, int], list[str]]
+    if supervise:
+
+        def command(errfd: int, lifeline: int) -> list[str]:
+            return _supervisor_command(
+                errfd,
+                sig=sig,
+                timeout=timeout,
+                group=group,
+                die_with_parent=die_with_parent,
+                executable=executable,
+                argv=argv,
+            )
+
+        # The supervisor forwards; it escalates to SIGKILL itself, with time to reap, before we
+        # would. An uncatchable signal reaches the backend as a mapped SIGTERM.
+        tracked_sig = sig if sig not in _UNCATCHABLE else _signal.SIGTERM
+        tracked_timeout = None if timeout is None else timeout + SUPERVISOR_MARGIN
+        tracked_group = False
+    else:
+
+        def command(errfd: int, lifeline: int) -> list[str]:
+            return _launcher_command(
+                errfd, lifeline, pdeathsig=pdeathsig, group=group, executable=executable, argv=argv
+            )
 
     def start() -> subprocess.Popen[Any]:
         return _start(
             args,
+            command=command,
+            lifeline=pdeathsig != 0 and not supervise and not _pidfd.AVAILABLE,
+            supervised=supervise,
             executable=executable,
-            argv=argv,
-            pdeathsig=pdeathsig,
-            group=group,
             popen_kwargs=popen_kwargs,
         )
 
@@ -81,10 +139,78 @@ def spawn(
     else:
         proc = start()
     try:
-        return track(proc, signal=sig, timeout=timeout, group=group)
+        return track(proc, signal=tracked_sig, timeout=tracked_timeout, group=tracked_group)
     except BaseException:
         _discard(proc)
         raise
+
+
+_UNCATCHABLE = (_signal.SIGKILL, _signal.SIGSTOP)
+
+_NO_PREEXEC_FN = (
+    "graceful.spawn() does not take preexec_fn: Python code between fork and exec can deadlock "
+    "a program that has threads (graceful has helper threads), which is why spawn runs a launcher "
+    "instead. What preexec_fn is usually for is built in: a new process group is group=True (or "
+    "start_new_session=True), default signals and an empty signal mask are always set, and "
+    "PR_SET_PDEATHSIG is die_with_parent=True. For anything else (resource limits, umask, "
+    "nice), let a wrapper do it before exec, e.g. "
+    "spawn(['sh', '-c', 'ulimit -n 256 && exec \"$@\"', 'sh', *args]) or ['prlimit', ...]; or "
+    "start the child with subprocess.Popen yourself and pass it to graceful.track()"
+)
+
+
+def _launcher_command(
+    errfd: int, lifeline: int, *, pdeathsig: int, group: bool, executable: str, argv: list[str]
+) -> list[str]:
+    return [
+        sys.executable,
+        "-I",
+        "-S",
+        _LAUNCHER,
+        str(os.getpid()),
+        str(pdeathsig),
+        "1" if group else "0",
+        str(errfd),
+        str(lifeline),
+        executable,
+        "--",
+        *argv,
+    ]
+
+
+def _supervisor_command(
+    errfd: int,
+    *,
+    sig: int,
+    timeout: Optional[float],
+    group: bool,
+    die_with_parent: bool,
+    executable: str,
+    argv: list[str],
+) -> list[str]:
+    """``graceful run`` for this backend; its options say what ``spawn``'s arguments said."""
+    from .._cli import run_options as _run
+
+    forward = [*_run.DEFAULT_FORWARD]
+    stop = [*_run.DEFAULT_STOP]
+    command = [sys.executable, "-I", "-S", _SUPERVISOR, "--quiet", "--own-group"]
+    command += ["--report-fd", str(errfd)]
+    command += ["--timeout", "none" if timeout is None else repr(timeout)]
+    command += ["--orphan-timeout", repr(ORPHAN_TIMEOUT)]
+    if sig in _UNCATCHABLE:
+        command += ["--map", f"TERM:{int(sig)}"]
+    else:  # the break signal is forwarded, and is a stop: the countdown starts with it
+        name = _signals.name(sig)[3:]
+        forward += [] if name in forward else [name]
+        stop += [] if name in stop else [name]
+    command += ["--signals", ",".join(forward), "--stop-signals", ",".join(stop)]
+    if group:
+        command.append("--group")
+    if die_with_parent:
+        command += ["--die-with-parent", "--parent-pid", str(os.getpid())]
+    if executable != argv[0]:
+        command += ["--executable", executable]
+    return [*command, "--", *argv]
 
 
 def _target(args: Any, shell: object, popen_kwargs: dict[str, Any]) -> tuple[str, list[str]]:
@@ -105,19 +231,19 @@ def _target(args: Any, shell: object, popen_kwargs: dict[str, Any]) -> tuple[str
 def _start(
     args: Any,
     *,
+    command: Callable[[int, int], list[str]],
+    lifeline: bool,
+    supervised: bool,
     executable: str,
-    argv: list[str],
-    pdeathsig: int,
-    group: bool,
     popen_kwargs: dict[str, Any],
 ) -> subprocess.Popen[Any]:
     import subprocess
 
-    lifeline = -1
+    life = -1
     extra_fds = []
-    if pdeathsig and not _pidfd.AVAILABLE:
-        lifeline = _parent_death.lifeline_for_child()
-        extra_fds.append(lifeline)
+    if lifeline:
+        life = _parent_death.lifeline_for_child()
+        extra_fds.append(life)
     err_read, err_write = os.pipe()
     extra_fds.append(err_write)
     kwargs = dict(popen_kwargs)
@@ -126,27 +252,13 @@ def _start(
     else:
         for fd in extra_fds:
             os.set_inheritable(fd, True)
-    command = [
-        sys.executable,
-        "-I",
-        "-S",
-        _LAUNCHER,
-        str(os.getpid()),
-        str(pdeathsig),
-        "1" if group else "0",
-        str(err_write),
-        str(lifeline),
-        executable,
-        "--",
-        *argv,
-    ]
     try:
         try:
-            proc = subprocess.Popen(command, **kwargs)
+            proc = subprocess.Popen(command(err_write, life), **kwargs)
         finally:
             os.close(err_write)
-            if lifeline >= 0:
-                os.set_inheritable(lifeline, False)
+            if life >= 0:
+                os.set_inheritable(life, False)
         try:
             report = _read_report(err_read, proc)
         except BaseException:
@@ -154,6 +266,16 @@ def _start(
             raise
     finally:
         os.close(err_read)
+    if supervised:
+        if report == _READY:
+            report = ""
+        elif not report:
+            _discard(proc)
+            return_code = proc.returncode
+            raise subprocess.SubprocessError(
+                f"graceful.spawn(supervise=True): the supervisor ended (status {return_code}) "
+                f"before it could start {executable!r}; its stderr says why"
+            )
     if report:
         _discard(proc)
         raise _launch_error(report, executable)

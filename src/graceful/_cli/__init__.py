@@ -1,0 +1,234 @@
+"""The ``graceful`` command: ``run``, ``signals``, ``doctor`` and ``demo``.
+
+Only the argparse set-up lives here; each subcommand is a module of its own, imported when it is
+chosen. ``import graceful`` never imports this package.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
+
+from .._version import __version__
+
+if TYPE_CHECKING:
+    import argparse
+
+_T = TypeVar("_T")
+
+DESCRIPTION = """\
+End programs well. `graceful run` supervises any command (signals forwarded, zombies reaped,
+nothing left behind); `graceful signals` and `graceful doctor` explain signals on this machine;
+`graceful demo` shows the library at work."""
+
+RUN_EPILOG = """\
+The command leads its own process group and dies with the supervisor, even if the supervisor is
+SIGKILLed (PR_SET_PDEATHSIG). The supervisor is a subreaper: what the command leaves behind,
+daemons included, is adopted, told to stop and, after --timeout, killed. It ends as the command
+did: with its exit code, or killed by the same signal. Details: docs/cli.md in the source."""
+
+
+def _checked(parse: Callable[[str, str], _T], what: str) -> Callable[[str], _T]:
+    """An argparse ``type=`` that keeps our error message instead of "invalid value"."""
+
+    def convert(text: str) -> _T:
+        import argparse
+
+        try:
+            return parse(text, what)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{what}: ")) from None
+
+    return convert
+
+
+def _valid(parse: Callable[[str, str], object]) -> Callable[[str, str], str]:
+    """Check the text with ``parse`` now, keep it as text (``run_options.build`` parses it)."""
+
+    def check(text: str, what: str) -> str:
+        parse(text, what)
+        return text
+
+    return check
+
+
+def _int(text: str, what: str) -> int:
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The whole command line, every subcommand with its own --help."""
+    import argparse
+
+    from . import run_options as ro
+
+    top = argparse.ArgumentParser(
+        prog="graceful", description=DESCRIPTION, formatter_class=argparse.RawTextHelpFormatter
+    )
+    top.add_argument("--version", action="version", version=f"graceful {__version__}")
+    sub = top.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="supervise a command: forward signals, reap zombies, leave nothing behind",
+        description="Run COMMAND under a supervisor, as tini and dumb-init do.",
+        usage="graceful run [options] -- COMMAND [ARGS...]",
+        epilog=RUN_EPILOG,
+    )
+    run.add_argument(
+        "-s",
+        "--signals",
+        metavar="LIST",
+        type=_checked(_valid(ro.parse_signal_list), "--signals"),
+        help=f"signals to forward (default: {','.join(ro.DEFAULT_FORWARD)}); others are dropped",
+    )
+    run.add_argument(
+        "-g",
+        "--group",
+        action="store_true",
+        help="forward to the command's whole process group, not only to the command",
+    )
+    run.add_argument(
+        "-m",
+        "--map",
+        metavar="FROM:TO",
+        action="append",
+        default=[],
+        type=_checked(_valid(ro.parse_map), "--map"),
+        help="send TO when FROM arrives, e.g. TERM:QUIT (repeatable)",
+    )
+    run.add_argument(
+        "-t",
+        "--timeout",
+        metavar="SECONDS",
+        type=_checked(ro.parse_timeout, "--timeout"),
+        default=ro.DEFAULT_TIMEOUT,
+        help=(
+            f"after a stop signal, SIGKILL whatever is still running (default: "
+            f"{ro.DEFAULT_TIMEOUT:g}, below docker's 10; 'none': never)"
+        ),
+    )
+    run.add_argument(
+        "--stop-signals",
+        metavar="LIST",
+        type=_checked(_valid(ro.parse_signal_list), "--stop-signals"),
+        help=(
+            f"signals that start the --timeout countdown (default: {','.join(ro.DEFAULT_STOP)}); "
+            "the others (HUP, USR1: 'reload') are only forwarded"
+        ),
+    )
+    run.add_argument(
+        "--die-with-parent",
+        action="store_true",
+        help="when this supervisor's parent dies, stop the command and all it started",
+    )
+    run.add_argument(
+        "--orphan-timeout",
+        metavar="SECONDS",
+        type=_checked(ro.parse_timeout, "--orphan-timeout"),
+        default=ro.DEFAULT_ORPHAN_TIMEOUT,
+        help=(
+            "with --die-with-parent: the grace period once the parent is gone "
+            f"(default: {ro.DEFAULT_ORPHAN_TIMEOUT:g})"
+        ),
+    )
+    run.add_argument(
+        "--no-subreaper",
+        dest="subreaper",
+        action="store_false",
+        help="do not adopt orphaned descendants (they go to init and outlive the supervisor)",
+    )
+    run.add_argument("-v", "--verbose", action="count", default=0, help="say what it does")
+    run.add_argument("-q", "--quiet", action="store_true", help="no notices, only errors")
+    # For graceful.spawn(supervise=True): not part of the documented interface.
+    hidden = argparse.SUPPRESS
+    run.add_argument("--parent-pid", type=_checked(_int, "--parent-pid"), help=hidden)
+    run.add_argument("--report-fd", type=_checked(_int, "--report-fd"), help=hidden)
+    run.add_argument("--own-group", action="store_true", help=hidden)
+    run.add_argument("--executable", help=hidden)
+    run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help=hidden)
+
+    signals = sub.add_parser(
+        "signals",
+        help="this platform's signals, and what graceful does with each",
+        description=(
+            "Print every signal of this platform: number, name, default action, whether it can "
+            "be caught, who typically sends it, and what graceful does with it."
+        ),
+    )
+    signals.add_argument(
+        "--format", choices=("text", "markdown"), default="text", help="default: text"
+    )
+
+    sub.add_parser(
+        "doctor",
+        help="why a program may not end well here",
+        description=(
+            "Look at how this process was started: inherited ignored or blocked signals, PID 1, "
+            "subreaper, systemd, containers, and the stop timeouts that apply."
+        ),
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="watch a worker with a SQLite database and a backend end well",
+        description=(
+            "A worker writes to a SQLite database file in transactions and feeds a backend over "
+            "a pipe; the demo signals it mid-transaction and shows each step of the ending, then "
+            "checks that the database is intact and that no process is left."
+        ),
+    )
+    demo.add_argument(
+        "--signal",
+        metavar="NAME",
+        default="TERM",
+        help="the signal to send the worker (default: TERM; try INT, HUP, QUIT, USR1)",
+    )
+    demo.add_argument(
+        "--kill",
+        action="store_true",
+        help="SIGKILL the worker instead: no cleanup runs, yet the backend dies, the data holds",
+    )
+    return top
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the command line; return the exit status."""
+    top = parser()
+    args = top.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.subcommand == "run":
+        from . import run, run_options
+
+        try:
+            opts = run_options.build(
+                list(args.command),
+                signals=args.signals,
+                stop_signals=args.stop_signals,
+                maps=tuple(args.map),
+                executable=args.executable,
+                group=args.group,
+                timeout=args.timeout,
+                orphan_timeout=args.orphan_timeout,
+                subreaper=args.subreaper,
+                die_with_parent=args.die_with_parent,
+                parent_pid=args.parent_pid,
+                report_fd=args.report_fd,
+                own_group=args.own_group,
+                verbose=args.verbose,
+                quiet=args.quiet,
+            )
+        except ValueError as exc:
+            top.exit(2, f"graceful run: error: {exc}\n")
+        return run.supervise(opts)
+    if args.subcommand == "signals":
+        from . import signals_table
+
+        print(signals_table.render(args.format), end="")
+        return 0
+    if args.subcommand == "doctor":
+        from . import doctor
+
+        return doctor.main()
+    from . import demo
+
+    return demo.main(args.signal, kill=args.kill)

@@ -1,0 +1,140 @@
+"""What ``graceful run`` is asked to do, checked once, before anything is started.
+
+Parsing lives here rather than in the argparse set-up so that ``graceful.spawn(supervise=True)``
+can build the same command line from numbers and the supervisor can be tested without a shell.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from typing import NamedTuple, Optional
+
+from .._core import signals as _signals
+
+#: Forwarded by default: what a terminal, a service manager or a user sends a program.
+DEFAULT_FORWARD = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH")
+#: Forwarding these means "stop": they start the countdown to SIGKILL. HUP, USR1, USR2 and WINCH
+#: are forwarded only: daemons take HUP and USR1 as "reload" and "reopen logs".
+DEFAULT_STOP = ("INT", "QUIT", "TERM")
+#: Below docker's 10 s, so the children are SIGKILLed by us, and reaped, before docker kills us.
+DEFAULT_TIMEOUT = 8.0
+#: After the parent died (``--die-with-parent``): nobody waits for a slow ending any more.
+DEFAULT_ORPHAN_TIMEOUT = 0.5
+
+#: The supervisor's own parent-death signal: one nobody else sends, so a parent *thread* that
+#: exits (PR_SET_PDEATHSIG fires then too) is told apart from a parent that died. Linux only.
+PDEATH_SIGNAL: int = getattr(signal, "SIGRTMAX", 0)
+
+_FAULTS = tuple(
+    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)
+)
+
+
+class Options(NamedTuple):
+    """Everything the supervisor needs; see ``graceful run --help`` for each option."""
+
+    command: list[str]
+    executable: Optional[str] = None
+    forward: frozenset[int] = frozenset()
+    stop: frozenset[int] = frozenset()
+    remap: dict[int, int] = {}  # noqa: RUF012 - never mutated
+    group: bool = False
+    timeout: Optional[float] = DEFAULT_TIMEOUT
+    orphan_timeout: Optional[float] = DEFAULT_ORPHAN_TIMEOUT
+    subreaper: bool = True
+    die_with_parent: bool = False
+    parent_pid: Optional[int] = None
+    report_fd: Optional[int] = None
+    own_group: bool = False
+    verbose: int = 0
+    quiet: bool = False
+
+
+def parse_signal(text: str, what: str) -> int:
+    """A signal of this platform from ``TERM``, ``SIGTERM``, ``15`` or ``RTMIN+3``."""
+    text = text.strip()
+    if text.isdigit():
+        return _signals.number(int(text), what)
+    return _signals.number(text, what)
+
+
+def parse_forwardable(text: str, what: str) -> int:
+    """A signal the supervisor can catch and pass on (not KILL, STOP, CHLD or a fault)."""
+    sig = parse_signal(text, what)
+    name = _signals.name(sig)
+    if sig in (signal.SIGKILL, signal.SIGSTOP):
+        raise ValueError(
+            f"{what}: {name} cannot be caught, so the supervisor never sees it to forward it; "
+            "send it to the command's process directly"
+        )
+    if sig == signal.SIGCHLD:
+        raise ValueError(
+            f"{what}: the supervisor needs SIGCHLD itself, to reap; it cannot be forwarded"
+        )
+    if sig in _FAULTS:
+        raise ValueError(
+            f"{what}: {name} reports a fault in the process that gets it; the supervisor leaves "
+            "it unblocked so that its own crash is not hidden, and never forwards it"
+        )
+    return sig
+
+
+def parse_signal_list(text: str, what: str) -> frozenset[int]:
+    """``HUP,INT,TERM`` (commas or spaces); an empty string is the empty set."""
+    words = [w for w in text.replace(",", " ").split() if w]
+    return frozenset(parse_forwardable(w, what) for w in words)
+
+
+def parse_map(text: str, what: str = "--map") -> tuple[int, int]:
+    """``TERM:QUIT``: the supervisor sends QUIT when it receives TERM."""
+    src, sep, dst = text.partition(":")
+    if not sep or not src.strip() or not dst.strip():
+        raise ValueError(f"{what}: expected FROM:TO such as TERM:QUIT, got {text!r}")
+    return parse_forwardable(src, what), parse_signal(dst, what)
+
+
+def parse_timeout(text: str, what: str) -> Optional[float]:
+    """Seconds >= 0, or ``none`` for no limit."""
+    if text.strip().lower() in ("none", "inf", "infinity", "never"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(
+            f"{what}: expected seconds such as 8 or 0.5, or 'none', got {text!r}"
+        ) from None
+    if math.isnan(value) or value < 0:
+        raise ValueError(f"{what}: seconds must be >= 0, got {text!r}")
+    if math.isinf(value):
+        return None
+    return value
+
+
+def build(
+    command: list[str],
+    *,
+    signals: Optional[str] = None,
+    stop_signals: Optional[str] = None,
+    maps: tuple[str, ...] = (),
+    **rest: object,
+) -> Options:
+    """Options from command-line strings; raise ValueError saying what to write instead."""
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise ValueError("graceful run: no command given; usage: graceful run [options] -- COMMAND")
+    forward = parse_signal_list(
+        " ".join(DEFAULT_FORWARD) if signals is None else signals, "--signals"
+    )
+    stop = parse_signal_list(
+        " ".join(DEFAULT_STOP) if stop_signals is None else stop_signals, "--stop-signals"
+    )
+    remap = dict(parse_map(m) for m in maps)
+    forward = forward | frozenset(remap)  # a mapped signal is forwarded, rewritten
+    if rest.get("die_with_parent") and PDEATH_SIGNAL in forward:
+        raise ValueError(
+            f"--signals: {_signals.name(PDEATH_SIGNAL)} is how the kernel tells the supervisor "
+            "that its parent died (--die-with-parent); forward another realtime signal"
+        )
+    return Options(command=command, forward=forward, stop=stop, remap=remap, **rest)  # type: ignore[arg-type]
