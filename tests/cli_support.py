@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from backends_support import kill_by_pidfd, proc_stat, wait_dead
 from helpers import Child
-from test_backends_support import kill_by_pidfd, proc_stat, wait_dead
 
 PY = sys.executable
 GRACEFUL = [PY, "-m", "graceful"]

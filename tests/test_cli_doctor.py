@@ -6,10 +6,10 @@ import os
 import subprocess
 from typing import Optional
 
+from backends_support import needs_linux
 from cli_support import GRACEFUL, PY, need_pid_namespaces
 from graceful._cli import doctor, procfs
 from helpers import TIMEOUT
-from test_backends_support import needs_linux
 
 pytestmark = needs_linux
 DOCTOR = [*GRACEFUL, "doctor"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from backends_support import is_dead, leftovers_fixture, needs_linux, proc_stat, wait_dead
 from cli_support import (
     GRACEFUL,
     PY,
@@ -30,7 +31,6 @@ from cli_support import (
     supervisor_child,
 )
 from helpers import TIMEOUT, Child
-from test_backends_support import is_dead, leftovers_fixture, needs_linux, proc_stat, wait_dead
 
 pytestmark = needs_linux
 

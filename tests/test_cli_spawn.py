@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import graceful
+from backends_support import is_dead, leftovers_fixture, needs_linux, wait_dead
 from cli_support import children_of, session_members
 from helpers import TIMEOUT
-from test_backends_support import is_dead, leftovers_fixture, needs_linux, wait_dead
 
 pytestmark = needs_linux
 PY = sys.executable
