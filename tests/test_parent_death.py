@@ -88,7 +88,9 @@ def parent_of_backends(tmp_path: Path, crash: str) -> str:
         from graceful import spawn
 
         BACKEND = {BACKEND!r}
-        sleeper = spawn(["sleep", "60"])
+        # Not on our pipes: without the parent-death signal it outlives the parent, and must
+        # not keep the test's pipes open while it does.
+        sleeper = spawn(["sleep", "60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spawned = spawn([sys.executable, "-c", BACKEND, {str(tmp_path / "spawned")!r}],
                         stdout=subprocess.PIPE)
         plain = subprocess.Popen([sys.executable, "-c", BACKEND, {str(tmp_path / "plain")!r}],
@@ -133,7 +135,7 @@ def test_children_die_with_their_parent(
         leftovers.extend(pids)
         sleeper, pythons = pids[0], pids[1:]
         # A program that is not Python has only the kernel's signal, which spawn's launcher
-        # arms (it does not read GRACEFUL_DISABLE: see docs/portability.md).
+        # arms unless GRACEFUL_DISABLE hides it (see docs/portability.md).
         armed = launcher_armed(sleeper)
         start = time.monotonic()
         if dies_by == signal.SIGKILL:

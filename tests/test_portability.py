@@ -138,12 +138,6 @@ def test_with_only_the_parts_the_issue_names_missing() -> None:
     assert program.stderr == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/graceful/_process/launcher.py and spawn.py read signal.SIGKILL and SIGSTOP at "
-    "import (`_UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)`), which Windows lacks; owned by "
-    "the spawn/CLI work. Remove this mark once they use getattr.",
-)
 def test_on_windows_import_works_without_sigkill() -> None:
     program = run(look_like("look_like_windows(keep=())", CALLS))
     assert program.proc.returncode == 0, program.stderr

@@ -24,7 +24,7 @@ import sys
 #: is: "PID:PARENT_PID:ARMED_SIGNAL:LIFELINE_FD"; ARMED_SIGNAL is 0 where PR_SET_PDEATHSIG is
 #: missing, LIFELINE_FD is -1 when there is none (parsed in ``_parent_death.py``).
 ENV = "GRACEFUL_PARENT"
-_UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
+_UNCATCHABLE = tuple(getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n))
 
 
 def _reset_signals(ignored: frozenset[int]) -> None:
@@ -39,8 +39,12 @@ def _reset_signals(ignored: frozenset[int]) -> None:
 
 
 def _arm_parent_death(sig: int) -> bool:
-    """PR_SET_PDEATHSIG, where the kernel has it; False elsewhere."""
+    """PR_SET_PDEATHSIG, where the kernel has it (and GRACEFUL_DISABLE does not hide it, as
+    ``graceful._process.features`` reads it); False elsewhere."""
     if not sys.platform.startswith("linux"):
+        return False
+    hidden = os.environ.get("GRACEFUL_DISABLE", "").replace(" ", "").split(",")
+    if "pdeathsig" in hidden:
         return False
     import ctypes
 

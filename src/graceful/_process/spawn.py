@@ -18,13 +18,11 @@ process group and everything it adopted, SIGKILL included, within ``ORPHAN_TIMEO
 from __future__ import annotations
 
 import os
-import queue
 import select
 import signal as _signal
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from .._core import signals as _signals
 from .._core.checks import check_signal, check_timeout
@@ -33,10 +31,12 @@ from . import parent_death as _parent_death
 from . import pidfd as _pidfd
 from .backends import track
 
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     import subprocess
+    from typing import Any, Callable, Optional, TypeVar
 
-_T = TypeVar("_T")
+    _T = TypeVar("_T")
 
 #: How long spawn waits for the launcher to exec the program (a loaded machine is slow).
 LAUNCH_TIMEOUT = 30.0
@@ -84,6 +84,14 @@ def spawn(
             raise TypeError(f"graceful.spawn(): {name} must be True or False, got {value!r}")
     if "preexec_fn" in popen_kwargs:
         raise TypeError(_NO_PREEXEC_FN)
+    if os.name != "posix":
+        raise NotImplementedError(
+            f"graceful.spawn() starts its backend through a POSIX exec launcher (signals, process "
+            f"groups, parent-death signal), which {sys.platform} does not have; start the child "
+            "with subprocess.Popen and stop it in a graceful.register() cleanup (on Windows a "
+            "Job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE ends it with this program; see "
+            "docs/portability.md)"
+        )
     if supervise and not sys.platform.startswith("linux"):
         raise NotImplementedError(
             f"graceful.spawn(supervise=True) needs Linux (a child subreaper and PR_SET_PDEATHSIG), "
@@ -145,7 +153,7 @@ def spawn(
         raise
 
 
-_UNCATCHABLE = (_signal.SIGKILL, _signal.SIGSTOP)
+_UNCATCHABLE = tuple(getattr(_signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(_signal, n))
 
 _NO_PREEXEC_FN = (
     "graceful.spawn() does not take preexec_fn: Python code between fork and exec can deadlock "
@@ -337,6 +345,8 @@ class _Spawner:
 
     def __init__(self) -> None:
         self.pid = os.getpid()
+        import queue  # only for a spawn from another thread than the main one
+
         self.jobs: queue.SimpleQueue[tuple[Callable[[], Any], list[Any], threading.Event]] = (
             queue.SimpleQueue()
         )
