@@ -70,7 +70,7 @@ async def wait_for_breaks() -> None:
 
 
 #: How long a main task cancelled by a signal may take before the other tasks are cancelled.
-MAIN_TASK_GRACE = 0.5
+MAIN_TASK_GRACE = 0.1
 
 
 def grace() -> float:

@@ -4,7 +4,7 @@ synchronous guard.
 The program's guard is the synchronous one (graceful's handler, its watcher thread, the
 deadline, the second signal, the drain), with the main task as its block: a signal cancels the
 task instead of raising, as ``asyncio.run`` does for Ctrl-C, and, unlike ``asyncio.run``, for
-SIGTERM, SIGHUP and SIGQUIT too. If the main task has not ended shortly after (it may be waiting
+SIGTERM, SIGHUP and SIGQUIT too. If the main task has not ended 0.1 s after (it may be waiting
 for the others, as 3.12's ``Server.wait_closed()`` waits for every connection), the other tasks
 are cancelled too. When the task has ended (however it ended), the other tasks are
 cancelled and awaited within a share of the deadline, the registered cleanups run in the

@@ -7,6 +7,9 @@ server that handles SIGHUP itself), that handler is theirs and stays when the gu
 
 from __future__ import annotations
 
+# The C functions themselves: signal.signal() and getsignal() wrap them to turn ints into enums,
+# a third of what entering a guard costs. SIG_DFL and SIG_IGN come back as plain ints here.
+import _signal  # type: ignore[import-not-found]
 import signal
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -40,10 +43,10 @@ class Saved:
             from . import libc
 
             # Python's own table must stop pointing at our handler; then put the C one back.
-            signal.signal(self.sig, signal.SIG_DFL)
+            _signal.signal(self.sig, _signal.SIG_DFL)
             libc.restore_sigaction(self.sig, self.raw)
         else:
-            signal.signal(self.sig, self.handler)
+            _signal.signal(self.sig, self.handler)
 
 
 def install(sigs: tuple[int, ...], handler: Callable[[int, Any], Any]) -> list[Saved]:
@@ -52,11 +55,11 @@ def install(sigs: tuple[int, ...], handler: Callable[[int, Any], Any]) -> list[S
     try:
         for sig in sigs:
             raw = None
-            if signal.getsignal(sig) is None:
+            if _signal.getsignal(sig) is None:
                 from . import libc
 
                 raw = libc.save_sigaction(sig)
-            previous = signal.signal(sig, handler)
+            previous = _signal.signal(sig, handler)
             saved.append(Saved(sig, previous, raw))
     except BaseException:
         restore(saved, handler)
@@ -74,7 +77,7 @@ def restore(saved: list[Saved], ours: Callable[[int, Any], Any]) -> list[int]:
     error: Optional[BaseException] = None
     for item in reversed(saved):
         try:
-            if signal.getsignal(item.sig) is ours:
+            if _signal.getsignal(item.sig) is ours:
                 item.restore()
             else:
                 kept.append(item.sig)
@@ -87,7 +90,7 @@ def restore(saved: list[Saved], ours: Callable[[int, Any], Any]) -> list[int]:
 
 
 def is_ignored(sig: int) -> bool:
-    return signal.getsignal(sig) == signal.SIG_IGN
+    return bool(_signal.getsignal(sig) == _signal.SIG_IGN)
 
 
 #: Where the C library has per-thread signal masks (POSIX); elsewhere nothing is blocked.

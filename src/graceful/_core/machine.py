@@ -23,6 +23,7 @@ recorded (the first one starts the deadline) and a repeat may force the end.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
 import enum
 import signal
 import sys
@@ -179,7 +180,7 @@ class Shutdown:
 
     def ours(self, sig: int) -> bool:
         """Graceful's handler is installed for ``sig`` (nobody replaced it inside the block)."""
-        return self._handler is not None and signal.getsignal(sig) is self._handler
+        return self._handler is not None and bool(_signal.getsignal(sig) is self._handler)
 
     # --- deliveries ---------------------------------------------------------------------------
 

@@ -67,11 +67,13 @@ class Registry:
 
     def _reset(self) -> None:
         # A plain Lock suffices: the signal handler never touches a registry, and graceful's
-        # handler never raises into these frames (they are protected, see guard.py).
+        # handler never raises into these frames (they are protected, see protect.py).
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._entries: dict[int, Entry] = {}
-        self._index: dict[Any, dict[int, None]] = {}  # func -> its keys, for hashable funcs
+        # key -> (func, args, kwargs): a tuple, not an Entry, on the hot path (``take`` builds it)
+        self._entries: dict[int, tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]]
+        self._entries = {}
+        self._index: dict[Any, list[int]] = {}  # func -> its keys (ascending), if hashable
         self._next = 0
         self._pid = os.getpid()
         self._closed: Optional[str] = None
@@ -82,8 +84,9 @@ class Registry:
     def add(
         self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        entry = Entry(func, args, kwargs)
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: register() is a hot path, and this is a third faster
+        try:
             if self._closed is not None:
                 raise RegistrationClosed(
                     f"graceful: this process has run its final {self.kind}s already "
@@ -92,15 +95,21 @@ class Registry:
                 )
             key = self._next
             self._next = key + 1
-            self._entries[key] = entry
+            self._entries[key] = (func, args, kwargs)
             try:
-                self._index.setdefault(func, {})[key] = None
+                keys = self._index.get(func)
+                if keys is None:
+                    self._index[func] = [key]
+                else:
+                    keys.append(key)
             except TypeError:
                 pass  # unhashable: remove() scans for it
-            hook = self._on_first_add if self._hook_pending else None
+            hook = self._hook_pending
             self._hook_pending = False
-        if hook is not None:
-            hook()
+        finally:
+            lock.release()
+        if hook and self._on_first_add is not None:
+            self._on_first_add()
 
     @not_interruptible
     def remove(self, func: Callable[..., object]) -> None:
@@ -109,7 +118,7 @@ class Registry:
             try:
                 keys: Any = self._index.pop(func, ())
             except TypeError:
-                keys = [k for k, e in self._entries.items() if e.func == func]
+                keys = [k for k, (f, _, _) in self._entries.items() if f == func]
             for key in keys:
                 self._entries.pop(key, None)
             while self._running is not None and self._running[0] != me:
@@ -122,7 +131,7 @@ class Registry:
         if os.getpid() != self._pid:
             return []
         with self._lock:
-            return list(reversed(self._entries.values()))
+            return [Entry(*item) for item in reversed(self._entries.values())]
 
     def __len__(self) -> int:
         return len(self._entries) if os.getpid() == self._pid else 0
@@ -137,13 +146,17 @@ class Registry:
                 self._idle.notify_all()
             if not self._entries:
                 return None
-            key, entry = self._entries.popitem()
+            key, item = self._entries.popitem()
+            entry = Entry(*item)
             try:
                 keys = self._index.get(entry.func)
             except TypeError:
                 keys = None
             if keys is not None:
-                keys.pop(key, None)
+                if keys[-1] == key:  # the newest goes first: O(1)
+                    keys.pop()
+                else:
+                    keys.remove(key)
                 if not keys:
                     del self._index[entry.func]
             self._running = (threading.get_ident(), entry)
@@ -254,13 +267,40 @@ def after_fork_in_child() -> None:
     breaks.forget_inherited()
 
 
+@not_interruptible
 def register(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Callable[_P, _R]:
     """Run ``func(*args, **kwargs)`` when the program ends: at normal exit, on an uncaught
     exception, or when the outermost guard ends by a signal. Newest first, once, and only in the
     process that registered it. ``func`` may be an ``async def`` function: it is awaited. Returns
     ``func``, so it also works as a bare decorator."""
-    check_callable(func, "graceful.register()")
-    cleanups.add(func, args, kwargs)
+    if not callable(func):
+        check_callable(func, "graceful.register()")
+    # Registry.add, inlined: register() is the hot path (100 000 calls must stay near atexit's).
+    registry = cleanups
+    lock = registry._lock
+    lock.acquire()
+    try:
+        if registry._closed is None:
+            key = registry._next
+            registry._next = key + 1
+            registry._entries[key] = (func, args, kwargs)
+            try:
+                keys = registry._index.get(func)
+                if keys is None:
+                    registry._index[func] = [key]
+                else:
+                    keys.append(key)
+            except TypeError:
+                pass  # unhashable: remove() scans for it
+            if not registry._hook_pending:
+                return func
+            registry._hook_pending = False
+    finally:
+        lock.release()
+    if registry._closed is not None:
+        registry.add(func, args, kwargs)  # raises RegistrationClosed, saying why
+    elif registry._on_first_add is not None:
+        registry._on_first_add()
     return func
 
 

@@ -237,7 +237,7 @@ def _close_pipes(backends: list[Backend]) -> list[threading.Thread]:
     jobs = [streams for streams in jobs if streams]
     if not jobs:
         return []
-    if threading.active_count() <= 1:
+    if not _other_threads():
         for streams in jobs:
             _close_streams(streams)
         return []
@@ -253,6 +253,12 @@ def _close_pipes(backends: list[Backend]) -> list[threading.Thread]:
             continue
         threads.append(t)
     return threads
+
+
+def _other_threads() -> bool:
+    """Threads of the program's own, that could hold a pipe's lock (graceful's never do)."""
+    me = threading.current_thread()
+    return any(t is not me and not t.name.startswith("graceful-") for t in threading.enumerate())
 
 
 def _close_streams(streams: list[IO[Any]]) -> None:
