@@ -2,33 +2,38 @@
 
 On HUP, INT, QUIT and TERM, run the cleanups you registered, exactly once and newest first, then
 die by the same signal so the parent sees the truth; never run them in a forked child.
+
+The public names are loaded on first use (PEP 562): ``import graceful`` costs next to nothing,
+and a program pays only for what it uses (a guard, backends, asyncio, the CLI).
 """
 
-from ._core import at_exit as _at_exit  # noqa: F401  (protects the interpreter's exit path)
-from ._core.errors import RegistrationClosed, Signalled
-from ._core.guard import Guard, guard
-from ._core.machine import draining, shutdown_event
-from ._core.main import main
-from ._core.options import DEFAULT_TIMEOUT
-from ._core.registry import register, register_break, unregister, unregister_break
-from ._integrations.frameworks import ashutdown, shutdown
-from ._integrations.systemd import notify_ready
-from ._process.backends import track
-from ._process.fork import ForkHooks, at_fork
-from ._process.parent_death import die_with_parent
-from ._process.spawn import spawn
+from ._core import forking as _forking  # noqa: F401  (the one fork hook, from the start)
 from ._version import __version__
 
-
-def end_drain() -> bool:
-    """End the drain now (nothing is in flight any more): the shutdown proper begins.
-
-    Returns False, doing nothing, when no drain is in progress. Safe from any thread.
-    """
-    from ._core.machine import machine
-
-    return machine.request_end_drain()
-
+#: Each public name, and the private module that defines it.
+_WHERE = {
+    "DEFAULT_TIMEOUT": "_core.options",
+    "ForkHooks": "_process.fork",
+    "Guard": "_core.guard",
+    "RegistrationClosed": "_core.errors",
+    "Signalled": "_core.errors",
+    "ashutdown": "_integrations.frameworks",
+    "at_fork": "_process.fork",
+    "die_with_parent": "_process.parent_death",
+    "draining": "_core.machine",
+    "end_drain": "_core.machine",
+    "guard": "_core.guard",
+    "main": "_core.main",
+    "notify_ready": "_integrations.systemd",
+    "register": "_core.registry",
+    "register_break": "_core.registry",
+    "shutdown": "_integrations.frameworks",
+    "shutdown_event": "_core.machine",
+    "spawn": "_process.spawn",
+    "track": "_process.backends",
+    "unregister": "_core.registry",
+    "unregister_break": "_core.registry",
+}
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -54,3 +59,34 @@ __all__ = [
     "unregister",
     "unregister_break",
 ]
+
+
+def __getattr__(name: str) -> object:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'graceful' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value  # the next access is a plain module attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__} - {"TYPE_CHECKING"})
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
+    from ._core.errors import RegistrationClosed, Signalled
+    from ._core.guard import Guard, guard
+    from ._core.machine import draining, end_drain, shutdown_event
+    from ._core.main import main
+    from ._core.options import DEFAULT_TIMEOUT
+    from ._core.registry import register, register_break, unregister, unregister_break
+    from ._integrations.frameworks import ashutdown, shutdown
+    from ._integrations.systemd import notify_ready
+    from ._process.backends import track
+    from ._process.fork import ForkHooks, at_fork
+    from ._process.parent_death import die_with_parent
+    from ._process.spawn import spawn

@@ -74,18 +74,30 @@ def run_at_exit() -> None:
         _registry.cleanups.run_all(final="the interpreter is exiting")
 
 
-def _start_watcher_early() -> None:
-    """From 3.12 no thread may start once the interpreter begins to exit: the watcher (which
-    enforces the deadline) starts when the first cleanup is registered instead."""
-    try:
-        _watcher.start_thread()
-    except RuntimeError:
-        pass  # no thread now: the exit path is then protected without a deadline
+_prepared = False
 
 
-atexit.register(run_at_exit)
-_register_threading_atexit = getattr(threading, "_register_atexit", None)
-if _register_threading_atexit is not None:
-    _register_threading_atexit(protect_exit)
-if sys.version_info >= (3, 12):
-    _registry.cleanups.on_first_add(_start_watcher_early)
+def prepare() -> None:
+    """At the first ``graceful.register()``: hook the interpreter's exit (once per process).
+
+    ``atexit`` runs graceful's cleanups; ``threading``'s exit hook (which runs before non-daemon
+    threads are joined and before the ``atexit`` functions) protects that path from signals. From
+    3.12 no thread may start once the interpreter begins to exit, so the watcher (which enforces
+    the deadline) starts now instead.
+    """
+    global _prepared
+    if _prepared:
+        return
+    _prepared = True
+    atexit.register(run_at_exit)
+    register_threading_atexit = getattr(threading, "_register_atexit", None)
+    if register_threading_atexit is not None:
+        try:
+            register_threading_atexit(protect_exit)
+        except RuntimeError:
+            pass  # registered while the interpreter exits: the cleanups still run
+    if sys.version_info >= (3, 12):
+        try:
+            _watcher.start_thread()
+        except RuntimeError:
+            pass  # no thread now: the exit path is then protected without a deadline

@@ -21,6 +21,7 @@ from types import FrameType, TracebackType
 
 from . import dispositions as _dispositions
 from . import ending as _ending
+from . import forking as _forking
 from . import registry as _registry
 from . import timeline as _timeline
 from . import watcher as _watcher
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
 
 #: Active guards of this process, outermost first (main thread only).
 _stack: list[Guard] = []
-#: True in a forked child (of a process that had imported graceful).
-_forked = False
 
 
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
@@ -323,7 +322,7 @@ class Guard:
         # A forked child skips the inherited atexit functions: mostly the parent's (a
         # conn.close on a shared socket), and Python's own death by a signal would skip them.
         # At interpreter exit they are running already.
-        run_atexit = not (_forked or self._at_exit)
+        run_atexit = not (_forking.forked or self._at_exit)
         if options.on_signal == "exit":
             if run_atexit:
                 import atexit
@@ -449,8 +448,6 @@ def after_fork_in_child() -> None:
     """Guards inherited from the parent become inert; the child gets back the dispositions
     (and wakeup fd) they replaced, so it behaves as if no guard were active until it enters
     its own."""
-    global _forked
-    _forked = True
     inherited = list(_stack)
     _stack.clear()
     for g in reversed(inherited):

@@ -544,3 +544,11 @@ def _run_breaks(entries: list[_registry.Entry], done: threading.Event) -> None:
 
 #: This process's shutdown.
 machine = Shutdown()
+
+
+def end_drain() -> bool:
+    """End the drain now (nothing is in flight any more): the shutdown proper begins.
+
+    Returns False, doing nothing, when no drain is in progress. Safe from any thread.
+    """
+    return machine.request_end_drain()

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 
+from . import forking as _forking  # noqa: F401  (state lives here: the fork path must be set)
 from . import timeline as _timeline
 from .checks import check_callable
 from .errors import RegistrationClosed, Signalled
@@ -84,6 +85,11 @@ class Registry:
     def add(
         self, func: Callable[..., object], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
+        """Append an entry. Protected: a signal never raises in here (it would leave the lock
+        held); ``register()`` around it is not, so a loop of registrations is interrupted."""
+        if self._hook_pending and self._on_first_add is not None:
+            self._hook_pending = False
+            self._on_first_add()  # before the first entry exists: it can never be missed
         lock = self._lock
         lock.acquire()  # not `with`: register() is a hot path, and this is a third faster
         try:
@@ -95,8 +101,7 @@ class Registry:
                 )
             key = self._next
             self._next = key + 1
-            self._entries[key] = (func, args, kwargs)
-            try:
+            try:  # the index first: a key there without an entry is harmless
                 keys = self._index.get(func)
                 if keys is None:
                     self._index[func] = [key]
@@ -104,12 +109,9 @@ class Registry:
                     keys.append(key)
             except TypeError:
                 pass  # unhashable: remove() scans for it
-            hook = self._hook_pending
-            self._hook_pending = False
+            self._entries[key] = (func, args, kwargs)
         finally:
             lock.release()
-        if hook and self._on_first_add is not None:
-            self._on_first_add()
 
     @not_interruptible
     def remove(self, func: Callable[..., object]) -> None:
@@ -152,10 +154,10 @@ class Registry:
                 keys = self._index.get(entry.func)
             except TypeError:
                 keys = None
-            if keys is not None:
+            if keys:
                 if keys[-1] == key:  # the newest goes first: O(1)
                     keys.pop()
-                else:
+                elif key in keys:
                     keys.remove(key)
                 if not keys:
                     del self._index[entry.func]
@@ -267,7 +269,6 @@ def after_fork_in_child() -> None:
     breaks.forget_inherited()
 
 
-@not_interruptible
 def register(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> Callable[_P, _R]:
     """Run ``func(*args, **kwargs)`` when the program ends: at normal exit, on an uncaught
     exception, or when the outermost guard ends by a signal. Newest first, once, and only in the
@@ -275,32 +276,7 @@ def register(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> 
     ``func``, so it also works as a bare decorator."""
     if not callable(func):
         check_callable(func, "graceful.register()")
-    # Registry.add, inlined: register() is the hot path (100 000 calls must stay near atexit's).
-    registry = cleanups
-    lock = registry._lock
-    lock.acquire()
-    try:
-        if registry._closed is None:
-            key = registry._next
-            registry._next = key + 1
-            registry._entries[key] = (func, args, kwargs)
-            try:
-                keys = registry._index.get(func)
-                if keys is None:
-                    registry._index[func] = [key]
-                else:
-                    keys.append(key)
-            except TypeError:
-                pass  # unhashable: remove() scans for it
-            if not registry._hook_pending:
-                return func
-            registry._hook_pending = False
-    finally:
-        lock.release()
-    if registry._closed is not None:
-        registry.add(func, args, kwargs)  # raises RegistrationClosed, saying why
-    elif registry._on_first_add is not None:
-        registry._on_first_add()
+    cleanups.add(func, args, kwargs)
     return func
 
 
@@ -326,3 +302,13 @@ def register_break(
 def unregister_break(func: Callable[..., object], /) -> None:
     """Drop every registration of ``func`` as a break callback."""
     breaks.remove(func)
+
+
+def _first_cleanup() -> None:
+    """A cleanup exists now: the interpreter's exit must run it (``at_exit.py``)."""
+    from . import at_exit
+
+    at_exit.prepare()
+
+
+cleanups.on_first_add(_first_cleanup)

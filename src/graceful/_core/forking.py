@@ -1,0 +1,133 @@
+"""The one fork path: a single ``os.register_at_fork`` that resets every module in a stated order.
+
+Registered when the first module with state is loaded (the registry imports this one). Each step
+is called only if its module is loaded: a module that was never imported has nothing to reset.
+Around the fork, the watcher thread steps aside (a thread holding a lock at the fork would leave it
+held in the child), and the users' ``graceful.at_fork`` hooks run (``_process/fork.py``).
+
+multiprocessing children started by fork or forkserver end with ``os._exit``: before 3.13 no
+``atexit`` function runs there, and from 3.13 the inherited ones (graceful's included) are cleared
+first. So each such child also runs its own cleanups from a multiprocessing finalizer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .protect import exit_path
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Optional
+
+#: In a forked child, in this order: what was registered, the shutdown state, how a process ends,
+#: the timeline, the watcher thread (gone), the guards (inert, dispositions back); then the process
+#: modules: tracked backends, the parent-death lifeline, the spawner thread; then the users' hooks.
+CHILD_STEPS = (
+    ("graceful._core.registry", "dropping the parent's cleanups in a forked child"),
+    ("graceful._core.machine", "resetting the shutdown state in a forked child"),
+    ("graceful._core.ending", "resetting the ending in a forked child"),
+    ("graceful._core.timeline", "resetting the timeline in a forked child"),
+    ("graceful._core.watcher", "closing the inherited signal watcher pipe"),
+    ("graceful._core.guard", "making inherited guards inert in a forked child"),
+    ("graceful._process.backends", "forgetting the parent's backends"),
+    ("graceful._process.parent_death", "closing the parent's lifeline"),
+    ("graceful._process.spawn", "forgetting the parent's spawner thread"),
+    ("graceful._process.fork", "taking over the at_fork hooks"),
+)
+
+_USER_HOOKS = "graceful._process.fork"
+
+#: True in a forked child (of a process that had imported graceful): its inherited ``atexit``
+#: functions are mostly the parent's, and must not run when it dies by a signal.
+forked = False
+
+
+def _loaded(name: str) -> Any:
+    return sys.modules.get(name)
+
+
+def _step(module: Any, function: str, what: str) -> None:
+    """graceful's own fork steps: a failure is logged, never raised into the fork."""
+    step = getattr(module, function, None)
+    if step is None:
+        return
+    try:
+        step()
+    except BaseException:
+        from .timeline import log_exception
+
+        log_exception("graceful: %s failed", what)
+
+
+# CPython calls fork hooks from C and swallows what they raise: a ``Signalled`` raised inside one
+# would be lost, and the shutdown with it. So graceful's handler never raises in these frames (nor
+# in the user hooks they call); a signal that arrives meanwhile is delivered again afterwards.
+
+
+@exit_path
+def _before() -> None:
+    hook_multiprocessing()
+    _step(_loaded(_USER_HOOKS), "run_before", "running the at_fork before-hooks")
+    # Last, so signals that arrive during the hooks are still handled at once.
+    _step(_loaded("graceful._core.watcher"), "before_fork", "pausing the watcher before a fork")
+
+
+@exit_path
+def _after_in_parent() -> None:
+    _step(_loaded("graceful._core.watcher"), "after_fork_in_parent", "restarting the watcher")
+    _step(_loaded(_USER_HOOKS), "run_after_in_parent", "running the at_fork parent hooks")
+    machine_module = _loaded("graceful._core.machine")
+    if machine_module is not None and machine_module.machine.want_raise():
+        machine_module.machine.defer()  # a signal came during the fork: raise it afterwards
+
+
+@exit_path
+def _after_in_child() -> None:
+    global forked
+    forked = True
+    for name, what in CHILD_STEPS:
+        module = _loaded(name)
+        if name == "graceful._core.machine" and module is not None:
+            module = module.machine
+        _step(module, "after_fork_in_child", what)
+    _step(_loaded(_USER_HOOKS), "run_after_in_child", "running the at_fork child hooks")
+
+
+class _Anchor:
+    """multiprocessing holds after-fork callbacks in a WeakValueDictionary: this keeps ours."""
+
+
+_anchor: Optional[_Anchor] = None
+
+
+def hook_multiprocessing() -> None:
+    """Once multiprocessing is in use here, have each of its children run its own cleanups.
+
+    Never imports multiprocessing: it is hooked at the first fork after something else did.
+    """
+    global _anchor
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _anchor is not None:
+        return
+    _anchor = _Anchor()
+    # Runs in the child, inside Process._bootstrap, after multiprocessing has cleared the
+    # inherited finalizers and (3.13) atexit handlers; spawned children call it too.
+    util.register_after_fork(_anchor, _in_multiprocessing_child)
+
+
+def _in_multiprocessing_child(anchor: _Anchor) -> None:
+    util = sys.modules["multiprocessing.util"]
+    from .registry import cleanups
+
+    # util._exit_function runs finalizers as the child ends, on every start method and version;
+    # the cleanups run at most once however many exit paths reach them.
+    util.Finalize(None, cleanups.run_all, exitpriority=0)
+
+
+hook_multiprocessing()  # in a forkserver or spawned child, multiprocessing came first
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child
+    )
