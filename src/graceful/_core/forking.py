@@ -10,8 +10,6 @@ multiprocessing children started by fork or forkserver end with ``os._exit``: be
 first. So each such child also runs its own cleanups from a multiprocessing finalizer.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
@@ -44,11 +42,11 @@ _USER_HOOKS = "graceful._process.fork"
 forked = False
 
 
-def _loaded(name: str) -> Any:
+def _loaded(name: str) -> "Any":
     return sys.modules.get(name)
 
 
-def _step(module: Any, function: str, what: str) -> None:
+def _step(module: "Any", function: str, what: str) -> None:
     """graceful's own fork steps: a failure is logged, never raised into the fork."""
     step = getattr(module, function, None)
     if step is None:
@@ -99,7 +97,7 @@ class _Anchor:
     """multiprocessing holds after-fork callbacks in a WeakValueDictionary: this keeps ours."""
 
 
-_anchor: Optional[_Anchor] = None
+_anchor: "Optional[_Anchor]" = None
 
 
 def hook_multiprocessing() -> None:

@@ -9,8 +9,6 @@ Two kinds of protected functions, each protecting everything it calls:
   signal is delivered again in a moment, once they have returned.
 """
 
-from __future__ import annotations
-
 import sys
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -31,19 +29,19 @@ _EXIT_CODES: set[object] = set()
 _DEFER_CODES: set[object] = set()
 
 
-def exit_path(func: _F) -> _F:
+def exit_path(func: "_F") -> "_F":
     """Mark ``func`` as part of graceful's exit path (see the module docstring)."""
     _EXIT_CODES.add(func.__code__)
     return func
 
 
-def not_interruptible(func: _F) -> _F:
+def not_interruptible(func: "_F") -> "_F":
     """Mark ``func`` as a short critical section (see the module docstring)."""
     _DEFER_CODES.add(func.__code__)
     return func
 
 
-def protection(frame: FrameType) -> int:
+def protection(frame: "FrameType") -> int:
     """How the interrupted frame, or a frame it was called from, is protected."""
     f: Optional[FrameType] = frame
     while f is not None:
@@ -56,7 +54,7 @@ def protection(frame: FrameType) -> int:
     return NONE
 
 
-def exception_in_flight(frame: FrameType) -> bool:
+def exception_in_flight(frame: "FrameType") -> bool:
     """An exception is passing through ``frame`` and no instruction of its handler has run yet.
 
     Raising now would replace that exception before the frame's ``except``/``finally`` (or a
