@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from graceful.testing import Shutdown
 from helpers import Child, run
 
 SERVER = """
@@ -229,21 +230,24 @@ def test_async_with_guard_in_a_loop_it_does_not_own_ends_the_process_by_the_sign
     assert child.lines == ["ready", "block finally", "async cleanup"]
 
 
-def test_an_async_cleanup_in_a_synchronous_program_runs_in_a_fresh_loop() -> None:
-    code = """
-    import asyncio, time, graceful
-    async def close():
-        await asyncio.sleep(0)
-        print("async cleanup ran", flush=True)
-    graceful.register(close)
-    with graceful.guard():
-        print("ready", flush=True)
-        time.sleep(60)
-    """
-    child = run(code, signal.SIGTERM)
-    assert child.proc.returncode == -signal.SIGTERM, child.stderr
-    assert child.lines == ["ready", "async cleanup ran"]
-    assert "never awaited" not in child.stderr
+def test_an_async_cleanup_in_a_synchronous_program_runs_in_a_fresh_loop(
+    shutdown: Shutdown,
+) -> None:
+    # graceful.testing's own fixture: start, wait for "ready", SIGTERM, read the timeline.
+    result = shutdown.run(
+        code="""
+        import asyncio, time, graceful
+        async def close():
+            await asyncio.sleep(0)
+        graceful.register(close)
+        with graceful.guard():
+            print("ready", flush=True)
+            time.sleep(60)
+        """,
+        ready="ready",
+    )
+    result.died_by(signal.SIGTERM).cleanups_ran(["close"], ok=True).no_orphans()
+    assert "never awaited" not in result.stderr
 
 
 def test_a_plain_guard_inside_a_coroutine_is_refused_saying_what_to_use() -> None:
