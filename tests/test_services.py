@@ -247,7 +247,11 @@ def test_each_stopped_backend_has_its_line_on_the_timeline(tmp_path: Path) -> No
     code = """
     import subprocess, time, graceful
     polite = graceful.spawn(["sleep", "60"])
-    stubborn = graceful.spawn(["sh", "-c", "trap '' TERM; exec sleep 60"], timeout=0.3)
+    stubborn = graceful.spawn(
+        ["sh", "-c", "trap '' TERM; echo armed; exec sleep 60"],
+        timeout=0.3, stdout=subprocess.PIPE,
+    )
+    assert stubborn.stdout.readline() == b"armed\\n"  # it ignores SIGTERM from now on
     with graceful.guard():
         print("ready", polite.pid, stubborn.pid, flush=True)
         time.sleep(60)
