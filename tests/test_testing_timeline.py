@@ -6,6 +6,7 @@ reader and the assertions are tested independently of graceful's writer.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,27 @@ def test_a_second_signal_is_on_the_timeline(shutdown: Shutdown) -> None:
     (second,) = result.events("second_signal")
     assert (second["signal"], second["action"]) == ("SIGINT", "forced")
     assert result.events("end")[0]["how"] == "forced"
+
+
+def test_async_main_and_graceful_run(shutdown: Shutdown, tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import asyncio, graceful\n"
+        "async def close_pool():\n"
+        "    await asyncio.sleep(0)\n"
+        "graceful.register(close_pool)\n"
+        "@graceful.main\n"
+        "async def main():\n"
+        "    print('ready', flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "main()\n"
+    )
+    # @graceful.main on an async def: the async cleanup is awaited in the program's loop.
+    shutdown.run(script=str(app), ready="ready").died_by("TERM").cleanups_ran(["close_pool"])
+    # The same program under the supervisor: it forwards the signal and dies as the app did;
+    # the timeline records come from the app's own process.
+    supervised = shutdown.run(
+        command=[sys.executable, "-m", "graceful", "run", "--", sys.executable, str(app)],
+        ready="ready",
+    )
+    supervised.died_by("TERM").cleanups_ran(["close_pool"]).no_orphans()
