@@ -15,11 +15,12 @@ import asyncio
 import signal
 
 from .._core import dispositions as _dispositions
+from .._core import guard as _guard
 from .._core import registry as _registry
 from .._core import watcher as _watcher
 from .._core.checks import check_main_thread, check_posix
 from .._core.errors import Signalled, signalled
-from .._core.guard import Guard, _handler, _stack, _update_handled
+from .._core.guard import Guard, _handler
 from .._core.machine import HANDLER, Phase, machine
 from . import cleanups as _cleanups
 
@@ -54,14 +55,13 @@ async def enter(guard: Guard) -> Guard:
         guard._held = frozenset(sigs)
         guard._active = True
         guard.signal = None
-        _stack.append(guard)
-        _update_handled()
+        _guard.push(guard)
     except BaseException:
         while restore:
             restore.pop()()
         guard._loop_restore = []
         guard._task = guard._loop = None
-        if not _stack:
+        if not _guard.active():
             machine.disarm()
         raise
     return guard
@@ -91,7 +91,8 @@ def _on_signal(guard: Guard, sig: int) -> None:
     """The loop's callback for a guarded signal (in the loop, between two callbacks)."""
     machine.heard(sig, HANDLER)
     if machine.want_raise() and guard._active:
-        block = _stack[-1] if _stack else guard
+        stack = _guard.active()
+        block = stack[-1] if stack else guard
         machine.mark_raised()
         (block if block._task is not None else guard)._cancel_task()
 
@@ -100,7 +101,7 @@ def _on_drain_end(event: str, facts: dict[str, Any]) -> None:
     """The machine's listener (watcher thread): when the drain ends, cancel the block now."""
     if event != "drain_end":
         return
-    for guard in list(_stack):
+    for guard in _guard.active():
         if guard._task is not None and guard._loop is not None and guard._loop_restore:
             try:
                 guard._loop.call_soon_threadsafe(_cancel_if_due, guard)
@@ -126,7 +127,7 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     ours_cancel = isinstance(exc, asyncio.CancelledError) and machine.raised
     if ours_cancel and task is not None and hasattr(task, "uncancel"):
         task.uncancel()  # our cancellation, not the caller's: asyncio.timeout() keeps counting
-    outermost = _stack[0] is guard
+    outermost = _guard.active()[0] is guard
     ours = not guard._late
     if outermost and ours and machine.phase == Phase.DRAINING:
         machine.end_drain()

@@ -18,7 +18,7 @@ import threading
 from . import registry as _registry
 from . import timeline as _timeline
 from . import watcher as _watcher
-from .guard import Guard, _stack
+from .guard import Guard, active
 from .machine import machine
 from .options import DEFAULT, Options
 from .protect import exit_path
@@ -34,7 +34,7 @@ _exit_guard: Optional[Guard] = None
 def protect_exit() -> None:
     """Before non-daemon threads are joined and atexit functions run (``threading``'s hook)."""
     global _exit_guard
-    if _stack or not len(_registry.cleanups):
+    if active() or not len(_registry.cleanups):
         return
     if threading.current_thread() is not threading.main_thread() or sys.platform == "win32":
         return
@@ -68,7 +68,7 @@ def run_at_exit() -> None:
     the program was exiting) death by that signal."""
     global _exit_guard
     guard, _exit_guard = _exit_guard, None
-    if guard is not None and guard in _stack:
+    if guard is not None and guard in active():
         guard.__exit__(None, None, None)
     else:
         _registry.cleanups.run_all(final="the interpreter is exiting")

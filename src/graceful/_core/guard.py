@@ -381,6 +381,18 @@ def _update_handled() -> None:
     machine.set_handled(frozenset(sig for g in _stack for sig in g._held))
 
 
+def active() -> tuple[Guard, ...]:
+    """The active guards of this process, outermost first (a snapshot)."""
+    return tuple(_stack)
+
+
+def push(guard: Guard) -> None:
+    """A guard installed by other means (through an event loop) joins the stack; this module
+    owns the stack and the union of the signals it handles."""
+    _stack.append(guard)
+    _update_handled()
+
+
 def _nothing() -> None:
     pass
 
