@@ -2,10 +2,12 @@
 
 The supervisor reaps with ``waitpid(-1)``, which a ``subprocess.Popen`` would fight over, so the
 child is forked by hand, the tini way: the supervisor has no other thread, so nothing can hold a
-lock across the fork. (``os.posix_spawn`` would be shorter, but glibc's leaves its two internal
-signals, 32 and 33, ignored in the child, and exec keeps that.) The child leads a new process group
-and execs the launcher (``graceful/_process/launcher.py``) with every signal still blocked, so
-nothing is delivered to a half-made process; the launcher resets the signal dispositions, arms
+lock across the fork, and the child may run Python code until it execs. (``os.posix_spawn`` would
+be shorter, but glibc's leaves its two internal signals, 32 and 33, ignored in the child, and exec
+keeps that.) The child leads a new process group and runs the launcher's code
+(``graceful/_process/launcher.py``) in place, with every signal still blocked, so nothing is
+delivered to a half-made process; ``graceful.spawn``, whose caller may have threads, runs the same
+code in a fresh interpreter instead. The launcher resets the signal dispositions, arms
 PR_SET_PDEATHSIG with SIGKILL, so the command dies with the supervisor even if the supervisor is
 SIGKILLed, checks that the supervisor is still its parent, and execs the command. It reports a
 failed exec through a pipe, so the supervisor can say why, as a shell would.
@@ -17,7 +19,6 @@ import contextlib
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Iterable
 from typing import Optional
@@ -75,8 +76,9 @@ def start(
     """
     read_end, write_end = os.pipe()
     keep = ",".join(str(int(s)) for s in sorted(ignored)) or "-"
-    argv = [sys.executable, "-I", "-S", LAUNCHER, str(os.getpid()), str(int(pdeathsig))]
+    argv = [LAUNCHER, str(os.getpid()), str(int(pdeathsig))]
     argv += ["1", str(write_end), "-1", executable or command[0], keep, "--", *command]
+    _launcher.prepare()
     try:
         pid = os.fork()
     except BaseException:
@@ -87,8 +89,7 @@ def start(
         try:
             os.close(read_end)
             os.setpgid(0, 0)
-            os.set_inheritable(write_end, True)
-            os.execv(sys.executable, argv)
+            _launcher.main(argv)  # execs the command, or reports why not and exits
         except BaseException as exc:
             errno = getattr(exc, "errno", 0) or 0
             with contextlib.suppress(BaseException):

@@ -79,6 +79,8 @@ class Supervisor:
         self.parent_gone = False
         #: The command's process group is empty, and its number may be reused: never look again.
         self.group_gone = False
+        #: Every orphan below us becomes our child (PID 1 or a subreaper): no child, no descendant.
+        self.adopts_orphans = False
         #: Leftovers already told to stop, by PID.
         self.told: set[int] = set()
         self.waited: frozenset[int] = frozenset()
@@ -152,6 +154,7 @@ class Supervisor:
                 _say(f"parent PID {self.ppid} is already gone; not starting the command")
                 return False
         if self.pid == 1:
+            self.adopts_orphans = True
             if not opts.quiet:
                 _say(
                     "running as PID 1: the kernel drops the signals a PID 1 has no handler for, "
@@ -160,6 +163,7 @@ class Supervisor:
         elif opts.subreaper:
             try:
                 libc.set_child_subreaper(True)
+                self.adopts_orphans = True
             except OSError as exc:
                 if not opts.quiet:
                     _say(f"not a subreaper ({exc}): orphans of the command go to init")
@@ -327,7 +331,7 @@ class Supervisor:
 
     def _leftovers(self) -> list[procfs.Stat]:
         """Live processes below us, and in the command's process group."""
-        if not procfs.available():
+        if not procfs.available() or self._nothing_left():
             return []
         table = procfs.processes()
         found = {p.pid: p for p in procfs.descendants(self.pid, table)}
@@ -338,6 +342,26 @@ class Supervisor:
             for p in members:
                 found.setdefault(p.pid, p)
         return [p for p in found.values() if p.alive]
+
+    def _nothing_left(self) -> bool:
+        """True, without reading all of /proc, when we have no child left (so, adopting orphans,
+        no descendant) and the command's process group is empty."""
+        if not self.adopts_orphans or self.status is None:
+            return False
+        try:
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            return False  # a child is left
+        except ChildProcessError:
+            pass
+        if not self.group_gone:
+            try:
+                os.killpg(self.child, 0)
+                return False  # a member is left (or we may not tell: look in /proc)
+            except ProcessLookupError:
+                self.group_gone = True
+            except OSError:
+                return False
+        return True
 
     def _tell_leftovers(self, left: list[procfs.Stat], now: float) -> None:
         """After the command ended: stop what it left behind, as the command was (or TERM)."""

@@ -20,6 +20,10 @@ import os
 import signal
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 #: The environment variable that tells ``graceful.die_with_parent`` in the program who its parent
 #: is: "PID:PARENT_PID:ARMED_SIGNAL:LIFELINE_FD"; ARMED_SIGNAL is 0 where PR_SET_PDEATHSIG is
 #: missing, LIFELINE_FD is -1 when there is none (parsed in ``_parent_death.py``).
@@ -38,6 +42,20 @@ def _reset_signals(ignored: frozenset[int]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
+#: The C library, once :func:`prepare` (or the first :func:`_arm_parent_death`) has loaded it.
+_libc: Any = None
+
+
+def prepare() -> None:
+    """Load what the launcher needs before a fork, for a parent that runs :func:`main` in the
+    forked child instead of exec'ing this file (``graceful run``, which has a single thread)."""
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+
+
 def _arm_parent_death(sig: int) -> bool:
     """PR_SET_PDEATHSIG, where the kernel has it (and GRACEFUL_DISABLE does not hide it, as
     ``graceful._process.features`` reads it); False elsewhere."""
@@ -46,10 +64,10 @@ def _arm_parent_death(sig: int) -> bool:
     hidden = os.environ.get("GRACEFUL_DISABLE", "").replace(" ", "").split(",")
     if "pdeathsig" in hidden:
         return False
+    prepare()
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(1, ctypes.c_ulong(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+    if _libc.prctl(1, ctypes.c_ulong(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
     return True
