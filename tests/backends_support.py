@@ -20,7 +20,7 @@ import pytest
 
 from graceful._process import features as _features
 from graceful._process import pidfd as _pidfd
-from helpers import Child
+from helpers import Child, skip_outside_ci
 
 LINUX_PIDFD = hasattr(os, "pidfd_open") and os.path.isdir("/proc")
 needs_linux = pytest.mark.skipif(not LINUX_PIDFD, reason="needs Linux /proc and pidfds")
@@ -91,13 +91,6 @@ def leftovers_fixture() -> Iterator[list[int]]:
         kill_by_pidfd(pid)
     with contextlib.suppress(AssertionError):
         wait_dead(pids, 5.0)
-
-
-def skip_outside_ci(reason: str) -> None:
-    """Skip on a developer's machine; under CI=true a skipped check is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI must run this test: {reason}")
-    pytest.skip(reason)
 
 
 # --- GRACEFUL_DISABLE: the fallback paths, in the child programs and in this process ---------

@@ -16,10 +16,8 @@ import sys
 import textwrap
 from collections.abc import Iterator
 
-import pytest
-
 from backends_support import kill_by_pidfd, proc_stat, wait_dead
-from helpers import Child
+from helpers import Child, skip_outside_ci
 
 PY = sys.executable
 GRACEFUL = [PY, "-m", "graceful"]
@@ -89,19 +87,12 @@ def supervisor_child(
         child.__exit__(None, None, None)
 
 
-def skip_unless_ci(reason: str) -> None:
-    """Skip on a developer's machine; under CI=true a skipped check is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI must run this test: {reason}")
-    pytest.skip(reason)
-
-
 def need_pid_namespaces() -> None:
     """``unshare --pid --fork --mount-proc`` needs root (or user namespaces) and util-linux."""
     if shutil.which("unshare") is None:
-        skip_unless_ci("needs unshare(1) from util-linux")
+        skip_outside_ci("needs unshare(1) from util-linux")
     if os.geteuid() != 0:
-        skip_unless_ci("a new PID namespace with unshare --pid needs root here")
+        skip_outside_ci("a new PID namespace with unshare --pid needs root here")
 
 
 def read_to_eof(fd: int, timeout: float) -> bytes:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
-import pytest
+from helpers import skip_outside_ci
 
 #: The OS user that owns and runs the cluster when the tests run as root.
 OS_USER = "postgres"
@@ -84,9 +84,7 @@ def _quote(value: str) -> str:
 
 def unavailable(reason: str) -> NoReturn:
     """Skip the test, but fail it under CI=true: CI must always run the PostgreSQL tests."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}\n(CI=true: the PostgreSQL tests must run in CI, not skip)", False)
-    pytest.skip(reason)
+    skip_outside_ci(f"{reason} (the PostgreSQL tests)")
 
 
 def import_driver(name: str) -> Any:

@@ -27,7 +27,7 @@ from cli_support import (
     need_pid_namespaces,
     read_to_eof,
     sessions_fixture,
-    skip_unless_ci,
+    skip_outside_ci,
     supervisor_child,
 )
 from helpers import TIMEOUT, Child
@@ -628,7 +628,7 @@ def test_the_command_gets_the_terminal_and_ctrl_c_goes_straight_to_it(sessions: 
     import select
 
     if shutil.which("setsid") is None:
-        skip_unless_ci("needs setsid(1) from util-linux")
+        skip_outside_ci("needs setsid(1) from util-linux")
     code = """
 import os, sys, time
 print("foreground", os.tcgetpgrp(0) == os.getpgrp(), flush=True)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_support import skip_unless_ci
 from graceful._cli import signals_table
-from helpers import TIMEOUT
+from helpers import TIMEOUT, skip_outside_ci
 
 DOCS = Path(__file__).parent.parent / "docs" / "signals.md"
 
@@ -28,7 +27,7 @@ def graceful(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_docs_signals_md_is_the_generated_table() -> None:
     if sys.platform != "linux":
-        skip_unless_ci("docs/signals.md holds the Linux table")
+        skip_outside_ci("docs/signals.md holds the Linux table")
     document = DOCS.read_text()
     assert document.count(signals_table.BEGIN) == 1
     assert document.count(signals_table.END) == 1
