@@ -431,3 +431,52 @@ def test_a_signal_during_a_fork_hook_is_not_lost(tmp_path: Path, when: str) -> N
         "cleanup",
     ]
     assert float(entries[3][1]) < 2.0
+
+
+SIGNAL_DURING_FORK_WARNING = """
+import warnings
+warned = []
+
+def showwarning(message, category, filename, lineno, file=None, line=None):
+    warned.append(str(message))
+    log("warned")
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:
+        pass  # plenty of bytecodes at which the handler could raise
+    log("warned-end")
+
+warnings.showwarning = showwarning
+warnings.simplefilter("always", DeprecationWarning)
+graceful.register(log, "cleanup")
+with graceful.guard():
+    start = time.monotonic()
+    pid = os.fork()  # from 3.12: "multi-threaded" (the watcher), shown after the fork hooks
+    if pid == 0:
+        os._exit(0)
+    log("forked")
+    try:
+        if not warned:
+            os.kill(os.getpid(), signal.SIGTERM)  # before 3.12 nothing warns: the plain case
+        time.sleep(5)  # the signal is raised here
+    finally:
+        os.waitpid(pid, 0)
+        log("raised-after", round(time.monotonic() - start, 1))
+log("not-reached")
+"""
+
+
+def test_a_signal_during_the_fork_warning_is_not_lost(tmp_path: Path) -> None:
+    """From 3.13 os.fork() shows its "multi-threaded" warning after the fork hooks and clears
+    what showwarning raised: a Signalled raised in there was lost (a deadline kill, no cleanup)."""
+    log = tmp_path / "log"
+    rc, out, err = run_script([str(_script(tmp_path, SIGNAL_DURING_FORK_WARNING)), str(log)])
+    assert rc == -signal.SIGTERM, (out, err)
+    assert "Traceback" not in err, err
+    entries = read_log(log)
+    whats = [what for what, *_ in entries]
+    # 3.13 warns after the fork hooks (the watcher runs again); 3.12.1 before them (it is paused).
+    warns = sys.version_info >= (3, 13) or "warned" in whats
+    warned = ["warned", "warned-end"] if warns else []
+    assert whats == [*warned, "forked", "raised-after", "cleanup"]
+    assert float(entries[-2][1]) < 2.0

@@ -7,6 +7,11 @@ Two kinds of protected functions, each protecting everything it calls:
   machine when it is done and decides what a recorded signal means.
 * :func:`not_interruptible`: short critical sections (``register`` updating its index). The
   signal is delivered again in a moment, once they have returned.
+
+The ``warnings`` module's frames are deferred too: CPython shows a warning from C code that
+discards whatever the Python code raised. From 3.13, ``os.fork()`` warns that the process has
+threads (graceful's watcher is one) *after* the fork hooks, and clears any exception its
+``showwarning`` raised: a ``Signalled`` raised in there would be lost with the shutdown.
 """
 
 import sys
@@ -48,7 +53,7 @@ def protection(frame: "FrameType") -> int:
         code = f.f_code
         if code in _EXIT_CODES:
             return EXIT
-        if code in _DEFER_CODES:
+        if code in _DEFER_CODES or f.f_globals.get("__name__") == "warnings":
             return DEFER
         f = f.f_back
     return NONE
