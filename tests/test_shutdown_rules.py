@@ -323,6 +323,7 @@ def worker(t):
             return
         log("accepted", key)
         if i % 4 == 0:
+            log("unregistering", key)  # from here on, not running it is right too
             graceful.unregister(cleanup)
             log("unregistered", key)
         time.sleep(0.0002)
@@ -381,7 +382,10 @@ def test_every_accepted_registration_runs_once_during_signal_storms(tmp_path: Pa
     accepted = {key for what, key in events if what == "accepted"}
     assert accepted, "no registration was accepted"
     assert all(count == 1 for count in ran.values()), [k for k, c in ran.items() if c > 1]
-    missing = accepted - set(ran) - set(unregistered_at)
+    # An unregister() still in progress when the process ended may have dropped the cleanup: the
+    # thread never got to log "unregistered" (1 run in 40 under load).
+    unregistering = {key for what, key in events if what == "unregistering"}
+    missing = accepted - set(ran) - unregistering
     assert not missing, f"{len(missing)} accepted registrations never ran: {sorted(missing)[:5]}"
     # Once the final cleanups have run, a registration is refused at the call (the workers may
     # or may not have tried again by then; the atexit function always does).
