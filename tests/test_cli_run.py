@@ -524,12 +524,18 @@ PID1_COMMAND = """
 import os, signal, sys, time
 out = sys.argv[1]
 # Orphans that exit at once: zombies, until PID 1 reaps them.
+orphans_r, orphans_w = os.pipe()
 for _ in range(5):
     if os.fork() == 0:
-        if os.fork() == 0:
+        grandchild = os.fork()
+        if grandchild == 0:
             os._exit(0)
+        os.write(orphans_w, b"%d\\n" % grandchild)
         os._exit(0)
     os.wait()
+os.close(orphans_w)
+with os.fdopen(orphans_r) as f:
+    orphans = [int(line) for line in f]
 # A daemon that leaves the session and writes what stopped it.
 r, w = os.pipe()
 if os.fork() == 0:
@@ -545,21 +551,12 @@ if os.fork() == 0:
     os._exit(0)
 os.wait()
 os.read(r, 1)  # its handler is in place
-def zombies():
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                stat = open(f"/proc/{name}/stat").read()
-            except OSError:
-                continue
-            if stat[stat.rindex(")") + 2] == "Z":
-                found.append(name)
-    return found
+def left():  # the orphans not reaped yet (a zombie, or one still on its way out)
+    return [pid for pid in orphans if os.path.exists(f"/proc/{pid}")]
 deadline = time.monotonic() + 10
-while zombies() and time.monotonic() < deadline:
-    time.sleep(0.01)
-print("pid", os.getpid(), "ppid", os.getppid(), "zombies", len(zombies()), flush=True)
+while left() and time.monotonic() < deadline:
+    time.sleep(0.01)  # polling PID 1's reaping, bounded by the deadline
+print("pid", os.getpid(), "ppid", os.getppid(), "zombies", len(left()), flush=True)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(int(sys.argv[2])))
 print("ready", flush=True)
 while True:

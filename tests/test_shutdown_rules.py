@@ -109,7 +109,11 @@ def test_term_and_hup_back_to_back_run_every_cleanup() -> None:
         child.wait_for("ready")
         os.kill(child.pid, signal.SIGTERM)
         os.kill(child.pid, signal.SIGHUP)
-        assert child.finish() == -signal.SIGTERM
+        rc = child.finish()
+    # Every cleanup runs, and the process dies by the signal it got first. Usually TERM; but when
+    # both are pending before the child runs (a loaded machine), Linux delivers the lower number
+    # first (next_signal()), so the program gets HUP first: 1 run in 25 with both cores busy.
+    assert rc in (-signal.SIGTERM, -signal.SIGHUP)
     assert child.lines == ["ready", "cleanup 2", "cleanup 1"]
 
 

@@ -49,6 +49,7 @@ class _Watcher:
         # Whoever reads the pipe (this thread, or the main thread in drain()) holds this while
         # it reads and reports, so "drained" means "every byte written so far was reported".
         self.read_lock = threading.Lock()
+        self.reader: Optional[int] = None  # the thread in drain() right now
         self.ident: Optional[int] = None
 
     def start(self) -> None:
@@ -97,10 +98,16 @@ class _Watcher:
             _timeline.log_exception("graceful: the signal watcher hit an error and goes on")
             return True
 
-    def drain(self, *, blocking: bool = True) -> bool:
-        """Read and report every byte in the pipe now; False if a stop byte was among them."""
-        if not self.read_lock.acquire(blocking):
-            return True  # another reader is at it (or this thread, interrupted in there)
+    def drain(self, *, timeout: float = -1) -> bool:
+        """Read and report every byte in the pipe now; False if a stop byte was among them.
+
+        If another thread is reading, wait until it has reported what it read (at most
+        ``timeout`` seconds; -1: no limit); a handler run inside this thread's own drain()
+        returns at once: the outer call reports the bytes, in order."""
+        me = threading.get_ident()
+        if self.reader == me or not self.read_lock.acquire(True, timeout):
+            return True
+        self.reader = me
         try:
             try:
                 data = os.read(self.read_fd, 4096)
@@ -129,6 +136,7 @@ class _Watcher:
                 return True
             return not stop
         finally:
+            self.reader = None
             self.read_lock.release()
 
     def poke(self) -> None:
@@ -201,16 +209,22 @@ def drain() -> None:
         machine.tick(time.monotonic())
 
 
+#: How long the handler waits for the watcher to report the bytes it has just read. Short: the
+#: main thread may hold the machine's lock the watcher needs (a handler run inside a transition).
+HEAR_WAIT = 0.05
+
+
 def hear_pending() -> None:
     """From the handler (main thread): report the signal bytes written so far, first.
 
     Python runs pending handlers by signal number, not by arrival: SIGTERM then SIGHUP, sent
     together (systemd's SendSIGHUP), reach the handler as HUP first. The bytes are in the
-    order the signals came; never waits (the watcher may be reading them right now).
+    order the signals came. If the watcher has just read them, wait until it has reported them:
+    otherwise HUP would be heard first (1 run in 40 under load).
     """
     watcher = _watcher
     if watcher is not None and watcher.pid == os.getpid():
-        watcher.drain(blocking=False)
+        watcher.drain(timeout=HEAR_WAIT)
 
 
 _paused = False
