@@ -101,15 +101,29 @@ class Child:
         self.proc.stdin.write(text)
         self.proc.stdin.flush()
 
-    def finish(self, timeout: float = TIMEOUT) -> int:
-        """Wait for the child to end; collect all output; return the return code."""
+    def finish(self, timeout: float = TIMEOUT, stacks_signal: Optional[int] = None) -> int:
+        """Wait for the child to end; collect all output; return the return code.
+
+        If it is still running after ``timeout``, ``stacks_signal`` (one the child registered
+        with ``faulthandler.register``) asks it for every thread's stack before it is killed:
+        the failure then says where it hung."""
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            if stacks_signal is not None:
+                self.proc.send_signal(stacks_signal)
+                with contextlib.suppress(AssertionError):
+                    self.wait_for_stderr("most recent call first", 5.0)
             self.kill()
+            self._collect()
             raise AssertionError(
-                f"child still running after {timeout} s; stdout={self.lines}"
+                f"child still running after {timeout} s; stdout={self.lines} stderr={self.stderr}"
             ) from None
+        self._collect()
+        return rc
+
+    def _collect(self) -> None:
+        """Every line the readers got, once they have reached EOF."""
         for reader in self._readers:
             reader.join(TIMEOUT)
         while True:
@@ -117,7 +131,6 @@ class Child:
             if line is None:
                 break
             self.lines.append(line)
-        return rc
 
     @property
     def stderr(self) -> str:

@@ -29,8 +29,10 @@ from backends_support import (
 from helpers import TIMEOUT, Child
 
 PROGRAM = """
-import json, multiprocessing, os, signal, sys, time, warnings
+import faulthandler, json, multiprocessing, os, signal, sys, time, warnings
 import graceful
+
+faulthandler.register(signal.SIGUSR2, all_threads=True)  # the test asks for stacks if it hangs
 
 KIND, METHOD, STUBBORN, ENDING = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
 # 3.12+ warns about forking a process with threads (graceful's helper thread is one).
@@ -169,7 +171,7 @@ def run_program(
             start = time.monotonic()
             if args[3] == "signal":
                 program.send(signal.SIGTERM)
-            rc = program.finish()
+            rc = program.finish(stacks_signal=signal.SIGUSR2)
             took = time.monotonic() - start
             left = _settle(program.pid)
         finally:
