@@ -135,7 +135,11 @@ def in_child():
 
 def reap(block):
     for pid in list(children):
-        if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
+        try:
+            done = os.waitpid(pid, 0 if block else os.WNOHANG)[0]
+        except ChildProcessError:  # reaped just before a signal cut the loop short
+            done = True
+        if done:
             children.discard(pid)
 
 graceful.register(close_db)

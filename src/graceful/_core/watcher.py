@@ -125,8 +125,10 @@ class _Watcher:
                     pass
             for byte in signals:
                 machine.heard(byte, WATCHER)
-            if signals and threading.get_ident() != self.ident:
-                self.poke()  # the thread acts on what it heard (breaks, deadline, force)
+            if (signals or _POKE in data) and threading.get_ident() != self.ident:
+                # The thread acts on what was heard (breaks, deadline, force), and on a poke
+                # that was meant for it (graceful.end_drain() from another thread, say).
+                self.poke()
             if stop and threading.get_ident() != self.ident:
                 # Not ours to act on: the thread must see its stop byte (a fork is waiting).
                 try:
