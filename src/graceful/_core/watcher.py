@@ -221,8 +221,9 @@ def hear_pending() -> None:
 
     Python runs pending handlers by signal number, not by arrival: SIGTERM then SIGHUP, sent
     together (systemd's SendSIGHUP), reach the handler as HUP first. The bytes are in the
-    order the signals came. If the watcher has just read them, wait until it has reported them:
-    otherwise HUP would be heard first (1 run in 40 under load).
+    order the signals came (as the kernel delivered them: when both are pending at once, the
+    lower number first). If the watcher has just read them, wait until it has reported them:
+    otherwise the later signal could be heard first.
     """
     watcher = _watcher
     if watcher is not None and watcher.pid == os.getpid():
