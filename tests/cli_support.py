@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
 
-from backends_support import kill_by_pidfd, proc_stat, wait_dead
-from helpers import Child, skip_outside_ci
+from backends_support import kill_by_pidfd, proc_stat, session_members, wait_dead
+from helpers import TIMEOUT, Child, skip_outside_ci
 
 PY = sys.executable
 GRACEFUL = [PY, "-m", "graceful"]
@@ -37,22 +38,6 @@ def children_of(pid: int) -> list[int]:
             stat = proc_stat(int(name))
             if stat is not None and stat[1] == pid:
                 found.append(int(name))
-    return found
-
-
-def session_members(sid: int) -> list[int]:
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(b")") + 2 :].split()
-        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-            found.append(int(name))
     return found
 
 
@@ -121,3 +106,14 @@ def last_pid(lines: list[str], word: str = "pid") -> int:
         if len(parts) >= 2 and parts[0] == word:
             return int(parts[1])
     raise AssertionError(f"no line '{word} PID' in {lines}")
+
+
+def graceful_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m graceful ARGS``, captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "graceful", *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )

@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 
 import graceful
+from cli_support import graceful_cli
 from graceful._cli import main
 from helpers import TIMEOUT
 
 ROOT = Path(__file__).parent.parent
 SUBCOMMANDS = ("run", "signals", "doctor", "demo")
-
-
-def graceful_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "graceful", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
 
 
 def test_version_is_a_static_string_in_all_three_places() -> None:

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from cli_support import graceful_cli
 from graceful._cli import signals_table
-from helpers import TIMEOUT, skip_outside_ci
+from helpers import skip_outside_ci
 
 DOCS = Path(__file__).parent.parent / "docs" / "signals.md"
-
-
-def graceful(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "graceful", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
 
 
 def test_docs_signals_md_is_the_generated_table() -> None:
@@ -38,7 +28,7 @@ def test_docs_signals_md_is_the_generated_table() -> None:
 
 
 def test_markdown_output_is_what_the_docs_hold() -> None:
-    out = graceful("signals", "--format", "markdown")
+    out = graceful_cli("signals", "--format", "markdown")
     assert out.returncode == 0, out.stderr
     assert out.stdout == signals_table.render("markdown")
     if sys.platform == "linux":
@@ -74,7 +64,7 @@ def test_the_rows_say_what_graceful_does() -> None:
 
 
 def test_text_output_is_an_aligned_table() -> None:
-    out = graceful("signals")
+    out = graceful_cli("signals")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].split()[:4] == ["#", "signal", "default", "catchable"]
@@ -85,7 +75,7 @@ def test_text_output_is_an_aligned_table() -> None:
 
 
 def test_an_unknown_format_is_refused() -> None:
-    out = graceful("signals", "--format", "html")
+    out = graceful_cli("signals", "--format", "html")
     assert out.returncode == 2
     assert "invalid choice: 'html'" in out.stderr
     with pytest.raises(ValueError, match="format must be 'text' or 'markdown'"):

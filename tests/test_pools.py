@@ -24,6 +24,7 @@ from backends_support import (
     leftovers_fixture,
     needs_linux,
     proc_stat,
+    session_members,
     wait_dead,
 )
 from helpers import TIMEOUT, Child
@@ -131,23 +132,6 @@ def leftovers() -> Iterator[list[int]]:
 @pytest.fixture
 def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
     return disabled_fixture(getattr(request, "param", ""), monkeypatch)
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (non-zombie) processes of session ``sid``."""
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        # "state ppid pgrp session ..." after the command name
-        if int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
-            found.append(int(name))
-    return found
 
 
 def run_program(
