@@ -313,6 +313,38 @@ def test_register_without_guard_runs_at_exit_lifo_once(ending: str) -> None:
         assert child.proc.returncode == 0
 
 
+def test_repeated_unhashable_and_bound_method_registrations_keep_order_and_arguments() -> None:
+    # The registry keys an entry by its function; a function registered again, an unhashable
+    # callable and equal bound methods take other paths, and must behave like atexit's list.
+    code = """
+    import graceful
+    class Unhashable:
+        __hash__ = None
+        def __init__(self, name): self.name = name
+        def __eq__(self, other): return isinstance(other, Unhashable) and other.name == self.name
+        def __call__(self): print("unhashable", self.name)
+    class Conn:
+        def close(self, how="close"): print("conn", how)
+    conn = Conn()
+    graceful.register(print, "one")
+    graceful.register(Unhashable("a"))
+    graceful.register(conn.close)
+    graceful.register(print, "two", end="!\\n")
+    graceful.register(Unhashable("b"))
+    graceful.register(Unhashable("a"))
+    graceful.register(conn.close, how="again")
+    graceful.register(print, "three")
+    graceful.unregister(Unhashable("a"))   # both of them, by ==
+    graceful.unregister(conn.close)        # a new bound method, equal to the registered ones
+    graceful.register(conn.close, "last")
+    print("registered")
+    """
+    child = run(code)
+    assert child.proc.returncode == 0, child.stderr
+    assert child.lines == ["registered", "conn last", "three", "unhashable b", "two!", "one"]
+    assert child.stderr == ""
+
+
 MAIN = """
 import sys, graceful
 graceful.register(print, "cleanup")
