@@ -669,3 +669,107 @@ def test_dead_helper_reports_zombies_as_dead() -> None:
     os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     assert is_dead(proc.pid)
     reap(proc)
+
+
+# --- spawn returns as Popen does ----------------------------------------------------------
+
+
+SPAWN_ERRORS = """
+import os, subprocess, sys
+import graceful
+tmp = sys.argv[1]
+cases = {
+    "missing on PATH": (["no-such-program-here"], {}),
+    "missing path": ([os.path.join(tmp, "nosuch")], {}),
+    "not executable": ([os.path.join(tmp, "script")], {}),
+    "a directory": ([tmp], {}),
+    "found on env's PATH": (["prog"], {"env": {"PATH": os.path.join(tmp, "bin")}}),
+    "relative to cwd": (["./prog"], {"cwd": os.path.join(tmp, "bin")}),
+    "not on env's PATH": (["prog"], {"env": {"PATH": tmp}}),
+}
+for name, (argv, kwargs) in cases.items():
+    outcomes = []
+    for start in (subprocess.Popen, graceful.spawn):
+        try:
+            outcomes.append(f"status {start(argv, **kwargs).wait()}")
+        except OSError as exc:
+            outcomes.append(f"{type(exc).__name__} {exc.errno} {exc.filename}")
+    print(name, "|", " | ".join(outcomes), flush=True)
+"""
+
+
+def test_spawn_raises_at_the_call_what_popen_raises(tmp_path: Path) -> None:
+    # spawn returns before its launcher execs the program (a second interpreter start is 60x a
+    # Popen): it looks the program up first, as the launcher's execvp will, with env and cwd.
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "prog").write_text("#!/bin/sh\nexit 7\n")
+    (tmp_path / "bin" / "prog").chmod(0o755)
+    out = subprocess.run(
+        [PY, "-c", SPAWN_ERRORS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 7, out
+    for line in lines:
+        _name, popen, spawned = line.split(" | ")
+        assert popen == spawned, line
+    assert lines[0].endswith("FileNotFoundError 2 no-such-program-here")
+    assert "PermissionError 13" in lines[2]
+    assert "PermissionError 13" in lines[3]
+    assert lines[4].endswith("status 7")
+    assert lines[5].endswith("status 7")
+    assert "FileNotFoundError 2" in lines[6]
+
+
+def test_an_exec_that_fails_after_spawn_returned_is_status_127_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    # Executable but not a program (no #!): the look-up passes, the launcher's exec fails.
+    bad = tmp_path / "garbage"
+    bad.write_bytes(b"\x7fELF not really\n")
+    bad.chmod(0o755)
+    code = f"""
+    import subprocess, graceful
+    proc = graceful.spawn([{str(bad)!r}], stderr=subprocess.PIPE)
+    print("status", proc.wait(), flush=True)
+    print(proc.stderr.read().decode().strip(), flush=True)
+    """
+    with Child(code) as child:
+        assert child.finish() == 0, child.stderr
+    assert child.lines[0] == "status 127"
+    assert child.lines[1] == f"graceful.spawn: cannot run {str(bad)!r}: Exec format error"
+
+
+def test_a_signal_right_after_spawn_ends_the_child_by_that_signal() -> None:
+    # It may reach the launcher before its exec: the default action still ends it (SIGINT too,
+    # which the launcher's interpreter would otherwise turn into a KeyboardInterrupt).
+    code = """
+    import signal, graceful
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) * 3:
+        proc = graceful.spawn(["sleep", "60"])
+        proc.send_signal(sig)
+        print(proc.wait() == -sig, flush=True)
+    """
+    with Child(code) as child:
+        assert child.finish() == 0, child.stderr
+    assert child.lines == ["True"] * 9, (child.lines, child.stderr)
+    assert "Traceback" not in child.stderr
+
+
+def test_spawn_group_exists_when_spawn_returns() -> None:
+    code = """
+    import os, graceful
+    for _ in range(5):
+        proc = graceful.spawn(["sleep", "60"], group=True)
+        print(os.getpgid(proc.pid) == proc.pid, flush=True)
+        proc.kill()
+        proc.wait()
+    """
+    with Child(code) as child:
+        assert child.finish() == 0, child.stderr
+    assert child.lines == ["True"] * 5, (child.lines, child.stderr)

@@ -52,12 +52,18 @@ def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     return disabled_fixture(getattr(request, "param", ""), monkeypatch)
 
 
-def launcher_armed(pid: int) -> int:
+def launcher_armed(pid: int, timeout: float = 10.0) -> int:
     """The parent-death signal spawn's launcher armed for ``pid`` (0: none), from the note it
-    left in the program's environment."""
-    with open(f"/proc/{pid}/environ", "rb") as f:
-        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-    return int(env[_launcher.ENV.encode()].split(b":")[2])
+    left in the program's environment (spawn returns before the launcher execs: wait for it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        note = env.get(_launcher.ENV.encode())
+        if note is not None:
+            return int(note.split(b":")[2])
+        assert time.monotonic() < deadline, f"PID {pid}: the launcher did not exec in {timeout} s"
+        time.sleep(0.005)
 
 
 # A Python backend: its guard turns the parent-death signal into its own cleanups. The cleanup

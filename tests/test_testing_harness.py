@@ -360,12 +360,18 @@ def test_a_daemonized_grandchild_is_found(shutdown: Shutdown) -> None:
 def test_graceful_spawn_leaves_nothing(shutdown: Shutdown) -> None:
     result = shutdown.run(
         code="""
-        import time, graceful
+        import subprocess, time, graceful
         @graceful.main
         def main():
             graceful.spawn(["sleep", "300"])
-            graceful.spawn(["sh", "-c", "trap '' TERM; exec sleep 300"], timeout=0.2)
-            graceful.spawn(["sh", "-c", "trap '' TERM; sleep 300"], timeout=0.2, group=True)
+            stubborn = [
+                graceful.spawn(["sh", "-c", "trap '' TERM; echo up; exec sleep 300"],
+                               timeout=0.2, stdout=subprocess.PIPE),
+                graceful.spawn(["sh", "-c", "trap '' TERM; echo up; sleep 300"],
+                               timeout=0.2, group=True, stdout=subprocess.PIPE),
+            ]
+            for proc in stubborn:
+                proc.stdout.readline()  # the trap is in place
             print("ready")
             time.sleep(60)
         main()

@@ -1,12 +1,12 @@
 """LIFO cleanup lists that belong to the process that filled them.
 
 Each list runs its entries newest first, each at most once, however often a shutdown reaches it.
-Registration is O(1), and so is unregistering a function (entries are keyed by function). A list's last
-run closes it: a later ``register()`` raises :class:`RegistrationClosed` instead of being silently
-dropped, and ``unregister()`` returning means the function will not run (if another thread is
-running it right then, ``unregister`` waits for it to finish). A forked child never runs its
-parent's entries: the fork hook empties every list in the child, and a list also checks its
-owner's PID before running.
+Registration is O(1), and so is unregistering a function (entries are keyed by function). A
+list's last run closes it: a later ``register()`` raises :class:`RegistrationClosed` instead of
+being silently dropped, and ``unregister()`` returning means the function will not run (if
+another thread is running it right then, ``unregister`` waits for it to finish). A forked child
+never runs its parent's entries: the fork hook empties every list in the child, and a list also
+checks its owner's PID before running.
 """
 
 from __future__ import annotations

@@ -10,8 +10,12 @@ keeps the PID, the process group and the parent-death signal. Doing this in a fr
 instead of ``preexec_fn`` keeps Python code out of the window between fork and exec, where a parent
 with threads can deadlock its child.
 
-An exec failure is written to ERRFD (close-on-exec) as ``errno:message``, so that ``spawn`` can
-raise it like ``subprocess.Popen`` would; success closes ERRFD with nothing written.
+An exec failure is written to ERRFD (close-on-exec) as ``errno:message``, so that the one
+waiting for it (``graceful run``) can raise it like ``subprocess.Popen`` would; success closes
+ERRFD with nothing written. With ERRFD -1 (``spawn``, which does not wait: it looked the program
+up before) the failure goes to stderr and the status is 127, as a shell does it. A signal that
+arrives before the exec ends the launcher by its default action, as it would end the program
+(SIGINT too: the KeyboardInterrupt is not caught).
 """
 
 from __future__ import annotations
@@ -96,14 +100,19 @@ def main(argv: list[str]) -> None:
         if argv[7] != "--":  # the optional IGNORED field
             ignored = frozenset(int(n) for n in argv[7].split(",") if n.isdigit())
             args = argv[9:]
-        os.set_inheritable(errfd, False)
+        if errfd >= 0:
+            os.set_inheritable(errfd, False)
         _setup(ppid, sig, group, lifeline, ignored)
         os.execvp(executable, args)
     except OSError as exc:
         report = f"{exc.errno or 0}:{exc.strerror or exc}"
-    except BaseException as exc:  # anything else must reach the parent too
+    except Exception as exc:  # anything else must reach the parent too
         report = f"0:{type(exc).__name__}: {exc}"
-    os.write(errfd, report.encode("utf-8", "replace"))
+    if errfd >= 0:
+        os.write(errfd, report.encode("utf-8", "replace"))
+    else:
+        line = f"graceful.spawn: cannot run {argv[6]!r}: {report.partition(':')[2]}\n"
+        os.write(2, line.encode("utf-8", "replace"))
     os._exit(127)
 
 

@@ -3,8 +3,18 @@
 The child first runs the launcher (``_launcher.py``) in a fresh interpreter, which sets up what
 must happen between fork and exec (default signals, empty mask, process group, PR_SET_PDEATHSIG,
 the check that the parent is still alive) and then execs the program. No ``preexec_fn``: Python
-code between fork and exec can deadlock when the parent has threads. ``spawn`` waits for the
-exec, so it raises ``FileNotFoundError`` and friends exactly where ``Popen`` would.
+code between fork and exec can deadlock when the parent has threads.
+
+``spawn`` does not wait for the launcher (a second interpreter start is 20 to 60 times a
+``Popen``): it returns as soon as ``Popen`` does, and stays race-free where it matters. The
+program is looked up first, as ``execvp`` in the child will (``env``'s PATH, ``cwd``), so a
+missing or non-executable program raises ``FileNotFoundError``/``PermissionError`` at the call as
+with ``Popen``; an exec that fails anyway (the file changed meanwhile, a bad binary) ends the child
+with status 127 and the reason on its stderr, as a shell does. The process group exists when
+``spawn`` returns: ``Popen(process_group=0)`` makes it before the exec (before 3.11, where Popen
+cannot, ``spawn`` waits for the launcher to make it). The parent-death
+signal is armed by the launcher moments later, and a parent that dies before that is still seen
+(the launcher compares ``getppid()`` with the recorded parent), so no death goes unnoticed.
 
 PR_SET_PDEATHSIG fires when the *thread* that forked the child exits. So a caller that is not
 the main thread forks through one helper thread that lives as long as the process.
@@ -17,6 +27,7 @@ process group and everything it adopted, SIGKILL included, within ``ORPHAN_TIMEO
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal as _signal
@@ -132,12 +143,16 @@ def spawn(
                 errfd, lifeline, pdeathsig=pdeathsig, group=group, executable=executable, argv=argv
             )
 
+    if not supervise:
+        _check_executable(executable, popen_kwargs.get("env"), popen_kwargs.get("cwd"))
+
     def start() -> subprocess.Popen[Any]:
         return _start(
             args,
             command=command,
             lifeline=pdeathsig != 0 and not supervise and not _pidfd.AVAILABLE,
             supervised=supervise,
+            group=group,
             executable=executable,
             popen_kwargs=popen_kwargs,
         )
@@ -236,25 +251,62 @@ def _target(args: Any, shell: object, popen_kwargs: dict[str, Any]) -> tuple[str
     return os.fsdecode(executable), [os.fsdecode(a) for a in argv]
 
 
+def _must_wait(kwargs: dict[str, Any], *, supervised: bool, group: bool) -> bool:
+    """Wait for the exec only where something must be there when spawn returns: the
+    supervisor's "ready", or a process group that Popen cannot make before 3.11 (the launcher
+    makes it then). From 3.11 ``process_group=0`` makes it in the child before exec."""
+    if supervised:
+        return True
+    if group and not kwargs.get("start_new_session"):
+        if sys.version_info < (3, 11):
+            return True
+        kwargs.setdefault("process_group", 0)
+    return False
+
+
+def _check_executable(executable: str, env: Any, cwd: Any) -> None:
+    """Raise what ``Popen`` would if ``executable`` cannot be run: the launcher's ``execvp``
+    looks it up the same way (``env``'s PATH, relative to ``cwd``), after ``spawn`` returned."""
+    if os.sep in executable:
+        candidates = [executable]
+    else:
+        candidates = [os.path.join(d, executable) for d in os.get_exec_path(env)]
+    error = 0
+    for candidate in candidates:
+        path = candidate
+        if cwd is not None and not os.path.isabs(path):
+            path = os.path.join(os.fsdecode(cwd), path)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return
+        if error == 0 and os.path.exists(path):
+            error = errno.EACCES  # as execve: the first error that is not ENOENT is the one
+    error = error or errno.ENOENT
+    raise OSError(error, os.strerror(error), executable)  # FileNotFoundError, PermissionError
+
+
 def _start(
     args: Any,
     *,
     command: Callable[[int, int], list[str]],
     lifeline: bool,
     supervised: bool,
+    group: bool,
     executable: str,
     popen_kwargs: dict[str, Any],
 ) -> subprocess.Popen[Any]:
     import subprocess
 
+    kwargs = dict(popen_kwargs)
+    wait = _must_wait(kwargs, supervised=supervised, group=group)
     life = -1
     extra_fds = []
     if lifeline:
         life = _parent_death.lifeline_for_child()
         extra_fds.append(life)
-    err_read, err_write = os.pipe()
-    extra_fds.append(err_write)
-    kwargs = dict(popen_kwargs)
+    err_read = err_write = -1
+    if wait:
+        err_read, err_write = os.pipe()
+        extra_fds.append(err_write)
     if kwargs.get("close_fds", True):
         kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), *extra_fds)
     else:
@@ -264,31 +316,44 @@ def _start(
         try:
             proc = subprocess.Popen(command(err_write, life), **kwargs)
         finally:
-            os.close(err_write)
+            if err_write >= 0:
+                os.close(err_write)
             if life >= 0:
                 os.set_inheritable(life, False)
+        if not wait:
+            proc.args = args
+            return proc
         try:
             report = _read_report(err_read, proc)
         except BaseException:
             _discard(proc)
             raise
     finally:
-        os.close(err_read)
+        if err_read >= 0:
+            os.close(err_read)
+    _check_report(report, proc, supervised=supervised, executable=executable)
+    proc.args = args
+    return proc
+
+
+def _check_report(
+    report: str, proc: subprocess.Popen[Any], *, supervised: bool, executable: str
+) -> None:
+    """Raise (the child discarded) unless the report says the program runs."""
     if supervised:
         if report == _READY:
-            report = ""
-        elif not report:
+            return
+        if not report:
             _discard(proc)
-            return_code = proc.returncode
+            import subprocess
+
             raise subprocess.SubprocessError(
-                f"graceful.spawn(supervise=True): the supervisor ended (status {return_code}) "
-                f"before it could start {executable!r}; its stderr says why"
+                f"graceful.spawn(supervise=True): the supervisor ended (status "
+                f"{proc.returncode}) before it could start {executable!r}; its stderr says why"
             )
     if report:
         _discard(proc)
         raise _launch_error(report, executable)
-    proc.args = args
-    return proc
 
 
 def _read_report(fd: int, proc: subprocess.Popen[Any]) -> str:
