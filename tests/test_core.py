@@ -442,6 +442,62 @@ def test_import_is_cheap() -> None:
     assert out.stdout.strip() == "[]"
 
 
+#: What an idle guard must not load (issue 16: idle RSS within 1 MiB of the same program without
+#: graceful): threading and signal's enums bring functools and collections, most of a megabyte.
+HEAVY = ("threading", "signal", "enum", "functools", "collections", "logging", "importlib")
+
+
+def test_an_idle_guard_and_its_shutdown_load_nothing_heavy() -> None:
+    code = f"""
+    import os, sys, time, graceful
+    def heavy():
+        return sorted(m for m in {HEAVY!r} if m in sys.modules)
+    with graceful.guard(on_signal="raise"):
+        print("idle", heavy())
+    try:
+        with graceful.guard(on_signal="raise"):
+            os.kill(os.getpid(), 15)
+            time.sleep(5)
+    except graceful.Signalled as exc:
+        print("signalled", heavy())
+        print("read", repr(exc.signal), str(exc))
+    """
+    child = run(code)
+    assert child.lines == [
+        "idle []",
+        "signalled []",
+        "read <Signals.SIGTERM: 15> received SIGTERM",
+    ], child.stderr
+
+
+def test_the_watcher_is_a_named_thread_when_the_program_uses_threading() -> None:
+    code = """
+    import threading, graceful
+    with graceful.guard():
+        print(sorted(t.name for t in threading.enumerate() if t.daemon))
+    """
+    assert run(code).lines == ["['graceful-watcher']"]
+
+
+def test_shutdown_event_made_after_the_shutdown_began_is_set() -> None:
+    code = """
+    import os, sys, time, graceful
+    from graceful._core import machine
+    try:
+        with graceful.guard(on_signal="exit", drain=30):
+            os.kill(os.getpid(), 15)
+            time.sleep(0.2)
+            print("before", "threading" in sys.modules, machine._events == {})
+            print("draining", graceful.draining.is_set(), graceful.shutdown_event.is_set())
+            graceful.end_drain()
+            time.sleep(5)
+    finally:
+        print("after", graceful.shutdown_event.is_set())
+    """
+    child = run(code)
+    assert child.lines == ["before False True", "draining True False", "after True"], child.stderr
+
+
 def test_reraise_runs_other_atexit_handlers_first_as_sys_exit_would() -> None:
     code = """
     import atexit, time, graceful

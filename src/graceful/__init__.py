@@ -7,6 +7,8 @@ The public names are loaded on first use (PEP 562): ``import graceful`` costs ne
 and a program pays only for what it uses (a guard, backends, asyncio, the CLI).
 """
 
+import sys as _sys
+
 from ._core import forking as _forking  # noqa: F401  (the one fork hook, from the start)
 from ._version import __version__
 
@@ -65,9 +67,9 @@ def __getattr__(name: str) -> object:
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module 'graceful' has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f"{__name__}.{where}"), name)
+    module = f"{__name__}.{where}"
+    __import__(module)  # not importlib.import_module: importing importlib loads warnings too
+    value = getattr(_sys.modules[module], name)
     globals()[name] = value  # the next access is a plain module attribute
     return value
 

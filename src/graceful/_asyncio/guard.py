@@ -40,7 +40,7 @@ async def enter(guard: Guard) -> Guard:
     task = asyncio.current_task()
     options = guard.options
     sigs = tuple(
-        s for s in options.signals if options.override_ignored or not _dispositions.is_ignored(s)
+        s for s in options.signums if options.override_ignored or not _dispositions.is_ignored(s)
     )
     restore: list[Callable[[], object]] = []
     try:

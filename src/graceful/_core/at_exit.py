@@ -40,7 +40,7 @@ def protect_exit() -> None:
         return
     last = machine.last_options or DEFAULT
     defaults = (signal.SIG_DFL, signal.default_int_handler)
-    sigs = tuple(s for s in last.signals if signal.getsignal(s) in defaults)
+    sigs = tuple(s for s in last.signums if signal.getsignal(s) in defaults)
     if not sigs:
         return
     options = Options(

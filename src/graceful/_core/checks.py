@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-
 from . import signals as _signals
+from . import threads as _threads
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -41,10 +40,10 @@ def check_timeout(timeout: Optional[float], what: str, name: str = "timeout") ->
         raise ValueError(
             f"{what}: {name} must be >= 0 seconds (or None for no deadline), got {timeout!r}"
         )
-    if timeout > threading.TIMEOUT_MAX:  # infinity too
+    if timeout > _threads.TIMEOUT_MAX:  # infinity too
         raise ValueError(
             f"{what}: {name}={timeout!r} is longer than this platform's clocks can wait "
-            f"({threading.TIMEOUT_MAX:.0f} s); pass None for no deadline"
+            f"({_threads.TIMEOUT_MAX:.0f} s); pass None for no deadline"
         )
     return float(timeout)
 
@@ -60,7 +59,7 @@ def check_bool(value: object, what: str, name: str) -> bool:
 
 def check_main_thread(what: str) -> None:
     """Signal handlers can only be installed from the main thread of the main interpreter."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _threads.is_main_thread():
         raise RuntimeError(
             f"{what} must be entered in the main thread: Python runs signal handlers only there. "
             "Wrap your program's entry point (the main thread) in graceful.guard() or "

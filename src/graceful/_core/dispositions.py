@@ -8,12 +8,16 @@ server that handles SIGHUP itself), that handler is theirs and stays when the gu
 from __future__ import annotations
 
 # The C functions themselves: signal.signal() and getsignal() wrap them to turn ints into enums,
-# a third of what entering a guard costs. SIG_DFL and SIG_IGN come back as plain ints here.
+# a third of what entering a guard costs, and ``import signal`` builds those enums (with ``enum``,
+# ``functools`` and ``collections``: most of a megabyte of RSS). SIG_DFL and SIG_IGN come back as
+# plain ints here, masks as sets of ints.
 import _signal  # type: ignore[import-not-found]
-import signal
+
+from . import threads as _threads
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
+    import signal
     from typing import Any, Callable, Optional, Union
 
 
@@ -94,32 +98,30 @@ def is_ignored(sig: int) -> bool:
 
 
 #: Where the C library has per-thread signal masks (POSIX); elsewhere nothing is blocked.
-HAS_MASKS = hasattr(signal, "pthread_sigmask")
+HAS_MASKS = hasattr(_signal, "pthread_sigmask")
 
 
 def block(sigs: object) -> Optional[set[int]]:
     """Block ``sigs`` in this thread; return the mask to put back (None where there are none)."""
     if not HAS_MASKS:
         return None
-    return set(signal.pthread_sigmask(signal.SIG_BLOCK, sigs))  # type: ignore[arg-type]
+    return set(_signal.pthread_sigmask(_signal.SIG_BLOCK, sigs))
 
 
 def set_mask(mask: Optional[set[int]]) -> None:
     """Put back a mask that :func:`block` returned."""
     if mask is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
 
 
 def unblock(sigs: object) -> None:
     if HAS_MASKS:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)  # type: ignore[arg-type]
+        _signal.pthread_sigmask(_signal.SIG_UNBLOCK, sigs)
 
 
 def raise_in_this_thread(sig: int) -> None:
     """Deliver ``sig`` to the calling thread (from any thread, where POSIX allows)."""
-    import threading
-
-    if hasattr(signal, "pthread_kill"):
-        signal.pthread_kill(threading.get_ident(), sig)
+    if hasattr(_signal, "pthread_kill"):
+        _signal.pthread_kill(_threads.get_ident(), sig)
     else:
-        signal.raise_signal(sig)
+        _signal.raise_signal(sig)

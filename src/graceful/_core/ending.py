@@ -7,13 +7,13 @@ thread, while the main thread holds locks: it logs with a bounded wait, then end
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
 import os
-import signal
 import sys
-import threading
 import time
 
 from . import dispositions as _dispositions
+from . import threads as _threads
 from . import timeline as _timeline
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 #: How long a dying process waits for its last log line (stderr may be a full pipe).
 LOG_WAIT = 0.5
 
-_dying = threading.Lock()
-_logged = threading.Event()
+_dying = _threads.Lock()
+_logged = _threads.Event()
 
 
 def flush_stdio() -> None:
@@ -38,7 +38,7 @@ def flush_stdio() -> None:
 
 
 def main_thread_location() -> str:
-    frame = sys._current_frames().get(threading.main_thread().ident or 0)
+    frame = sys._current_frames().get(_threads.main_ident() or 0)
     if frame is None:
         return "an unknown place"
     return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
@@ -64,12 +64,12 @@ def reraise(sig: int, restore: Callable[[], object], *, run_atexit: bool) -> Non
     blocked = _dispositions.block([sig])
     try:
         restore()
-        if signal.getsignal(sig) is signal.default_int_handler:
+        if _signal.getsignal(sig) is _signal.default_int_handler:
             # Python's stand-in for SIG_DFL on SIGINT: re-raising into it would only print a
             # KeyboardInterrupt traceback; the shell must see "killed by SIGINT".
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         _timeline.end("reraise", sig, None)
-        signal.raise_signal(sig)
+        _signal.raise_signal(sig)
     finally:
         if blocked is not None:
             _dispositions.set_mask(blocked - {sig})
@@ -106,9 +106,9 @@ def die_now(
             _logged.wait(LOG_WAIT)
         if exit_status is not None:
             os._exit(exit_status)
-        if threading.current_thread() is threading.main_thread():
+        if _threads.get_ident() == _threads.main_ident():
             flush_stdio()
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         else:
             from . import libc  # signal.signal() refuses outside the main thread
 
@@ -137,8 +137,7 @@ def _write_bounded(reason: str, stacks: bool) -> None:
             _logged.set()
 
     try:
-        writer = threading.Thread(target=write, name="graceful-last-words", daemon=True)
-        writer.start()
+        _threads.start(write, "graceful-last-words")
     except RuntimeError:  # no new threads (limits, or interpreter shutdown on 3.12+)
         try:
             os.write(2, f"graceful: {reason}\n".encode(errors="replace"))
@@ -146,10 +145,10 @@ def _write_bounded(reason: str, stacks: bool) -> None:
             pass
         _logged.set()
         return
-    writer.join(LOG_WAIT + (LOG_WAIT if stacks else 0))
+    _logged.wait(LOG_WAIT + (LOG_WAIT if stacks else 0))
 
 
 def after_fork_in_child() -> None:
     global _dying, _logged
-    _dying = threading.Lock()
-    _logged = threading.Event()
+    _dying = _threads.Lock()
+    _logged = _threads.Event()

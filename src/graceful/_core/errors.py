@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
+
 from . import signals as _signals
 
 
@@ -16,13 +18,26 @@ class Signalled(BaseException):
 
     def __init__(self, sig: int) -> None:
         super().__init__(sig)
-        self.signal: int = _signals.as_signal(sig)
+        self._signum = int(sig)
+        self._signal: object = None  # the signal.Signals, made when first read
+
+    @property
+    def signal(self) -> int:
+        # Made when read: ``import signal`` (its enums) is not for graceful's own path.
+        if self._signal is None:
+            self._signal = _signals.as_signal(self._signum)
+        return self._signal  # type: ignore[return-value]
+
+    @signal.setter
+    def signal(self, value: int) -> None:
+        self._signal = value
+        self._signum = int(value)
 
     def __str__(self) -> str:
-        return f"received {_signals.name(self.signal)}"
+        return f"received {_signals.name(self._signum)}"
 
     def __reduce__(self) -> tuple[type[Signalled], tuple[int]]:
-        return (type(self), (int(self.signal),))
+        return (type(self), (self._signum,))
 
 
 class SignalledInterrupt(Signalled, KeyboardInterrupt):
@@ -31,9 +46,7 @@ class SignalledInterrupt(Signalled, KeyboardInterrupt):
 
 def signalled(sig: int) -> Signalled:
     """The exception to raise for ``sig``."""
-    import signal
-
-    if sig == signal.SIGINT:
+    if sig == _signal.SIGINT:
         return SignalledInterrupt(sig)
     return Signalled(sig)
 

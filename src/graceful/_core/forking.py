@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 #: the timeline, the watcher thread (gone), the guards (inert, dispositions back); then the process
 #: modules: tracked backends, the parent-death lifeline, the spawner thread; then the users' hooks.
 CHILD_STEPS = (
+    ("graceful._core.threads", "taking the forking thread for the main one in a forked child"),
     ("graceful._core.registry", "dropping the parent's cleanups in a forked child"),
     ("graceful._core.machine", "resetting the shutdown state in a forked child"),
     ("graceful._core.ending", "resetting the ending in a forked child"),

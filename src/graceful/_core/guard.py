@@ -14,15 +14,12 @@ How one signal travels (``docs/internals.md`` tells it at length):
 
 from __future__ import annotations
 
-import functools
-import signal
+import _signal  # type: ignore[import-not-found]
 import sys
-from types import FrameType, TracebackType
 
 from . import dispositions as _dispositions
 from . import ending as _ending
 from . import forking as _forking
-from . import registry as _registry
 from . import timeline as _timeline
 from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
@@ -33,11 +30,13 @@ from .protect import exception_in_flight, exit_path, protection
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
+    from types import FrameType, TracebackType
     from typing import Any, Callable, Optional
 
 if TYPE_CHECKING:
     from typing import Literal
 
+    from .registry import Registry
     from .signals import SignalLike
     from .typevars import _F, _P, _R
 
@@ -83,7 +82,7 @@ class Guard:
     __slots__ = (
         "_active",
         "_at_exit",
-        "_cleanups",
+        "_block_cleanups",
         "_escalate",
         "_held",
         "_inert",
@@ -92,17 +91,19 @@ class Guard:
         "_loop_restore",
         "_program",
         "_saved",
+        "_signal",
+        "_signal_named",
         "_task",
         "_wakeup",
         "options",
-        "signal",
     )
 
     def __init__(self, options: Options, *, program: bool = False, at_exit: bool = False) -> None:
         self.options = options
-        #: The signal that ended the block, or None.
-        self.signal: Optional[int] = None
-        self._cleanups = _registry.Registry("guard cleanup")
+        self._signal: Optional[int] = None
+        self._signal_named = False  # _signal is a number to read as a signal.Signals
+        # The block's own cleanups (Guard.register): the registry is loaded on the first.
+        self._block_cleanups: Optional[Registry] = None
         self._saved: list[_dispositions.Saved] = []
         self._wakeup: Optional[int] = None  # the previous wakeup fd, when we are the outermost
         self._active = False
@@ -117,6 +118,35 @@ class Guard:
         self._loop: Any = None
         self._loop_restore: list[Callable[[], object]] = []
         self._escalate: Optional[Callable[[], object]] = None  # a loop callback after the cancel
+
+    @property
+    def signal(self) -> Optional[int]:
+        """The signal that ended the block (a ``signal.Signals``), or None."""
+        if self._signal_named and self._signal is not None:
+            self._signal = _signal_of(self._signal)  # made when read: imports signal
+            self._signal_named = False
+        return self._signal
+
+    @signal.setter
+    def signal(self, value: Optional[int]) -> None:
+        self._signal = value
+        self._signal_named = False
+
+    def _ended_by(self, sig: int) -> None:
+        self._signal = sig
+        self._signal_named = True
+
+    @property
+    def _cleanups(self) -> Registry:
+        if self._block_cleanups is None:
+            from .registry import Registry
+
+            self._block_cleanups = Registry("guard cleanup")
+        return self._block_cleanups
+
+    def _run_block_cleanups(self) -> None:
+        if self._block_cleanups is not None:
+            self._block_cleanups.run_all()
 
     # The options, readable on the guard itself.
     @property
@@ -140,6 +170,8 @@ class Guard:
         return func
 
     def __call__(self, func: _F) -> _F:
+        import functools  # only for the decorator: an idle guard does without it
+
         options = self.options
 
         @functools.wraps(func)
@@ -193,7 +225,7 @@ class Guard:
         options = self.options
         sigs = tuple(
             s
-            for s in options.signals
+            for s in options.signums
             if options.override_ignored or not _dispositions.is_ignored(s)
         )
         outermost = not _stack
@@ -245,7 +277,7 @@ class Guard:
         tb: Optional[TracebackType],
     ) -> bool:
         if self._inert:
-            self._cleanups.run_all()  # only what the child registered itself
+            self._run_block_cleanups()  # only what the child registered itself
             return False
         if not self._active:
             return False
@@ -255,7 +287,7 @@ class Guard:
             machine.end_drain()  # the program ended during its drain: the shutdown begins now
         if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
             machine.wait_for_breaks()
-        self._cleanups.run_all()
+        self._run_block_cleanups()
         if not outermost:
             return self._exit_inner(exc)
         ran = False
@@ -279,7 +311,7 @@ class Guard:
             machine.wait_for_breaks()
         if not ran:
             self._run_registered()
-        self.signal = _signal_of(sig)
+        self._ended_by(sig)
         return self._end(sig, exc)
 
     def _exit_inner(self, exc: Optional[BaseException]) -> bool:
@@ -288,7 +320,7 @@ class Guard:
         sig = machine.signal
         if sig is None or self._late or machine.phase not in (Phase.SIGNALLED, Phase.BREAKING):
             return False
-        self.signal = _signal_of(sig)
+        self._ended_by(sig)
         if isinstance(exc, Signalled):
             return False
         machine.mark_raised()
@@ -302,7 +334,13 @@ class Guard:
             final = f"this process is ending by {_signal_name(machine.signal)}"
         elif self._at_exit:
             final = "the interpreter is exiting"
-        _registry.cleanups.run_all(final=final)
+        registry = sys.modules.get("graceful._core.registry")
+        if registry is None and final is not None:
+            # Nothing was registered, but the list must close (a registration now would never
+            # run): the registry is loaded here, in the main thread, not in a handler.
+            from . import registry
+        if registry is not None:
+            registry.cleanups.run_all(final=final)
 
     def _end(self, sig: int, exc: Optional[BaseException]) -> bool:
         """The outermost guard ends the process by ``sig`` as its options say."""
@@ -468,6 +506,6 @@ def after_fork_in_child() -> None:
         try:
             _dispositions.restore(g._saved, _handler)
             if g._wakeup is not None:
-                signal.set_wakeup_fd(g._wakeup)
+                _signal.set_wakeup_fd(g._wakeup)
         except (OSError, ValueError, TypeError):
             pass  # best effort: the child must not fail inside fork

@@ -24,16 +24,13 @@ recorded (the first one starts the deadline) and a repeat may force the end.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
-import enum
-import signal
 import sys
-import threading
 import time
 
 from . import ending as _ending
 from . import protect as _protect
-from . import registry as _registry
 from . import signals as _signals
+from . import threads as _threads
 from . import timeline as _timeline
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -41,12 +38,57 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
 if TYPE_CHECKING:
-    from .options import Options
+    import threading
 
-#: Set as soon as the shutdown proper begins (after the drain), so worker threads can stop.
-shutdown_event = threading.Event()
-#: Set at the first signal when a guard drains (``drain=`` seconds): fail readiness probes now.
-draining = threading.Event()
+    from .options import Options
+    from .registry import Entry
+
+    #: Set as soon as the shutdown proper begins (after the drain), so worker threads can stop.
+    shutdown_event: threading.Event
+    #: Set at the first signal when a guard drains (``drain=`` seconds): fail readiness probes.
+    draining: threading.Event
+
+#: ``shutdown_event`` and ``draining`` are ``threading.Event`` objects, made when first asked for
+#: (:func:`__getattr__`): an idle guard does not import ``threading``. Until then the machine
+#: keeps their state here, and hands it over as it makes them.
+_PUBLIC = ("shutdown_event", "draining")
+_flags = {name: False for name in _PUBLIC}
+_events: dict[str, threading.Event] = {}
+_events_lock = _threads.RLock()
+
+
+def __getattr__(name: str) -> threading.Event:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import threading
+
+    with _events_lock:
+        event = _events.get(name)
+        if event is None:
+            event = _events[name] = threading.Event()
+            if _flags[name]:
+                event.set()
+            globals()[name] = event  # the next access is a plain module attribute
+    return event
+
+
+def _set_public(name: str, value: bool) -> None:
+    """Set or clear ``shutdown_event`` or ``draining``, made or not."""
+    with _events_lock:
+        _flags[name] = value
+        event = _events.get(name)
+    if event is not None:
+        if value:
+            event.set()
+        else:
+            event.clear()
+
+
+def _registry() -> Any:
+    """The registry, if loaded: nothing was registered otherwise (and it must not be imported
+    from the watcher thread, or while a signal is handled)."""
+    return sys.modules.get("graceful._core.registry")
+
 
 REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
 REDELIVER_MAX_INTERVAL = 0.5  # backoff cap while the handler has not run (main stuck in C?)
@@ -59,10 +101,12 @@ BREAK_SHARE = 0.25
 BREAK_WAIT_WITHOUT_DEADLINE = 1.25
 
 #: A person at a terminal insisting: these force the end even if not a repeat.
-_INSISTENT = frozenset(getattr(signal, n) for n in ("SIGINT", "SIGQUIT") if hasattr(signal, n))
+_INSISTENT = frozenset(getattr(_signal, n) for n in ("SIGINT", "SIGQUIT") if hasattr(_signal, n))
 
 
-class Phase(enum.IntEnum):
+class Phase:
+    """The phases, in order (plain ints: ``enum`` costs an idle guard its RSS)."""
+
     IDLE = 0  # no shutdown in progress
     SIGNALLED = 1  # a guarded signal arrived; the watcher has not begun the breaks yet
     DRAINING = 2  # the program runs on for ``drain`` seconds, ``draining`` set
@@ -71,7 +115,9 @@ class Phase(enum.IntEnum):
     ENDING = 5  # atexit functions, flushing, then the re-raise or the exit
 
 
-class Verdict(enum.IntEnum):
+class Verdict:
+    """What one delivery was judged to be (plain ints, as :class:`Phase`)."""
+
     IGNORED = 0  # not a signal this machine acts on (no guard, or someone replaced our handler)
     FIRST = 1  # started the shutdown
     AGAIN = 2  # a delivery already accounted for (the other listener, or our re-delivery)
@@ -92,7 +138,7 @@ class Shutdown:
         # a nested handler run in the middle of it, in the same thread: transitions tolerate that
         # (``_first`` happens once; the handler raises when ``want_raise()``, whatever its own
         # delivery was judged to be).
-        self._lock = threading.RLock()
+        self._lock = _threads.RLock()
         self._wake: Callable[[], None] = _nothing
         self._handler: Optional[Callable[[int, Any], Any]] = None
         self.options: Optional[Options] = None
@@ -119,7 +165,7 @@ class Shutdown:
         self._next_redelivery = 0.0
         self._redelivery_interval = REDELIVER_INTERVAL
         self.force: Optional[int] = None
-        self.breaks_done = threading.Event()
+        self.breaks_done = _threads.Event()
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
         self._breaks_inline = False
@@ -184,7 +230,7 @@ class Shutdown:
 
     # --- deliveries ---------------------------------------------------------------------------
 
-    def heard(self, sig: int, source: int) -> Verdict:  # noqa: PLR0912  (one decision table)
+    def heard(self, sig: int, source: int) -> int:  # noqa: PLR0912  (one decision table)
         """Record one delivery of ``sig`` to ``source`` (HANDLER or WATCHER) and judge it."""
         now = time.monotonic()
         with self._lock:
@@ -250,7 +296,7 @@ class Shutdown:
         elif self.options.drain > 0:
             self.phase = Phase.DRAINING
             self.drain_until = now + self.options.drain
-            draining.set()
+            _set_public("draining", True)
         else:
             self.phase = Phase.SIGNALLED
             self._arm_deadline(now)
@@ -260,7 +306,7 @@ class Shutdown:
         timeout = self.options.timeout
         self.deadline = None if timeout is None else now + timeout
 
-    def _report(self, sig: int, verdict: Verdict) -> None:
+    def _report(self, sig: int, verdict: int) -> None:
         """What the watcher heard, on the timeline (queued: the watcher never blocks on logs)."""
         name = _signals.name(sig)
         if verdict in (Verdict.FORCE, Verdict.ABSORBED):
@@ -362,18 +408,14 @@ class Shutdown:
                 self.phase = Phase.BREAKING
             name = "shutdown" if self.signal is None else _signals.name(self.signal)
             done = self.breaks_done
-        shutdown_event.set()
-        entries = _registry.breaks.pending()
+        _set_public("shutdown_event", True)
+        registry = _registry()
+        entries = [] if registry is None else registry.breaks.pending()
         if not entries:
             done.set()
             return
         try:
-            threading.Thread(
-                target=_run_breaks,
-                args=(entries, done),
-                name=f"graceful-break-{name}",
-                daemon=True,
-            ).start()
+            _threads.start(_run_breaks, f"graceful-break-{name}", entries, done)
         except RuntimeError:  # no thread can start (limits, interpreter shutdown)
             with self._lock:
                 self._breaks_inline = True
@@ -395,7 +437,8 @@ class Shutdown:
             self.begin_breaks()  # the watcher never heard it (the wakeup fd was replaced)
         if self._breaks_inline:
             self._breaks_inline = False
-            _run_breaks(_registry.breaks.pending(), self.breaks_done)
+            registry = _registry()
+            _run_breaks([] if registry is None else registry.breaks.pending(), self.breaks_done)
             return
         options = self.options
         timeout = options.timeout if options is not None else None
@@ -419,7 +462,7 @@ class Shutdown:
     def _redeliver(self, now: float) -> None:
         """Deliver the signal to the main thread again (thread-directed, so a blocking call
         there is interrupted); both listeners expect it, so it never counts as a second one."""
-        main = threading.main_thread().ident
+        main = _threads.main_ident()
         with self._lock:
             sig = self.signal
             if sig is None or main is None or not self.ours(sig):
@@ -440,8 +483,8 @@ class Shutdown:
             self._redelivered[WATCHER] += 1
             self._redelivered[HANDLER] += 1
             self._redelivered_at = now
-        if hasattr(signal, "pthread_kill"):
-            signal.pthread_kill(main, sig)
+        if hasattr(_signal, "pthread_kill"):
+            _signal.pthread_kill(main, sig)
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -478,13 +521,14 @@ class Shutdown:
         """The shutdown is over and the process goes on (``on_signal="raise"``)."""
         with self._lock:
             self._new_episode()
-        shutdown_event.clear()
-        draining.clear()
+        _set_public("shutdown_event", False)
+        _set_public("draining", False)
 
     def _deadline_passed(self) -> None:
-        running = _registry.current()
+        registry = _registry()
+        running = None if registry is None else registry.current()
         timeout = self.options.timeout if self.options is not None else None
-        sig = self.signal or signal.SIGTERM
+        sig = self.signal or _signal.SIGTERM
         if running is not None:
             where = f"cleanup {running.describe()} was still running"
         else:
@@ -509,7 +553,7 @@ class Shutdown:
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with no shutdown in progress and no guard of its own."""
-        self._lock = threading.RLock()
+        self._lock = _threads.RLock()
         self._wake = _nothing
         self._handler = None
         self.options = None
@@ -517,7 +561,13 @@ class Shutdown:
         self._not_insisting = {}
         self._listeners = [listener for listener in self._listeners if _survives_fork(listener)]
         self._new_episode()
-        for event in (shutdown_event, draining):
+        global _events_lock
+        _events_lock = _threads.RLock()
+        for name in _PUBLIC:
+            _flags[name] = False
+            event = _events.get(name)
+            if event is None:
+                continue
             reinit = getattr(event, "_at_fork_reinit", None)
             if reinit is not None:
                 reinit()  # its lock may have been held by a thread that does not exist here
@@ -533,10 +583,10 @@ def _survives_fork(listener: object) -> bool:
     return getattr(listener, "__module__", "").startswith("graceful.")
 
 
-def _run_breaks(entries: list[_registry.Entry], done: threading.Event) -> None:
+def _run_breaks(entries: list[Entry], done: _threads.Event) -> None:
     try:
         for entry in entries:
-            _registry.run_logged(entry, "break callback", timed=False)
+            sys.modules["graceful._core.registry"].run_logged(entry, "break callback", timed=False)
     finally:
         done.set()
         _timeline.record("breaks_done", f"break callbacks done ({len(entries)})")

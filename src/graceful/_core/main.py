@@ -5,6 +5,9 @@ from __future__ import annotations
 import functools
 import sys
 
+# @main always ends through the registry (its cleanups run, and close, when the program ends):
+# loaded now, not in the middle of a shutdown (a guard alone loads it only when it must).
+from . import registry as _registry  # noqa: F401
 from . import timeline as _timeline
 from .guard import Guard
 from .options import DEFAULT_TIMEOUT, Options

@@ -37,11 +37,22 @@ class Options:
         "on_second_signal",
         "on_signal",
         "override_ignored",
+        "signums",
+        "timeout",
+    )
+    #: The fields, in the order of the repr.
+    _FIELDS = (
+        "drain",
+        "exit_code",
+        "on_second_signal",
+        "on_signal",
+        "override_ignored",
         "signals",
         "timeout",
     )
 
-    signals: tuple[int, ...]
+    #: The signals as numbers: what graceful itself uses (``signals`` imports ``signal``).
+    signums: tuple[int, ...]
     #: Seconds from the shutdown proper (after the drain) to a forced end; None: no deadline.
     timeout: Optional[float]
     on_signal: OnSignal
@@ -64,7 +75,7 @@ class Options:
     ) -> None:
         """Store already-checked values; use :meth:`parse` for what a user passed."""
         values = {
-            "signals": signals,
+            "signums": tuple(int(s) for s in signals),
             "timeout": timeout,
             "on_signal": on_signal,
             "exit_code": exit_code,
@@ -123,6 +134,11 @@ class Options:
             drain=checked_drain,
         )
 
+    @property
+    def signals(self) -> tuple[int, ...]:
+        """The signals, as ``signal.Signals`` (ints for realtime ones), in the order given."""
+        return tuple(_signals.as_signal(s) for s in self.signums)
+
     def exit_status(self, sig: int) -> int:
         """The exit status when the process exits instead of dying by ``sig``: the rule, once."""
         return self.exit_code if self.exit_code is not None else 128 + sig
@@ -143,7 +159,7 @@ class Options:
         return hash(self._values())
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
+        parts = ", ".join(f"{key}={getattr(self, key)!r}" for key in self._FIELDS)
         return f"Options({parts})"
 
 

@@ -3,18 +3,24 @@
 The one place that turns what a user wrote (``"TERM"``, ``"sigterm"``, ``15``, ``"RTMIN+3"``,
 ``signal.SIGTERM``) into a signal number, or into an error that says what to write instead. The
 ``graceful signals`` command prints the same facts as a table.
+
+Signals are plain ints here, named from ``_signal`` (the C module): ``import signal`` builds its
+``Signals``, ``Handlers`` and ``Sigmasks`` enums, which with ``enum``, ``functools`` and
+``collections`` cost an idle guarded process most of a megabyte of RSS (issue 16). What a user
+reads (``Signalled.signal``, a guard's ``signals``) is still a ``signal.Signals``, made when read
+(:func:`as_signal`).
 """
 
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
-import signal
 import sys
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 
 
 if TYPE_CHECKING:
+    import signal
     from typing import Literal, Union
 
     from typing_extensions import TypeAlias
@@ -25,11 +31,24 @@ if TYPE_CHECKING:
 #: Where a user reads more; ``graceful signals`` prints this platform's table.
 DOCS = "docs/signals.md (or run `graceful signals`)"
 
+#: Every name ``signal.Signals`` has a member for (aliases such as SIGIOT too), and its number:
+#: the names ``signal`` takes from ``_signal`` for its enum.
+_BY_NAME: dict[str, int] = {
+    key: value
+    for key, value in vars(_signal).items()
+    if (key.isupper() and key.startswith("SIG") and not key.startswith("SIG_"))
+    or key.startswith("CTRL_")
+}
+#: A number's name, as ``signal.Signals(n).name``: of several names, the first in sorted order
+#: (SIGABRT, not SIGIOT), as the enum's canonical member is.
+_BY_NUMBER: dict[int, str] = {}
+for _key, _value in sorted(_BY_NAME.items(), key=lambda item: (item[1], item[0])):
+    _BY_NUMBER.setdefault(_value, _key)
+del _key, _value
+
 #: Handled when a guard names no signals: those of HUP, INT, QUIT, TERM the platform has.
-DEFAULT_SIGNALS: tuple[signal.Signals, ...] = tuple(
-    getattr(signal, name)
-    for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM")
-    if hasattr(signal, name)
+DEFAULT_SIGNALS: tuple[int, ...] = tuple(
+    _BY_NAME[name] for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM") if name in _BY_NAME
 )
 
 #: Default action (signal(7)) and who typically sends it, by name; where a platform differs it is
@@ -84,13 +103,11 @@ FACTS: dict[str, tuple[Action, str]] = {
 if sys.platform != "linux":  # BSD and macOS: SIGIO is ignored by default
     FACTS["SIGIO"] = ("ignore", FACTS["SIGIO"][1])
 
-_UNCATCHABLE = frozenset(getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n))
+_UNCATCHABLE = frozenset(_BY_NAME[n] for n in ("SIGKILL", "SIGSTOP") if n in _BY_NAME)
 #: Raised by the faulting instruction itself: a handler that returns makes it run again.
-_FAULTS = frozenset(
-    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)
-)
-_RTMIN: int = getattr(signal, "SIGRTMIN", 0)
-_RTMAX: int = getattr(signal, "SIGRTMAX", -1)
+_FAULTS = frozenset(_BY_NAME[n] for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if n in _BY_NAME)
+_RTMIN: int = _BY_NAME.get("SIGRTMIN", 0)
+_RTMAX: int = _BY_NAME.get("SIGRTMAX", -1)
 #: Linux signals that Python < 3.11 has no ``signal.Signals`` member for.
 _UNNAMED: dict[int, str] = {16: "SIGSTKFLT"} if sys.platform == "linux" else {}
 
@@ -101,14 +118,14 @@ def is_realtime(signum: int) -> bool:
 
 def name(signum: int) -> str:
     """``SIGTERM``; realtime signals as ``SIGRTMIN+3``; unknown numbers as ``signal 99``."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        if signum in _UNNAMED:
-            return _UNNAMED[signum]
-        if is_realtime(signum):
-            return f"SIGRTMIN+{signum - _RTMIN}"
-        return f"signal {signum}"
+    known = _BY_NUMBER.get(signum)
+    if known is not None:
+        return known
+    if signum in _UNNAMED:
+        return _UNNAMED[signum]
+    if is_realtime(signum):
+        return f"SIGRTMIN+{signum - _RTMIN}"
+    return f"signal {signum}"
 
 
 def default_action(signum: int) -> Action:
@@ -176,13 +193,13 @@ def _parse_name(text: str, what: str) -> int:
     for signum, known in _UNNAMED.items():
         if key == known:
             return signum
-    if key.startswith("SIG_") or key not in signal.Signals.__members__:
-        names = sorted(n[3:] for n in signal.Signals.__members__ if not n.startswith("SIG_"))
+    if key.startswith("SIG_") or key not in _BY_NAME:
+        names = sorted(n[3:] for n in _BY_NAME if not n.startswith("SIG_"))
         raise ValueError(
             f"{what}: unknown signal name {text!r}; use a name such as 'TERM', 'SIGTERM' or "
             f"'USR1' (this platform has: {', '.join(names)}; realtime ones as 'RTMIN+3')"
         )
-    return int(signal.Signals[key])
+    return _BY_NAME[key]
 
 
 def number(sig: object, what: str) -> int:
@@ -198,7 +215,7 @@ def number(sig: object, what: str) -> int:
             f"{what}: signal 0 only probes whether a process exists and stops nothing; "
             "pass a real signal such as signal.SIGTERM"
         )
-    if signum not in _signal.valid_signals():  # ints: the enum version costs 0.3 ms
+    if signum not in _signal.valid_signals():
         raise ValueError(
             f"{what}: {sig!r} is not a signal on this platform; use signal.SIGTERM or a name "
             f"such as 'TERM' (see {DOCS})"
@@ -207,7 +224,11 @@ def number(sig: object, what: str) -> int:
 
 
 def as_signal(signum: int) -> int:
-    """``signal.Signals`` when the number has a member (for readable reprs), else the int."""
+    """``signal.Signals`` when the number has a member (for readable reprs), else the int.
+
+    For what a user reads; this imports ``signal``, so graceful itself keeps the ints."""
+    import signal
+
     try:
         return signal.Signals(signum)
     except ValueError:
@@ -215,12 +236,12 @@ def as_signal(signum: int) -> int:
 
 
 def resolve(sig: SignalLike, what: str) -> int:
-    """A signal that a guard may handle, as ``signal.Signals`` (or an int for realtime ones)."""
+    """A signal that a guard may handle, as its number."""
     signum = number(sig, what)
     why = refusal(signum)
     if why is not None:
         raise ValueError(f"{what}: {why}")
-    return as_signal(signum)
+    return signum
 
 
 def resolve_all(signals: object, what: str) -> tuple[int, ...]:

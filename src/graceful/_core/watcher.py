@@ -11,13 +11,13 @@ byte forwarded, and is put back when the outermost guard ends.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]
 import os
 import select
-import signal
-import threading
 import time
 
 from . import dispositions as _dispositions
+from . import threads as _threads
 from . import timeline as _timeline
 from .machine import WATCHER, machine
 
@@ -30,10 +30,10 @@ _STOP = 0xFF  # not a signal number either: "exit the thread" (before a fork)
 #: The longest single wait: a deadline far away is looked at again from time to time.
 _MAX_WAIT = 3600.0
 #: Signals a helper thread blocks: all but the uncatchable and those a fault raises in the thread.
-ASYNC_SIGNALS = signal.valid_signals() - {
-    getattr(signal, name)
+ASYNC_SIGNALS = _signal.valid_signals() - {
+    getattr(_signal, name)
     for name in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
-    if hasattr(signal, name)
+    if hasattr(_signal, name)
 }
 
 
@@ -44,18 +44,18 @@ class _Watcher:
         os.set_blocking(self.write_fd, False)
         self.forward_to = -1
         self.pid = os.getpid()
-        self.stopped = threading.Event()
+        self.stopped = _threads.Event()
         self.stopped.set()
         # Whoever reads the pipe (this thread, or the main thread in drain()) holds this while
         # it reads and reports, so "drained" means "every byte written so far was reported".
-        self.read_lock = threading.Lock()
+        self.read_lock = _threads.Lock()
         self.reader: Optional[int] = None  # the thread in drain() right now
         self.ident: Optional[int] = None
 
     def start(self) -> None:
         self.stopped.clear()
         try:
-            threading.Thread(target=self._main, name="graceful-watcher", daemon=True).start()
+            _threads.start(self._main, "graceful-watcher")
         except BaseException:
             self.stopped.set()
             raise
@@ -72,7 +72,7 @@ class _Watcher:
         return not self.stopped.is_set()
 
     def _main(self) -> None:
-        self.ident = threading.get_ident()
+        self.ident = _threads.get_ident()
         # Asynchronous signals go to the main thread (or the program's threads), never here:
         # the C handler then interrupts the main thread's blocking call at once.
         _dispositions.block(ASYNC_SIGNALS)
@@ -104,7 +104,7 @@ class _Watcher:
         If another thread is reading, wait until it has reported what it read (at most
         ``timeout`` seconds; -1: no limit); a handler run inside this thread's own drain()
         returns at once: the outer call reports the bytes, in order."""
-        me = threading.get_ident()
+        me = _threads.get_ident()
         if self.reader == me or not self.read_lock.acquire(True, timeout):
             return True
         self.reader = me
@@ -125,11 +125,11 @@ class _Watcher:
                     pass
             for byte in signals:
                 machine.heard(byte, WATCHER)
-            if (signals or _POKE in data) and threading.get_ident() != self.ident:
+            if (signals or _POKE in data) and _threads.get_ident() != self.ident:
                 # The thread acts on what was heard (breaks, deadline, force), and on a poke
                 # that was meant for it (graceful.end_drain() from another thread, say).
                 self.poke()
-            if stop and threading.get_ident() != self.ident:
+            if stop and _threads.get_ident() != self.ident:
                 # Not ours to act on: the thread must see its stop byte (a fork is waiting).
                 try:
                     os.write(self.write_fd, bytes([_STOP]))
@@ -161,7 +161,7 @@ class _Watcher:
 
 
 _watcher: Optional[_Watcher] = None
-_lock = threading.Lock()
+_lock = _threads.Lock()
 
 
 def start_thread() -> _Watcher:
@@ -188,7 +188,7 @@ def install() -> int:
     """Make the watcher the wakeup fd and make sure its thread runs (main thread only); return
     the wakeup fd that was there before. All or nothing: on failure nothing was changed."""
     watcher = start_thread()
-    previous = signal.set_wakeup_fd(watcher.write_fd)
+    previous: int = _signal.set_wakeup_fd(watcher.write_fd)
     watcher.forward_to = previous if previous != watcher.write_fd else -1
     return previous
 
@@ -196,7 +196,7 @@ def install() -> int:
 def uninstall(previous: int) -> None:
     """Put back the wakeup fd that :func:`install` replaced; the thread stays for the next guard
     (and for a shutdown still in progress: the deadline)."""
-    signal.set_wakeup_fd(previous)
+    _signal.set_wakeup_fd(previous)
     if _watcher is not None:
         _watcher.forward_to = -1
 
@@ -259,6 +259,6 @@ def after_fork_in_child() -> None:
     """The thread did not survive the fork; close its inherited pipe and start afresh later."""
     global _watcher, _paused, _lock
     watcher, _watcher, _paused = _watcher, None, False
-    _lock = threading.Lock()
+    _lock = _threads.Lock()
     if watcher is not None:
         watcher.close()
