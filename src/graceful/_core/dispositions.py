@@ -99,6 +99,12 @@ def is_ignored(sig: int) -> bool:
 
 #: Where the C library has per-thread signal masks (POSIX); elsewhere nothing is blocked.
 HAS_MASKS = hasattr(_signal, "pthread_sigmask")
+#: What a thread can block: all but the uncatchable and those a fault raises in the thread.
+ASYNC_SIGNALS = _signal.valid_signals() - {
+    getattr(_signal, name)
+    for name in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
+    if hasattr(_signal, name)
+}
 
 
 def block(sigs: object) -> Optional[set[int]]:

@@ -29,12 +29,6 @@ _POKE = 0  # not a signal number: "look at the machine again"
 _STOP = 0xFF  # not a signal number either: "exit the thread" (before a fork)
 #: The longest single wait: a deadline far away is looked at again from time to time.
 _MAX_WAIT = 3600.0
-#: Signals a helper thread blocks: all but the uncatchable and those a fault raises in the thread.
-ASYNC_SIGNALS = _signal.valid_signals() - {
-    getattr(_signal, name)
-    for name in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
-    if hasattr(_signal, name)
-}
 
 
 class _Watcher:
@@ -75,7 +69,7 @@ class _Watcher:
         self.ident = _threads.get_ident()
         # Asynchronous signals go to the main thread (or the program's threads), never here:
         # the C handler then interrupts the main thread's blocking call at once.
-        _dispositions.block(ASYNC_SIGNALS)
+        _dispositions.block(_dispositions.ASYNC_SIGNALS)
         try:
             while self._step():
                 pass

@@ -35,8 +35,10 @@ import sys
 import threading
 import time
 
+from .._core import dispositions as _dispositions
 from .._core import signals as _signals
 from .._core.checks import check_signal, check_timeout
+from .._core.protect import not_interruptible
 from . import launcher as _launcher
 from . import parent_death as _parent_death
 from . import pidfd as _pidfd
@@ -63,6 +65,7 @@ _READY = "ready"
 ORPHAN_TIMEOUT = 0.3
 
 
+@not_interruptible  # the shutdown's signal waits until the child is tracked (microseconds)
 def spawn(
     args: Any,
     *,
@@ -307,14 +310,17 @@ def _start(
     if wait:
         err_read, err_write = os.pipe()
         extra_fds.append(err_write)
-    if kwargs.get("close_fds", True):
-        kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), *extra_fds)
-    else:
-        for fd in extra_fds:
-            os.set_inheritable(fd, True)
+    _pass_fds(kwargs, extra_fds)
+    # Launcher children start with every signal blocked: its interpreter never sees one (on
+    # 3.13 a SIGINT during its start-up is an exit status 1, not a death by SIGINT); it resets
+    # the dispositions, then empties the mask, and a signal sent meanwhile ends it by default.
+    mask = None if supervised else _dispositions.block(_dispositions.ASYNC_SIGNALS)
     try:
         try:
-            proc = subprocess.Popen(command(err_write, life), **kwargs)
+            try:
+                proc = subprocess.Popen(command(err_write, life), **kwargs)
+            finally:
+                _dispositions.set_mask(mask)
         finally:
             if err_write >= 0:
                 os.close(err_write)
@@ -334,6 +340,15 @@ def _start(
     _check_report(report, proc, supervised=supervised, executable=executable)
     proc.args = args
     return proc
+
+
+def _pass_fds(kwargs: dict[str, Any], fds: list[int]) -> None:
+    """Let ``fds`` through to the child, however the caller set ``close_fds``."""
+    if kwargs.get("close_fds", True):
+        kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), *fds)
+    else:
+        for fd in fds:
+            os.set_inheritable(fd, True)
 
 
 def _check_report(
