@@ -14,24 +14,24 @@ Why a ``Pool``'s workers are not signalled directly: an idle worker waits for ta
 pool's inqueue lock (a semaphore), and one killed while holding it leaves ``Pool.terminate()``
 blocked forever on that lock. ``terminate()`` first takes the lock itself, then sends SIGTERM.
 
-An executor's exit deadlock, CPython gh-125451 (3.12.0 to 3.12.7 and 3.13.0; fixed in 3.12.8
-and 3.13.1). The executor hands tasks to its workers through a call queue whose feeder thread
-pickles each task and writes it to a pipe. When the feeder fails on a task (it cannot be
-pickled: an argument that refuses, or a function of a ``__main__`` that ``runpy.run_path``
-has already put back), its error handler takes the executor's ``_shutdown_lock`` to wake the
-manager thread. But when the workers die (graceful has stopped them, or a crash) the manager
-thread runs ``terminate_broken()``, which holds that same lock while it closes the call queue
-and joins the feeder thread; its normal exit (``join_executor_internals()``) does the same. If
-the feeder fails in between, each waits for the other forever: ``shutdown(wait=True)`` (the
-``with`` block's exit) or the interpreter's exit, which joins the manager thread, hangs. The
-test suite's stress run hit it about once in 100 runs on 3.13.0: the program ended while a task
-queued beyond the running ones was still being fed, and it could no longer be pickled. Since
+An executor's exit deadlock, CPython gh-125451 (3.12.0 to 3.12.7 and 3.13.0; fixed in 3.12.8 and
+3.13.1). The executor hands tasks to its workers through a call queue whose feeder thread pickles
+each task and writes it to a pipe. When the feeder fails on a task (it cannot be pickled: an
+argument that refuses, or a function of a ``__main__`` that ``runpy.run_path`` has already put
+back), its error handler takes the executor's ``_shutdown_lock`` to wake the manager thread. But
+when the workers die (graceful has stopped them, or a crash) the manager thread runs
+``terminate_broken()``, which holds that same lock while it closes the call queue and joins the
+feeder thread; its normal exit (``join_executor_internals()``) does the same. If the feeder fails
+in between, each waits for the other forever: ``shutdown(wait=True)`` (the ``with`` block's exit)
+or the interpreter's exit, which joins the manager thread, hangs. The test suite's stress run hit
+it once or twice in 150 loaded runs of one test on 3.12.1 and 3.13.0: the program ended while a
+task queued beyond the running ones was still being fed, and it could no longer be pickled. Since
 the feeder's handler needs that lock only to guard the wakeup pipe, and the manager closes that
 pipe only after the feeder has exited, graceful's ``track()`` gives the call queue a lock of its
 own (``_call_queue.shutdown_lock``, which the feeder reads at each error) on these Pythons: the
 feeder's error handling then never waits for the manager, which is what the fix in 3.12.8 and
-3.13.1 amounts to (there the wakeup pipe has its own lock and the call queue no such attribute,
-so graceful changes nothing). Python 3.9 to 3.11 join the feeder without that lock held.
+3.13.1 amounts to (there the wakeup pipe has its own lock and the call queue no such attribute, so
+graceful changes nothing). Python 3.9 to 3.11 join the feeder without that lock held.
 
 This reads private attributes of both classes, checked at ``track()`` for Python 3.9 to 3.13:
 ``ProcessPoolExecutor._processes`` (the live ``{pid: Process}`` dict its manager thread also
