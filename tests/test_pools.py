@@ -30,12 +30,14 @@ from backends_support import (
 from helpers import TIMEOUT, Child
 
 PROGRAM = """
-import faulthandler, json, multiprocessing, os, signal, sys, time, warnings
+import faulthandler, json, multiprocessing, os, signal, sys, threading, time, warnings
 import graceful
 
 faulthandler.register(signal.SIGUSR2, all_threads=True)  # the test asks for stacks if it hangs
 
 KIND, METHOD, STUBBORN, ENDING = sys.argv[1], sys.argv[2], sys.argv[3] == "1", sys.argv[4]
+FEEDING = threading.Event()  # set by the feeder thread inside FailsLate.__reduce__
+CALL_QUEUE = None
 # 3.12+ warns about forking a process with threads (graceful's helper thread is one).
 warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
 
@@ -66,22 +68,46 @@ def alive(pid):
         return False
 
 
-def announce(workers, started):
+def announce(workers, started, then=None):
     workers.extend(started.get(timeout=30) for _ in range(2))  # both tasks are running
+    if then is not None:
+        then()
     print("workers", *workers, flush=True)
     print("ready", flush=True)
 
 
+class FailsLate:
+    # An argument that the call queue's feeder thread fails to pickle, at the worst moment:
+    # once the executor's manager thread has closed that queue and is joining the feeder (on
+    # 3.12.0-3.12.7 and 3.13.0 it holds the executor's shutdown lock meanwhile, gh-125451).
+    def __reduce__(self):
+        FEEDING.set()
+        deadline = time.monotonic() + 10
+        while not CALL_QUEUE._closed and time.monotonic() < deadline:
+            time.sleep(0.001)  # polls the manager's progress; there is nothing to wait on
+        raise RuntimeError("FailsLate cannot be pickled")
+
+
+def feeding_fails_late(pool):
+    # Give the feeder a FailsLate to pickle, and return once it is inside __reduce__.
+    global CALL_QUEUE
+    CALL_QUEUE = pool._call_queue  # read by FailsLate; graceful itself needs no such thing
+    pool.submit(id, FailsLate())
+    if not FEEDING.wait(30):
+        raise SystemExit("the feeder thread never started pickling FailsLate")
+
+
 def run_pool(ctx, started, workers):
-    if KIND == "executor":
+    if KIND in ("executor", "feeder-error"):
         from concurrent.futures import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(
             2, mp_context=ctx, initializer=init, initargs=(started, STUBBORN)
         )
         graceful.track(pool, timeout=1)
-        results = pool.map(task, range(4))
-        announce(workers, started)
+        results = pool.map(task, range(2 if KIND == "feeder-error" else 4))
+        then = (lambda: feeding_fails_late(pool)) if KIND == "feeder-error" else None
+        announce(workers, started, then)
         if ENDING == "return":
             return  # tasks still running: graceful stops the pool at the end
         with pool:
@@ -231,6 +257,24 @@ def test_a_pool_still_running_at_a_normal_end_is_stopped(
     assert rc == 0, stderr
     check_ending(rc, lines, stderr, workers, left)
     assert took < TIMEOUT
+
+
+@needs_linux
+@pytest.mark.parametrize("ending", ["signal", "return"])
+def test_a_feeder_error_while_the_executor_breaks_does_not_hang_it(
+    tmp_path: Path, leftovers: list[int], ending: str
+) -> None:
+    """CPython gh-125451, forced: the executor's feeder thread fails to pickle a task while
+    the manager thread, seeing the workers die, holds the shutdown lock and joins that feeder.
+    On 3.12.0-3.12.7 and 3.13.0 the feeder's error handler then waits for that lock forever,
+    and the ``with`` block (or the interpreter's exit) waits for the manager: graceful gives
+    the feeder a lock of its own at ``track()``, as the fixed CPython does."""
+    rc, lines, stderr, workers, took, left = run_program(
+        tmp_path, leftovers, "feeder-error", "fork", "0", ending
+    )
+    assert rc == (-signal.SIGTERM if ending == "signal" else 0), stderr
+    check_ending(rc, lines, stderr, workers, left)
+    assert took < 3.0
 
 
 @needs_linux

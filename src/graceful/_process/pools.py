@@ -14,11 +14,31 @@ Why a ``Pool``'s workers are not signalled directly: an idle worker waits for ta
 pool's inqueue lock (a semaphore), and one killed while holding it leaves ``Pool.terminate()``
 blocked forever on that lock. ``terminate()`` first takes the lock itself, then sends SIGTERM.
 
+An executor's exit deadlock, CPython gh-125451 (3.12.0 to 3.12.7 and 3.13.0; fixed in 3.12.8 and
+3.13.1). The executor hands tasks to its workers through a call queue whose feeder thread pickles
+each task and writes it to a pipe. When the feeder fails on a task (it cannot be pickled: an
+argument that refuses, or a function of a ``__main__`` that ``runpy.run_path`` has already put
+back), its error handler takes the executor's ``_shutdown_lock`` to wake the manager thread. But
+when the workers die (graceful has stopped them, or a crash) the manager thread runs
+``terminate_broken()``, which holds that same lock while it closes the call queue and joins the
+feeder thread; its normal exit (``join_executor_internals()``) does the same. If the feeder fails
+in between, each waits for the other forever: ``shutdown(wait=True)`` (the ``with`` block's exit)
+or the interpreter's exit, which joins the manager thread, hangs. The test suite's stress run hit
+it once or twice in 150 loaded runs of one test on 3.12.1 and 3.13.0: the program ended while a
+task queued beyond the running ones was still being fed, and it could no longer be pickled. Since
+the feeder's handler needs that lock only to guard the wakeup pipe, and the manager closes that
+pipe only after the feeder has exited, graceful's ``track()`` gives the call queue a lock of its
+own (``_call_queue.shutdown_lock``, which the feeder reads at each error) on these Pythons: the
+feeder's error handling then never waits for the manager, which is what the fix in 3.12.8 and
+3.13.1 amounts to (there the wakeup pipe has its own lock and the call queue no such attribute, so
+graceful changes nothing). Python 3.9 to 3.11 join the feeder without that lock held.
+
 This reads private attributes of both classes, checked at ``track()`` for Python 3.9 to 3.13:
 ``ProcessPoolExecutor._processes`` (the live ``{pid: Process}`` dict its manager thread also
 uses; the executor drops its reference at shutdown, the dict lives on), ``_shutdown_lock``,
-``_shutdown_thread``, ``_cancel_pending_futures``, ``_executor_manager_thread_wakeup``;
-``Pool._pool`` (the live list of worker Processes) and ``Pool._state``.
+``_shutdown_thread``, ``_cancel_pending_futures``, ``_executor_manager_thread_wakeup`` and, on
+3.12.0 to 3.13.0 only, ``_call_queue.shutdown_lock`` (replaced, see above); ``Pool._pool`` (the
+live list of worker Processes) and ``Pool._state``.
 """
 
 from __future__ import annotations
@@ -140,6 +160,8 @@ class PoolBackend:
         self.timeout = timeout
         self.name = f"{type(pool).__name__} at {id(pool):#x}"
         self._pool = weakref.ref(pool)
+        if kind == "executor":
+            _untangle_feeder(pool)
         # The live containers the pool itself mutates; they outlive the executor's reference.
         self._source: Any = pool._processes if kind == "executor" else pool._pool
         self._workers: dict[int, Backend] = {}
@@ -289,6 +311,18 @@ def _accepting(pool: Any, kind: str) -> bool:
     if kind == "executor":
         return not (pool._shutdown_thread or getattr(pool, "_broken", False))
     return bool(pool._state == "RUN")
+
+
+def _untangle_feeder(executor: Any) -> None:
+    """CPython gh-125451 (see the module's docstring): on 3.12.0 to 3.12.7 and 3.13.0, let the
+    call queue's feeder thread guard its wakeup of the manager thread with a lock of its own
+    instead of the executor's ``_shutdown_lock``, which the manager holds while joining it."""
+    if sys.version_info < (3, 12):
+        return  # the manager joins the feeder without the lock held
+    call_queue = getattr(executor, "_call_queue", None)
+    shared = getattr(call_queue, "shutdown_lock", None)
+    if shared is not None and shared is getattr(executor, "_shutdown_lock", None):
+        call_queue.shutdown_lock = threading.Lock()
 
 
 def _stop_executor(executor: Any) -> None:
