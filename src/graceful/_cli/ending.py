@@ -8,7 +8,6 @@ signals) is the status 128 + n, which is what docker reports anyway.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
@@ -33,8 +32,10 @@ def exit_like(status: int) -> int:
 def die_by(sig: int) -> None:
     """Die by ``sig`` with its default action; return only if the kernel would not kill us."""
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):
+        try:
             stream.flush()
+        except (OSError, ValueError):
+            pass
     if _signals.default_action(sig) == "core":
         # The command has dumped its core (if allowed); a second one, of the supervisor, is noise.
         import resource

@@ -15,15 +15,17 @@ failed exec through a pipe, so the supervisor can say why, as a shell would.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
 import time
-from collections.abc import Iterable
-from typing import Optional
 
 from .._process import launcher as _launcher
+
+TYPE_CHECKING = False  # typing and contextlib cost start-up time; annotations are strings here
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Optional
 
 #: How long the launcher may take to exec the command (a loaded machine is slow).
 LAUNCH_TIMEOUT = 30.0
@@ -92,13 +94,17 @@ def start(
             _launcher.main(argv)  # execs the command, or reports why not and exits
         except BaseException as exc:
             errno = getattr(exc, "errno", 0) or 0
-            with contextlib.suppress(BaseException):
+            try:
                 os.write(write_end, f"{errno}:cannot start the launcher: {exc}".encode())
+            except BaseException:
+                pass
         finally:
             os._exit(127)
     os.close(write_end)
-    with contextlib.suppress(OSError):
+    try:
         os.setpgid(pid, pid)  # both sides, as a shell does: the group exists when we return
+    except OSError:
+        pass
     return Launch(pid, read_end, executable or command[0])
 
 

@@ -8,20 +8,46 @@ tolerates a process that vanishes while it is being read: that is the normal cas
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional, Union
+
+TYPE_CHECKING = False  # typing costs the supervisor's start-up time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional, Union
 
 PROC = "/proc"
 
 
-class Stat(NamedTuple):
-    """The fields of ``/proc/<pid>/stat`` we use."""
+class Stat:
+    """The fields of ``/proc/<pid>/stat`` we use (a plain class: ``typing.NamedTuple`` would cost
+    the supervisor's start-up time)."""
 
-    pid: int
-    comm: str
-    state: str  # R, S, D, Z (zombie), X (dead), T (stopped) ...
-    ppid: int
-    pgrp: int
-    session: int
+    __slots__ = ("comm", "pgrp", "pid", "ppid", "session", "state")
+
+    def __init__(
+        self, *, pid: int, comm: str, state: str, ppid: int, pgrp: int, session: int
+    ) -> None:
+        self.pid = pid
+        self.comm = comm
+        self.state = state  # R, S, D, Z (zombie), X (dead), T (stopped) ...
+        self.ppid = ppid
+        self.pgrp = pgrp
+        self.session = session
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.pid, self.comm, self.state, self.ppid, self.pgrp, self.session)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Stat):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Stat(pid={self.pid}, comm={self.comm!r}, state={self.state!r}, ppid={self.ppid}, "
+            f"pgrp={self.pgrp}, session={self.session})"
+        )
 
     @property
     def alive(self) -> bool:

@@ -17,16 +17,20 @@ so that it can stop its whole tree when the parent dies.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import time
-from typing import Optional
 
 from .._core import signals as _signals
 from . import ending, launch, procfs
-from .run_options import PDEATH_SIGNAL, Options
+from .run_options import PDEATH_SIGNAL
+
+TYPE_CHECKING = False  # typing and contextlib cost start-up time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .run_options import Options
 
 #: Never blocked: raised by the supervisor's own faults, which must not be hidden.
 _SYNCHRONOUS = frozenset(
@@ -52,8 +56,10 @@ READY = "ready"
 
 def _say(text: str) -> None:
     """One line on stderr, unbuffered; a closed stderr must not stop the supervisor."""
-    with contextlib.suppress(OSError):
+    try:
         os.write(2, f"graceful run: {text}\n".encode("utf-8", "replace"))
+    except OSError:
+        pass
 
 
 def _name(sig: int) -> str:
@@ -182,23 +188,31 @@ class Supervisor:
         fd = self.opts.report_fd
         if fd is None:
             return
-        with contextlib.suppress(OSError):
+        try:
             os.write(fd, text.encode("utf-8", "replace"))
-        with contextlib.suppress(OSError):
+        except OSError:
+            pass
+        try:
             os.close(fd)
+        except OSError:
+            pass
 
     def _hand_terminal(self) -> None:
         """Make the command's group the terminal's foreground, as a shell does for a job."""
-        with contextlib.suppress(OSError):
+        try:
             if os.isatty(0) and os.tcgetpgrp(0) == os.getpgrp():
                 self.tty_pgrp = os.getpgrp()
                 os.tcsetpgrp(0, self.child)
                 self.tty = os.dup(0)
+        except OSError:
+            pass
 
     def _take_terminal_back(self) -> None:
         if self.tty is not None:
-            with contextlib.suppress(OSError):
+            try:
                 os.tcsetpgrp(self.tty, self.tty_pgrp)  # SIGTTOU is blocked: allowed
+            except OSError:
+                pass
             os.close(self.tty)
             self.tty = None
 
@@ -206,8 +220,10 @@ class Supervisor:
         """Let go of stdin and stdout: a reader sees EOF when the command closes them."""
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1):
-            with contextlib.suppress(OSError):
+            try:
                 os.dup2(null, fd)
+            except OSError:
+                pass
         os.close(null)
 
     # --- the loop ---------------------------------------------------------------------------
@@ -309,14 +325,16 @@ class Supervisor:
         """Signal the command (or its group). Its PID cannot be reused while it is unreaped."""
         if self.status is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            if self.opts.group:
-                try:
-                    os.killpg(self.child, sig)
-                    return
-                except ProcessLookupError:
-                    pass  # the command left its group (setsid): it still gets the signal
+        if self.opts.group:
+            try:
+                os.killpg(self.child, sig)
+                return
+            except ProcessLookupError:
+                pass  # the command left its group (setsid): it still gets the signal
+        try:
             os.kill(self.child, sig)
+        except ProcessLookupError:
+            pass
 
     def _tell_orphans(self, sig: int) -> None:
         """Adopted orphans have nobody else to tell them to stop."""
@@ -325,8 +343,10 @@ class Supervisor:
                 continue
             if self.opts.group and p.pgrp == self.child and self.status is None:
                 continue  # the group signal reached it
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(p.pid, sig)  # our unreaped child: the PID is still its own
+            except ProcessLookupError:
+                pass
             self.told.add(p.pid)
 
     def _leftovers(self) -> list[procfs.Stat]:
@@ -383,8 +403,10 @@ class Supervisor:
         """SIGKILL the command's group and everything below us; again while any of it is left."""
         left = self._leftovers()
         if self.status is None:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.killpg(self.child, signal.SIGKILL)  # the leader is unreaped: the group is ours
+            except ProcessLookupError:
+                pass
         for p in left:
             self._send_by_identity(p, signal.SIGKILL)
         if self.killed_at is None:
@@ -398,8 +420,10 @@ class Supervisor:
     def _send_by_identity(self, p: procfs.Stat, sig: int) -> None:
         """Signal ``p`` only if it is still the process we saw (not a newcomer with its PID)."""
         if p.ppid == self.pid:
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 os.kill(p.pid, sig)  # our unreaped child
+            except ProcessLookupError:
+                pass
             return
         fd = -1
         if hasattr(os, "pidfd_open"):
@@ -411,11 +435,13 @@ class Supervisor:
             now = procfs.stat(p.pid)
             if now is None or (now.ppid, now.pgrp) != (p.ppid, p.pgrp):
                 return  # not the process we saw (the pidfd, if any, now pins whatever it is)
-            with contextlib.suppress(ProcessLookupError):
+            try:
                 if fd >= 0:
                     signal.pidfd_send_signal(fd, sig)
                 else:
                     os.kill(p.pid, sig)
+            except ProcessLookupError:
+                pass
         finally:
             if fd >= 0:
                 os.close(fd)
