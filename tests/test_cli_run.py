@@ -116,6 +116,34 @@ def test_a_command_that_cannot_run_exits_like_a_shell(tmp_path: Path) -> None:
     assert "Permission denied" in denied.stderr
 
 
+def test_the_command_is_searched_along_path_as_execvp_does(tmp_path: Path) -> None:
+    """The launcher searches PATH itself (os.execvp imports warnings first): a directory that is
+    missing or holds a file it may not execute is passed over, and if nothing runs, a file it
+    may not execute says so (126) before "not found" (127)."""
+    missing, denied, found = tmp_path / "missing", tmp_path / "denied", tmp_path / "found"
+    for directory, mode, status in ((denied, 0o644, 1), (found, 0o755, 5)):
+        directory.mkdir()
+        (directory / "tool").write_text(f"#!/bin/sh\nexit {status}\n")
+        (directory / "tool").chmod(mode)
+
+    def run(*path: Path) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PATH": os.pathsep.join(map(str, path))}
+        return subprocess.run(
+            [*GRACEFUL, "run", "--", "tool"],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+            env=env,
+        )
+
+    assert run(missing, denied, found).returncode == 5
+    out = run(missing, denied)
+    assert (out.returncode, "Permission denied" in out.stderr) == (126, True)
+    out = run(missing)
+    assert (out.returncode, "No such file" in out.stderr) == (127, True)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

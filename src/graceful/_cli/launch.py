@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Optional
 
+#: prctl(2) through the launcher's libc function (``_core.libc`` would import all of ctypes).
+prctl = _launcher.prctl
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
 #: How long the launcher may take to exec the command (a loaded machine is slow).
 LAUNCH_TIMEOUT = 30.0
 LAUNCHER = os.path.abspath(_launcher.__file__)

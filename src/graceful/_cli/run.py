@@ -152,10 +152,8 @@ class Supervisor:
             os.set_inheritable(opts.report_fd, False)
         if opts.own_group and os.getpgrp() != self.pid:
             os.setpgid(0, 0)
-        from .._core import libc
-
         if opts.die_with_parent:
-            libc.set_pdeathsig(PDEATH_SIGNAL)
+            launch.prctl(launch.PR_SET_PDEATHSIG, PDEATH_SIGNAL)
             if os.getppid() != self.ppid:
                 _say(f"parent PID {self.ppid} is already gone; not starting the command")
                 return False
@@ -168,7 +166,7 @@ class Supervisor:
                 )
         elif opts.subreaper:
             try:
-                libc.set_child_subreaper(True)
+                launch.prctl(launch.PR_SET_CHILD_SUBREAPER, 1)
                 self.adopts_orphans = True
             except OSError as exc:
                 if not opts.quiet:

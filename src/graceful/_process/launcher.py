@@ -26,7 +26,7 @@ import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Optional
 
 #: The environment variable that tells ``graceful.die_with_parent`` in the program who its parent
 #: is: "PID:PARENT_PID:ARMED_SIGNAL:LIFELINE_FD"; ARMED_SIGNAL is 0 where PR_SET_PDEATHSIG is
@@ -46,18 +46,56 @@ def _reset_signals(ignored: frozenset[int]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-#: The C library, once :func:`prepare` (or the first :func:`_arm_parent_death`) has loaded it.
-_libc: Any = None
+#: libc's prctl(), the C type of its arguments and ctypes' get_errno, once :func:`prepare` (or
+#: the first :func:`prctl`) has loaded them (Linux).
+_prctl: Any = None
+
+
+def _load_prctl() -> Any:
+    """libc's ``prctl`` through ``_ctypes``, the C half of ctypes: ``import ctypes`` costs 2 ms
+    more (it builds every C type it has), most of what ``graceful run`` spends starting that is
+    not Python's own. ctypes itself if ``_ctypes`` ever looks different."""
+    try:
+        import _ctypes
+
+        class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "i"
+
+        class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
+            _type_ = "L"
+
+        class _Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+            _restype_ = _Int
+
+        class _Libc:  # what ctypes.CDLL(None) is to a function pointer: its handle
+            _handle = _ctypes.dlopen(None)  # type: ignore[arg-type]
+
+        return _Function(("prctl", _Libc)), _ULong, _ctypes.get_errno  # type: ignore[arg-type]
+    except (ImportError, AttributeError, TypeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl, ctypes.c_ulong, ctypes.get_errno
 
 
 def prepare() -> None:
     """Load what the launcher needs before a fork, for a parent that runs :func:`main` in the
     forked child instead of exec'ing this file (``graceful run``, which has a single thread)."""
-    global _libc
-    if _libc is None and sys.platform.startswith("linux"):
-        import ctypes
+    global _prctl
+    if _prctl is None and sys.platform.startswith("linux"):
+        _prctl = _load_prctl()
 
-        _libc = ctypes.CDLL(None, use_errno=True)
+
+def prctl(option: int, arg: int) -> None:
+    """``prctl(option, arg, 0, 0, 0)`` (Linux); OSError if it fails, or elsewhere."""
+    prepare()
+    if _prctl is None:
+        raise OSError(f"prctl() exists only on Linux, not on {sys.platform}")
+    function, ulong, get_errno = _prctl
+    if function(option, ulong(arg), ulong(0), ulong(0), ulong(0)) != 0:
+        err = get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def _arm_parent_death(sig: int) -> bool:
@@ -68,12 +106,10 @@ def _arm_parent_death(sig: int) -> bool:
     hidden = os.environ.get("GRACEFUL_DISABLE", "").replace(" ", "").split(",")
     if "pdeathsig" in hidden:
         return False
-    prepare()
-    import ctypes
-
-    if _libc.prctl(1, ctypes.c_ulong(sig), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
-        err = ctypes.get_errno()
-        raise OSError(err, f"prctl(PR_SET_PDEATHSIG): {os.strerror(err)}")
+    try:
+        prctl(1, sig)  # PR_SET_PDEATHSIG
+    except OSError as exc:
+        raise OSError(exc.errno, f"prctl(PR_SET_PDEATHSIG): {exc.strerror}") from None
     return True
 
 
@@ -91,6 +127,27 @@ def _setup(ppid: int, sig: int, group: bool, lifeline: int, ignored: frozenset[i
         os._exit(128 + sig)  # the signal's default action does not end a process
 
 
+def _execvp(file: str, args: list[str]) -> None:
+    """``os.execvp``, the same search along PATH and the same errors, without
+    ``os.get_exec_path``, which imports ``warnings`` (half a millisecond before every exec)."""
+    if os.path.dirname(file):
+        os.execv(file, args)
+    path = os.environ.get("PATH")
+    name = os.fsencode(file)
+    saved: Optional[OSError] = None
+    last: Optional[OSError] = None
+    for directory in (os.defpath if path is None else path).split(os.pathsep):
+        try:
+            os.execv(os.path.join(os.fsencode(directory), name), args)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            last = exc
+        except OSError as exc:
+            last = exc
+            if saved is None:
+                saved = exc
+    raise saved or last or FileNotFoundError(2, os.strerror(2), file)
+
+
 def main(argv: list[str]) -> None:
     errfd = int(argv[4])
     try:
@@ -103,7 +160,7 @@ def main(argv: list[str]) -> None:
         if errfd >= 0:
             os.set_inheritable(errfd, False)
         _setup(ppid, sig, group, lifeline, ignored)
-        os.execvp(executable, args)
+        _execvp(executable, args)
     except OSError as exc:
         report = f"{exc.errno or 0}:{exc.strerror or exc}"
     except Exception as exc:  # anything else must reach the parent too
