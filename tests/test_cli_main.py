@@ -112,3 +112,108 @@ def test_import_graceful_imports_no_logging() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# --- graceful run's options, read without argparse -------------------------------------------
+
+#: Forms that graceful run reads itself (no argparse, no typing at start-up): each must give what
+#: argparse gives.
+USUAL_RUN_FORMS = [
+    ["--", "true"],
+    ["--", "--", "x"],
+    ["-g", "-v", "-v", "-q", "--", "sh", "-c", "exit 3"],
+    ["--group", "--verbose", "--quiet", "--", "x", "-v", "--group"],
+    ["-s", "TERM,INT", "--stop-signals=TERM", "-m", "TERM:QUIT", "--map=HUP:USR1", "--", "x"],
+    ["--signals", "HUP INT", "--signals", "USR1", "--", "x"],
+    ["-t", "2.5", "--orphan-timeout", "none", "--die-with-parent", "--parent-pid", "1", "--", "x"],
+    ["--timeout=inf", "--no-subreaper", "--own-group", "--report-fd", "9", "--", "x"],
+    ["--executable", "/bin/sh", "--executable=/bin/true", "--", "sh"],
+    ["--quiet", "--timeout", "0", "--map", "TERM:9", "--", "x"],
+]
+#: Forms left to argparse: whatever it makes of them (an option, an error) stays its own.
+UNUSUAL_RUN_FORMS = [
+    ["true"],
+    ["-gv", "--", "x"],
+    ["-t5", "--", "x"],
+    ["-s=TERM", "--", "x"],
+    ["--time", "5", "--", "x"],
+    ["--group=1", "--", "x"],
+    ["-t", "-1", "--", "x"],
+    ["--timeout=", "--", "x"],
+    ["-s", "--", "x"],
+    ["-s", "KILL", "-s", "TERM", "--", "x"],
+    ["--map", "TERM", "--", "x"],
+    ["--parent-pid", "one", "--", "x"],
+    ["--signals", "RTMAX", "--die-with-parent", "--", "x"],
+    ["--help"],
+    ["--"],
+    ["-v"],
+]
+
+
+def _by_argparse(words: list[str]) -> object:
+    from graceful._cli import _argparse_run, parser
+
+    top = parser()
+    return _argparse_run(top, top.parse_args(words))
+
+
+@pytest.mark.parametrize("args", USUAL_RUN_FORMS)
+def test_run_reads_its_usual_forms_itself_exactly_as_argparse_does(args: list[str]) -> None:
+    from graceful._cli import _read_run
+
+    opts = _read_run(args)
+    assert opts is not None
+    assert opts == _by_argparse(["run", *args])
+
+
+@pytest.mark.parametrize("args", UNUSUAL_RUN_FORMS)
+def test_run_leaves_every_other_form_to_argparse(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graceful._cli import _read_run, read_run_options
+
+    assert _read_run(args) is None
+    try:
+        expected = _by_argparse(["run", *args])
+    except SystemExit as exc:
+        expected = ("exit", exc.code, capsys.readouterr())
+    try:
+        got = read_run_options(["run", *args])
+    except SystemExit as exc:
+        got = ("exit", exc.code, capsys.readouterr())  # type: ignore[assignment]
+    assert got == expected
+
+
+def test_run_starts_without_argparse_typing_ctypes_or_warnings() -> None:
+    """What graceful run -- true imports, in the supervisor and in the child before exec."""
+    code = (
+        "import sys; sys.argv = ['graceful', 'run', '--', 'true']\n"
+        "from graceful._cli import main; main()"
+    )
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "graceful._cli.run" in imported
+    costly = {"argparse", "typing", "ctypes", "contextlib", "warnings", "gettext", "shutil", "math"}
+    assert imported & costly == set()
+
+
+def test_run_as_the_command_still_runs_atexit_functions() -> None:
+    code = (
+        "import atexit, os, sys\n"
+        "atexit.register(lambda: os.write(2, b'atexit ran'))\n"
+        "sys.argv = ['graceful', 'run', '--', 'sh', '-c', 'exit 4']\n"
+        "from graceful._cli import main\n"
+        "sys.exit(main())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT, check=False
+    )
+    assert out.returncode == 4
+    assert out.stderr == b"atexit ran"

@@ -24,4 +24,5 @@ if __name__ == "__main__":
     _bare_package()
     from graceful._cli import main
 
-    sys.exit(main(["run", *sys.argv[1:]]))
+    sys.argv[1:1] = ["run"]  # main() reads sys.argv: then it ends the process itself, fast
+    sys.exit(main())
