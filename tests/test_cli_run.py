@@ -286,6 +286,39 @@ def test_timeout_escalates_to_sigkill() -> None:
     assert is_dead(command)
 
 
+STUBBORN_ECHO = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGUSR1, lambda sig, frame: print("SIGUSR1", flush=True))
+print("pid", os.getpid(), flush=True)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+def test_signals_forwarded_one_after_another_do_not_hold_up_the_countdown() -> None:
+    """USR1 is sent on in the wait itself, which keeps waiting: only until the SIGKILL is due."""
+    with supervisor_child(["--timeout", "0.5"], STUBBORN_ECHO) as child:
+        command = ready_pid(child)
+        sent = time.monotonic()
+        child.send(signal.SIGTERM)
+        echoes = 0
+        while time.monotonic() - sent < 4.0:
+            child.send(signal.SIGUSR1)  # the next one only once the last was heard: none merge
+            try:
+                child.wait_for("SIGUSR1")
+            except AssertionError:
+                break  # the supervisor ended: the command was SIGKILLed
+            echoes += 1
+        rc = child.finish()
+        took = time.monotonic() - sent
+    assert rc == -signal.SIGKILL
+    assert 0.5 <= took < 4.0
+    assert echoes > 0
+    assert is_dead(command)
+
+
 QUICK_CLEANUP = """
 import os, signal, sys, time
 def on(sig, frame):
@@ -631,10 +664,16 @@ time.sleep(60)
 
 
 def test_verbose_says_what_it_forwards() -> None:
-    with supervisor_child(["-v"], ECHO) as child:
+    with supervisor_child(["-v", "--map", "HUP:USR2"], ECHO) as child:
         command = ready_pid(child)
+        child.send(signal.SIGUSR1)  # forwarded on the spot, in the wait itself
+        child.wait_for("SIGUSR1")
+        child.send(signal.SIGHUP)
+        child.wait_for("SIGUSR2")
         child.send(signal.SIGTERM)
         assert child.finish() == 0
+    assert f"forwarded SIGUSR1 to PID {command}" in child.stderr
+    assert f"forwarded SIGHUP as SIGUSR2 to PID {command}" in child.stderr
     assert f"forwarded SIGTERM to PID {command}" in child.stderr
     assert f"command PID {command} ended (exit status 0)" in child.stderr
 

@@ -93,6 +93,9 @@ class Supervisor:
         self.ignored: frozenset[int] = frozenset()
         self.tty: Optional[int] = None
         self.tty_pgrp = 0
+        #: Signals that are only forwarded (no stop signal), and what each is sent as: while the
+        #: command runs, :meth:`_wait` sends these on the spot.
+        self.plain: dict[int, int] = {}
 
     # --- start ------------------------------------------------------------------------------
 
@@ -145,6 +148,10 @@ class Supervisor:
             frozenset(s for s in self.waited if signal.getsignal(s) == signal.SIG_IGN)
             - _PYTHON_IGNORES
         )
+        for sig in opts.forward - self.ignored - opts.stop:
+            target = opts.remap.get(sig, sig)
+            if target not in opts.stop and sig in self.waited and sig != signal.SIGCHLD:
+                self.plain[sig] = target
         # SIG_IGN for SIGCHLD would reap children behind our back: waitpid() would never see
         # the command's status.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -242,9 +249,40 @@ class Supervisor:
                 if self.status is not None and now > self.killed_at + KILL_GRACE:
                     _say(f"gave up on PIDs {sorted(p.pid for p in left)}: SIGKILL did not end them")
                     return
-            info = signal.sigtimedwait(self.waited, self._wait_time(now))
-            if info is not None:
-                self._on_signal(info.si_signo)
+            sig = self._wait(self._wait_time(now))
+            if sig is not None:
+                self._on_signal(sig)
+
+    def _wait(self, timeout: float) -> Optional[int]:
+        """Wait up to ``timeout`` s for a signal, and return it; None once the time is up.
+
+        The hot path: a signal that is only forwarded (HUP, USR1, WINCH... while the command
+        runs: no stop signal, nothing to reap or check) is sent before anything else, here, and
+        the wait goes on, with no bookkeeping in between for the kernel to wait behind.
+        """
+        plain = self.plain if self.status is None else {}
+        waited, child, verbose = self.waited, self.child, self.opts.verbose
+        send = os.killpg if self.opts.group else os.kill
+        sigtimedwait, monotonic = signal.sigtimedwait, time.monotonic
+        deadline = monotonic() + timeout
+        while True:
+            info = sigtimedwait(waited, timeout)
+            if info is None:
+                return None
+            sig = info.si_signo
+            target = plain.get(sig)
+            if target is None:
+                return sig
+            try:
+                send(child, target)
+            except ProcessLookupError:
+                if send is not os.kill:
+                    self._send_command(target)  # the command left its group: to it alone
+            if verbose:
+                self._say_forwarded(sig, target)
+            timeout = deadline - monotonic()
+            if timeout <= 0:
+                return None
 
     def _wait_time(self, now: float) -> float:
         wait = IDLE
@@ -282,13 +320,15 @@ class Supervisor:
                 _say(f"received {_name(sig)}: not forwarded")
             return
         target = self.opts.remap.get(sig, sig)
-        stop = sig in self.opts.stop or target in self.opts.stop
         self._send_command(target)
         if self.opts.verbose:
-            mapped = f" as {_name(target)}" if target != sig else ""
-            _say(f"forwarded {_name(sig)}{mapped} to {self._target()}")
-        if stop:
+            self._say_forwarded(sig, target)
+        if sig in self.opts.stop or target in self.opts.stop:
             self._stop(target, time.monotonic(), self.opts.timeout)
+
+    def _say_forwarded(self, sig: int, target: int) -> None:
+        mapped = f" as {_name(target)}" if target != sig else ""
+        _say(f"forwarded {_name(sig)}{mapped} to {self._target()}")
 
     def _check_parent(self, now: float) -> None:
         if not self.opts.die_with_parent or self.parent_gone or os.getppid() == self.ppid:
