@@ -85,7 +85,11 @@ def start(
     keep = ",".join(str(int(s)) for s in sorted(ignored)) or "-"
     argv = [LAUNCHER, str(os.getpid()), str(int(pdeathsig))]
     argv += ["1", str(write_end), "-1", executable or command[0], keep, "--", *command]
-    _launcher.prepare()
+    steps: object
+    try:
+        steps = _launcher.plan(argv)  # before the fork: the child then only makes system calls
+    except Exception as exc:  # the child reports it, as it would have found it
+        steps = exc
     try:
         pid = os.fork()
     except BaseException:
@@ -96,7 +100,7 @@ def start(
         try:
             os.close(read_end)
             os.setpgid(0, 0)
-            _launcher.main(argv)  # execs the command, or reports why not and exits
+            _launcher.main(argv, steps)  # execs the command, or reports why not and exits
         except BaseException as exc:
             errno = getattr(exc, "errno", 0) or 0
             try:

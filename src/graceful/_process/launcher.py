@@ -39,18 +39,6 @@ _UNCATCHABLE = tuple(getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasat
 _C_SIGNAL: Any = sys.modules.get("_signal", signal)
 
 
-def _reset_signals(ignored: frozenset[int]) -> None:
-    c_signal = _C_SIGNAL
-    for sig in c_signal.valid_signals():
-        if sig in _UNCATCHABLE:
-            continue
-        try:
-            c_signal.signal(sig, c_signal.SIG_IGN if sig in ignored else c_signal.SIG_DFL)
-        except (OSError, ValueError):
-            continue  # reserved by the C library
-    c_signal.pthread_sigmask(c_signal.SIG_SETMASK, ())
-
-
 #: libc's prctl(), the C type of its arguments and ctypes' get_errno, once :func:`prepare` (or
 #: the first :func:`prctl`) has loaded them (Linux).
 _prctl: Any = None
@@ -103,69 +91,103 @@ def prctl(option: int, arg: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
-def _arm_parent_death(sig: int) -> bool:
-    """PR_SET_PDEATHSIG, where the kernel has it (and GRACEFUL_DISABLE does not hide it, as
-    ``graceful._process.features`` reads it); False elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return False
-    hidden = os.environ.get("GRACEFUL_DISABLE", "").replace(" ", "").split(",")
-    if "pdeathsig" in hidden:
-        return False
-    try:
-        prctl(1, sig)  # PR_SET_PDEATHSIG
-    except OSError as exc:
-        raise OSError(exc.errno, f"prctl(PR_SET_PDEATHSIG): {exc.strerror}") from None
-    return True
+def _parent_death_hidden() -> bool:
+    """GRACEFUL_DISABLE hides PR_SET_PDEATHSIG (read as ``graceful._process.features`` reads it)."""
+    return "pdeathsig" in os.environ.get("GRACEFUL_DISABLE", "").replace(" ", "").split(",")
 
 
-def _setup(ppid: int, sig: int, group: bool, lifeline: int, ignored: frozenset[int]) -> None:
-    if group and os.getpgid(0) != os.getpid():
-        os.setpgid(0, 0)
-    _reset_signals(ignored)
-    if not sig:
-        return
-    armed = sig if _arm_parent_death(sig) else 0
-    os.environ[ENV] = f"{os.getpid()}:{ppid}:{armed}:{lifeline}"
-    if os.getppid() != ppid:
-        # The parent died before prctl() took effect, so the kernel will send nothing: do it.
-        os.kill(os.getpid(), sig)
-        os._exit(128 + sig)  # the signal's default action does not end a process
-
-
-def _execvp(file: str, args: list[str]) -> None:
-    """``os.execvp``, the same search along PATH and the same errors, without
-    ``os.get_exec_path``, which imports ``warnings`` (half a millisecond before every exec)."""
+def _exec_paths(file: str) -> list[Any]:
+    """Where ``os.execvp`` would look for ``file``, in its order: ``file`` itself if it names a
+    directory, else each directory of PATH (``os.defpath`` without one), as bytes."""
     if os.path.dirname(file):
-        os.execv(file, args)
+        return [file]
     path = os.environ.get("PATH")
     name = os.fsencode(file)
+    return [
+        os.path.join(os.fsencode(directory), name)
+        for directory in (os.defpath if path is None else path).split(os.pathsep)
+    ]
+
+
+def plan(argv: list[str]) -> tuple[Any, ...]:
+    """Everything :func:`run` needs, worked out from the command line beforehand.
+
+    ``graceful run`` calls this before its fork, so that the forked child only makes system
+    calls: every object a forked child touches is a page the kernel copies for it.
+    """
+    ppid, sig, group, lifeline = int(argv[1]), int(argv[2]), argv[3] == "1", int(argv[5])
+    executable, args = argv[6], argv[8:]
+    ignored: frozenset[int] = frozenset()
+    if argv[7] != "--":  # the optional IGNORED field
+        ignored = frozenset(int(n) for n in argv[7].split(",") if n.isdigit())
+        args = argv[9:]
+    c_signal = _C_SIGNAL
+    resets = [
+        (s, c_signal.SIG_IGN if s in ignored else c_signal.SIG_DFL)
+        for s in sorted(c_signal.valid_signals())
+        if s not in _UNCATCHABLE
+    ]
+    arm = bool(sig) and sys.platform.startswith("linux") and not _parent_death_hidden()
+    if arm:
+        prepare()
+    return (int(argv[4]), ppid, sig, group, lifeline, resets, arm, _exec_paths(executable), args)
+
+
+def run(steps: tuple[Any, ...]) -> None:
+    """Lead a new process group if asked, reset the signals, arm PR_SET_PDEATHSIG, check the
+    parent, and exec: only system calls. Raises OSError if the exec fails."""
+    errfd, ppid, sig, group, lifeline, resets, arm, paths, args = steps
+    if errfd >= 0:
+        os.set_inheritable(errfd, False)
+    if group and os.getpgid(0) != os.getpid():
+        os.setpgid(0, 0)
+    c_signal = _C_SIGNAL
+    for s, handler in resets:
+        try:
+            c_signal.signal(s, handler)
+        except (OSError, ValueError):
+            continue  # reserved by the C library
+    c_signal.pthread_sigmask(c_signal.SIG_SETMASK, ())
+    if sig:
+        if arm:
+            try:
+                prctl(1, sig)  # PR_SET_PDEATHSIG
+            except OSError as exc:
+                raise OSError(exc.errno, f"prctl(PR_SET_PDEATHSIG): {exc.strerror}") from None
+        os.putenv(ENV, f"{os.getpid()}:{ppid}:{sig if arm else 0}:{lifeline}")
+        if os.getppid() != ppid:
+            # The parent died before prctl() took effect, so the kernel will send nothing: do it.
+            os.kill(os.getpid(), sig)
+            os._exit(128 + sig)  # the signal's default action does not end a process
+    _exec(paths, args)
+
+
+def _exec(paths: list[Any], args: list[str]) -> None:
+    """``os.execvp``'s loop over the paths :func:`_exec_paths` found, with its errors (the first
+    that is not "not found" wins); without ``os.get_exec_path``, which imports ``warnings``."""
     saved: Optional[OSError] = None
     last: Optional[OSError] = None
-    for directory in (os.defpath if path is None else path).split(os.pathsep):
+    for path in paths:
         try:
-            os.execv(os.path.join(os.fsencode(directory), name), args)
+            os.execv(path, args)
         except (FileNotFoundError, NotADirectoryError) as exc:
             last = exc
         except OSError as exc:
             last = exc
             if saved is None:
                 saved = exc
-    raise saved or last or FileNotFoundError(2, os.strerror(2), file)
+    raise saved or last or FileNotFoundError(2, os.strerror(2), args[0] if args else "")
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], steps: object = None) -> None:
+    """Exec the command of ``argv`` (or of ``steps``, its :func:`plan` made before a fork, or
+    the exception making it raised); on failure, report why (on ERRFD, or on stderr without
+    one) and exit 127."""
     errfd = int(argv[4])
     try:
-        ppid, sig, group, lifeline = int(argv[1]), int(argv[2]), argv[3] == "1", int(argv[5])
-        executable, args = argv[6], argv[8:]
-        ignored: frozenset[int] = frozenset()
-        if argv[7] != "--":  # the optional IGNORED field
-            ignored = frozenset(int(n) for n in argv[7].split(",") if n.isdigit())
-            args = argv[9:]
-        if errfd >= 0:
-            os.set_inheritable(errfd, False)
-        _setup(ppid, sig, group, lifeline, ignored)
-        _execvp(executable, args)
+        if isinstance(steps, BaseException):
+            raise steps
+        run(plan(argv) if steps is None else steps)  # type: ignore[arg-type]
     except OSError as exc:
         report = f"{exc.errno or 0}:{exc.strerror or exc}"
     except Exception as exc:  # anything else must reach the parent too
