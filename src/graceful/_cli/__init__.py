@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import sys
 
-from .._version import __version__
-
 TYPE_CHECKING = False  # typing costs the supervisor's start-up time; annotations are strings here
 if TYPE_CHECKING:
     import argparse
@@ -70,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     """The whole command line, every subcommand with its own --help."""
     import argparse
 
+    from .._version import __version__
     from . import run_options as ro
 
     top = argparse.ArgumentParser(
@@ -294,8 +293,7 @@ def _exit_now(code: int) -> NoReturn:
     """End the supervisor's process with ``code`` as the interpreter would, without tearing the
     interpreter down (1 to 2 ms): the ``atexit`` functions run and the standard streams are
     flushed first. Only where ``graceful run`` owns the process: the command line, not a call."""
-    import atexit
-
+    atexit = sys.modules.get("atexit")  # not imported: nothing can have been registered
     run_exit_functions = getattr(atexit, "_run_exitfuncs", None)
     if run_exit_functions is not None:
         run_exit_functions()

@@ -9,10 +9,9 @@ signals) is the status 128 + n, which is what docker reports anyway.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
-from .._core import signals as _signals
+from .._process.launcher import C_SIGNAL as _signal
 
 
 def exit_code(status: int) -> int:
@@ -36,13 +35,15 @@ def die_by(sig: int) -> None:
             stream.flush()
         except (OSError, ValueError):
             pass
+    from .._core import signals as _signals
+
     if _signals.default_action(sig) == "core":
         # The command has dumped its core (if allowed); a second one, of the supervisor, is noise.
         import resource
 
         _, hard = resource.getrlimit(resource.RLIMIT_CORE)
         resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
-    if sig not in (signal.SIGKILL, signal.SIGSTOP):
-        signal.signal(sig, signal.SIG_DFL)
+    if sig not in (_signal.SIGKILL, _signal.SIGSTOP):
+        _signal.signal(sig, _signal.SIG_DFL)
     os.kill(os.getpid(), sig)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})  # delivered here, if it is going to be
+    _signal.pthread_sigmask(_signal.SIG_UNBLOCK, {sig})  # delivered here, if it is going to be

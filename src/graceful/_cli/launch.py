@@ -16,11 +16,10 @@ failed exec through a pipe, so the supervisor can say why, as a shell would.
 from __future__ import annotations
 
 import os
-import select
-import signal
 import time
 
 from .._process import launcher as _launcher
+from .._process.launcher import C_SIGNAL as _signal
 
 TYPE_CHECKING = False  # typing and contextlib cost start-up time; annotations are strings here
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ def start(
     command: list[str],
     executable: Optional[str],
     ignored: Iterable[int],
-    pdeathsig: int = signal.SIGKILL,
+    pdeathsig: int = _signal.SIGKILL,
 ) -> Launch:
     """Start ``command`` through the launcher, in a new process group led by the command.
 
@@ -119,12 +118,14 @@ def start(
 
 def _read_report(fd: int, pid: int) -> str:
     """What the launcher wrote before exec: nothing if the exec succeeded (EOF at exec)."""
+    import select  # here, after the fork: the child execs meanwhile
+
     deadline = time.monotonic() + LAUNCH_TIMEOUT
     chunks: list[bytes] = []
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            os.kill(pid, signal.SIGKILL)  # our unreaped child: the PID cannot be someone else's
+            os.kill(pid, _signal.SIGKILL)  # our unreaped child: the PID cannot be someone else's
             return f"0:the launcher did not exec the command within {LAUNCH_TIMEOUT:g} s"
         ready, _, _ = select.select([fd], [], [], remaining)
         if not ready:

@@ -18,33 +18,30 @@ so that it can stop its whole tree when the parent dies.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 
-from .._core import signals as _signals
-from . import ending, launch, procfs
+from .._process.launcher import C_SIGNAL as _signal
+from . import ending, launch
 from .run_options import PDEATH_SIGNAL
 
 TYPE_CHECKING = False  # typing and contextlib cost start-up time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Optional
 
+    from . import procfs
     from .run_options import Options
 
 #: Never blocked: raised by the supervisor's own faults, which must not be hidden.
 _SYNCHRONOUS = frozenset(
-    getattr(signal, n)
+    getattr(_signal, n)
     for n in ("SIGKILL", "SIGSTOP", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS")
-    if hasattr(signal, n)
-) | {signal.SIGABRT}
+    if hasattr(_signal, n)
+) | {_signal.SIGABRT}
 #: Python ignores these at start-up itself, so SIG_IGN says nothing about what we inherited.
 _PYTHON_IGNORES = frozenset(
-    getattr(signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(signal, n)
+    getattr(_signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, n)
 )
-#: ``signal``'s C module: its wrappers turn each signal and handler they return into an enum, which
-#: cost start-up 0.2 ms for the 64 signals blocked and looked at here.
-_C_SIGNAL: Any = sys.modules.get("_signal", signal)
 #: How often to look again for descendants that cannot wake us (only our children send SIGCHLD),
 #: for the first second, and after that.
 POLL = 0.02
@@ -66,6 +63,8 @@ def _say(text: str) -> None:
 
 
 def _name(sig: int) -> str:
+    from .._core import signals as _signals  # not on the way of a plain start: it imports signal
+
     return _signals.name(sig)
 
 
@@ -103,7 +102,7 @@ class Supervisor:
     # --- start ------------------------------------------------------------------------------
 
     def run(self) -> int:
-        if not hasattr(signal, "sigtimedwait"):
+        if not hasattr(_signal, "sigtimedwait"):
             _say(f"needs signal.sigtimedwait(), which Python does not have on {sys.platform}")
             return 2
         threading = sys.modules.get("threading")
@@ -115,14 +114,18 @@ class Supervisor:
             )
             return 2
         if not self._prepare():
-            ending.die_by(signal.SIGTERM)  # our parent is gone: start nothing, end as it asked
-            return 128 + signal.SIGTERM
+            ending.die_by(_signal.SIGTERM)  # our parent is gone: start nothing, end as it asked
+            return 128 + int(_signal.SIGTERM)
         try:
             child = launch.start(self.opts.command, self.opts.executable, self.ignored)
         except OSError as exc:
             return self._not_started(f"0:{exc}", 126, f"cannot start the launcher: {exc}")
         self.child = child.pid
         self._hand_terminal()
+        from . import procfs  # here, after the fork: the child execs meanwhile
+
+        if not procfs.available() and not self.opts.quiet:
+            _say("no /proc: what the command leaves behind cannot be found and stopped")
         try:
             child.wait()
         except launch.LaunchFailed as exc:
@@ -143,22 +146,21 @@ class Supervisor:
     def _prepare(self) -> bool:
         """Block the signals, take over SIGCHLD, become a subreaper; False if the parent is gone."""
         opts = self.opts
-        c_signal = _C_SIGNAL
-        self.waited = frozenset(c_signal.valid_signals()) - _SYNCHRONOUS
-        c_signal.pthread_sigmask(c_signal.SIG_BLOCK, self.waited)
+        self.waited = frozenset(_signal.valid_signals()) - _SYNCHRONOUS
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, self.waited)
         # What we inherited as ignored (nohup: HUP; a background job: INT, QUIT) stays ignored
         # in the command and is not forwarded to it.
         self.ignored = (
-            frozenset(s for s in self.waited if c_signal.getsignal(s) == c_signal.SIG_IGN)
+            frozenset(s for s in self.waited if _signal.getsignal(s) == _signal.SIG_IGN)
             - _PYTHON_IGNORES
         )
         for sig in opts.forward - self.ignored - opts.stop:
             target = opts.remap.get(sig, sig)
-            if target not in opts.stop and sig in self.waited and sig != signal.SIGCHLD:
+            if target not in opts.stop and sig in self.waited and sig != _signal.SIGCHLD:
                 self.plain[sig] = target
         # SIG_IGN for SIGCHLD would reap children behind our back: waitpid() would never see
         # the command's status.
-        c_signal.signal(signal.SIGCHLD, c_signal.SIG_DFL)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         if opts.report_fd is not None:
             os.set_inheritable(opts.report_fd, False)
         if opts.own_group and os.getpgrp() != self.pid:
@@ -182,8 +184,6 @@ class Supervisor:
             except OSError as exc:
                 if not opts.quiet:
                     _say(f"not a subreaper ({exc}): orphans of the command go to init")
-        if not procfs.available() and not opts.quiet:
-            _say("no /proc: what the command leaves behind cannot be found and stopped")
         return True
 
     def _not_started(self, report: str, status: int, message: str) -> int:
@@ -267,13 +267,13 @@ class Supervisor:
         plain = self.plain if self.status is None else {}
         waited, child, verbose = self.waited, self.child, self.opts.verbose
         send = os.killpg if self.opts.group else os.kill
-        sigtimedwait, monotonic = signal.sigtimedwait, time.monotonic
+        sigtimedwait, monotonic = _signal.sigtimedwait, time.monotonic
         deadline = monotonic() + timeout
         while True:
             info = sigtimedwait(waited, timeout)
             if info is None:
                 return None
-            sig = info.si_signo
+            sig: int = info.si_signo
             target = plain.get(sig)
             if target is None:
                 return sig
@@ -317,7 +317,7 @@ class Supervisor:
                 _say(f"reaped PID {pid} ({_describe(status)})")
 
     def _on_signal(self, sig: int) -> None:
-        if sig == signal.SIGCHLD or (sig == PDEATH_SIGNAL and self.opts.die_with_parent):
+        if sig == _signal.SIGCHLD or (sig == PDEATH_SIGNAL and self.opts.die_with_parent):
             return  # reaping and the parent check happen at the top of the loop
         if sig not in self.opts.forward or sig in self.ignored or self.status is not None:
             if self.opts.verbose:
@@ -338,7 +338,7 @@ class Supervisor:
         if not self.opts.die_with_parent or self.parent_gone or os.getppid() == self.ppid:
             return
         self.parent_gone = True
-        target = self.opts.remap.get(signal.SIGTERM, signal.SIGTERM)
+        target = self.opts.remap.get(_signal.SIGTERM, _signal.SIGTERM)
         if not self.opts.quiet:
             grace = self.opts.orphan_timeout
             when = "no SIGKILL" if grace is None else f"SIGKILL in {grace:g} s"
@@ -380,6 +380,8 @@ class Supervisor:
 
     def _tell_orphans(self, sig: int) -> None:
         """Adopted orphans have nobody else to tell them to stop."""
+        from . import procfs
+
         for p in procfs.processes() if procfs.available() else ():
             if p.ppid != self.pid or p.pid == self.child or not p.alive:
                 continue
@@ -393,6 +395,8 @@ class Supervisor:
 
     def _leftovers(self) -> list[procfs.Stat]:
         """Live processes below us, and in the command's process group."""
+        from . import procfs
+
         if not procfs.available() or self._nothing_left():
             return []
         table = procfs.processes()
@@ -427,7 +431,7 @@ class Supervisor:
 
     def _tell_leftovers(self, left: list[procfs.Stat], now: float) -> None:
         """After the command ended: stop what it left behind, as the command was (or TERM)."""
-        sig = self.stop_signal or self.opts.remap.get(signal.SIGTERM, signal.SIGTERM)
+        sig = self.stop_signal or self.opts.remap.get(_signal.SIGTERM, _signal.SIGTERM)
         new = [p for p in left if p.pid not in self.told]
         if not new:
             return
@@ -446,21 +450,23 @@ class Supervisor:
         left = self._leftovers()
         if self.status is None:
             try:
-                os.killpg(self.child, signal.SIGKILL)  # the leader is unreaped: the group is ours
+                os.killpg(self.child, _signal.SIGKILL)  # the leader is unreaped: the group is ours
             except ProcessLookupError:
                 pass
         for p in left:
-            self._send_by_identity(p, signal.SIGKILL)
+            self._send_by_identity(p, _signal.SIGKILL)
         if self.killed_at is None:
             self.killed_at = now
             if not self.opts.quiet and left:
                 since = now - (self.stopped_at if self.stopped_at is not None else now)
-                after = _name(self.stop_signal or signal.SIGTERM)
+                after = _name(self.stop_signal or _signal.SIGTERM)
                 _say(f"sent SIGKILL to {len(left)} process(es) running {since:.1f} s after {after}")
         return left
 
     def _send_by_identity(self, p: procfs.Stat, sig: int) -> None:
         """Signal ``p`` only if it is still the process we saw (not a newcomer with its PID)."""
+        from . import procfs
+
         if p.ppid == self.pid:
             try:
                 os.kill(p.pid, sig)  # our unreaped child
@@ -479,7 +485,7 @@ class Supervisor:
                 return  # not the process we saw (the pidfd, if any, now pins whatever it is)
             try:
                 if fd >= 0:
-                    signal.pidfd_send_signal(fd, sig)
+                    _signal.pidfd_send_signal(fd, sig)
                 else:
                     os.kill(p.pid, sig)
             except ProcessLookupError:

@@ -6,9 +6,7 @@ can build the same command line from numbers and the supervisor can be tested wi
 
 from __future__ import annotations
 
-import signal
-
-from .._core import signals as _signals
+from .._process.launcher import C_SIGNAL as _signal
 
 TYPE_CHECKING = False  # typing costs the supervisor's start-up time; annotations are strings here
 if TYPE_CHECKING:
@@ -26,10 +24,10 @@ DEFAULT_ORPHAN_TIMEOUT = 0.5
 
 #: The supervisor's own parent-death signal: one nobody else sends, so a parent *thread* that
 #: exits (PR_SET_PDEATHSIG fires then too) is told apart from a parent that died. Linux only.
-PDEATH_SIGNAL: int = getattr(signal, "SIGRTMAX", 0)
+PDEATH_SIGNAL: int = getattr(_signal, "SIGRTMAX", 0)
 
 _FAULTS = tuple(
-    getattr(signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(signal, n)
+    getattr(_signal, n) for n in ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL") if hasattr(_signal, n)
 )
 
 
@@ -109,6 +107,8 @@ class Options:
 
 def parse_signal(text: str, what: str) -> int:
     """A signal of this platform from ``TERM``, ``SIGTERM``, ``15`` or ``RTMIN+3``."""
+    from .._core import signals as _signals
+
     text = text.strip()
     if text.isdigit():
         return _signals.number(int(text), what)
@@ -117,14 +117,16 @@ def parse_signal(text: str, what: str) -> int:
 
 def parse_forwardable(text: str, what: str) -> int:
     """A signal the supervisor can catch and pass on (not KILL, STOP, CHLD or a fault)."""
+    from .._core import signals as _signals
+
     sig = parse_signal(text, what)
     name = _signals.name(sig)
-    if sig in (signal.SIGKILL, signal.SIGSTOP):
+    if sig in (_signal.SIGKILL, _signal.SIGSTOP):
         raise ValueError(
             f"{what}: {name} cannot be caught, so the supervisor never sees it to forward it; "
             "send it to the command's process directly"
         )
-    if sig == signal.SIGCHLD:
+    if sig == _signal.SIGCHLD:
         raise ValueError(
             f"{what}: the supervisor needs SIGCHLD itself, to reap; it cannot be forwarded"
         )
@@ -170,6 +172,18 @@ def parse_timeout(text: str, what: str) -> Optional[float]:
     return value
 
 
+def _defaults(names: tuple[str, ...]) -> Optional[frozenset[int]]:
+    """A default list as :func:`parse_signal_list` reads it, looked up by name: parsing imports
+    ``_core.signals`` and with it ``signal``, which builds its enums (0.5 ms of start-up). None
+    if this platform lacks one of the signals, or refuses it: parsing then says why."""
+    valid = _signal.valid_signals()
+    refused = (_signal.SIGKILL, _signal.SIGSTOP, _signal.SIGCHLD, *_FAULTS)
+    numbers = [getattr(_signal, f"SIG{name}", 0) for name in names]
+    if not all(n in valid and n not in refused for n in numbers):
+        return None
+    return frozenset(numbers)
+
+
 def build(
     command: list[str],
     *,
@@ -183,15 +197,21 @@ def build(
         command = command[1:]
     if not command:
         raise ValueError("graceful run: no command given; usage: graceful run [options] -- COMMAND")
-    forward = parse_signal_list(
-        " ".join(DEFAULT_FORWARD) if signals is None else signals, "--signals"
-    )
-    stop = parse_signal_list(
-        " ".join(DEFAULT_STOP) if stop_signals is None else stop_signals, "--stop-signals"
-    )
+    forward = _defaults(DEFAULT_FORWARD) if signals is None else None
+    if forward is None:
+        forward = parse_signal_list(
+            " ".join(DEFAULT_FORWARD) if signals is None else signals, "--signals"
+        )
+    stop = _defaults(DEFAULT_STOP) if stop_signals is None else None
+    if stop is None:
+        stop = parse_signal_list(
+            " ".join(DEFAULT_STOP) if stop_signals is None else stop_signals, "--stop-signals"
+        )
     remap = dict(parse_map(m) for m in maps)
     forward = forward | frozenset(remap)  # a mapped signal is forwarded, rewritten
     if rest.get("die_with_parent") and PDEATH_SIGNAL in forward:
+        from .._core import signals as _signals
+
         raise ValueError(
             f"--signals: {_signals.name(PDEATH_SIGNAL)} is how the kernel tells the supervisor "
             "that its parent died (--die-with-parent); forward another realtime signal"

@@ -21,22 +21,26 @@ arrives before the exec ends the launcher by its default action, as it would end
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional
 
+try:
+    #: The C module under ``signal`` (CPython's ``_signal``): the same constants and calls,
+    #: without ``signal``'s enums. ``import signal`` builds them (0.4 ms of ``graceful run``'s
+    #: start-up), and its wrappers turn every signal and handler they return into one (the
+    #: child's reset of 64 signals before exec took 0.25 ms through them).
+    C_SIGNAL: Any = __import__("_signal")
+except ImportError:  # not CPython
+    C_SIGNAL = __import__("signal")
+
 #: The environment variable that tells ``graceful.die_with_parent`` in the program who its parent
 #: is: "PID:PARENT_PID:ARMED_SIGNAL:LIFELINE_FD"; ARMED_SIGNAL is 0 where PR_SET_PDEATHSIG is
 #: missing, LIFELINE_FD is -1 when there is none (parsed in ``_parent_death.py``).
 ENV = "GRACEFUL_PARENT"
-_UNCATCHABLE = tuple(getattr(signal, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(signal, n))
-#: The C module under ``signal`` (CPython's ``_signal``): the same calls, without ``signal``'s
-#: wrappers, which turn every signal and handler they return into an enum. For the 64 signals
-#: that the child resets before exec, that was 0.25 ms of the command's start.
-_C_SIGNAL: Any = sys.modules.get("_signal", signal)
+_UNCATCHABLE = tuple(getattr(C_SIGNAL, n) for n in ("SIGKILL", "SIGSTOP") if hasattr(C_SIGNAL, n))
 
 
 #: libc's prctl(), the C type of its arguments and ctypes' get_errno, once :func:`prepare` (or
@@ -121,7 +125,7 @@ def plan(argv: list[str]) -> tuple[Any, ...]:
     if argv[7] != "--":  # the optional IGNORED field
         ignored = frozenset(int(n) for n in argv[7].split(",") if n.isdigit())
         args = argv[9:]
-    c_signal = _C_SIGNAL
+    c_signal = C_SIGNAL
     resets = [
         (s, c_signal.SIG_IGN if s in ignored else c_signal.SIG_DFL)
         for s in sorted(c_signal.valid_signals())
@@ -141,7 +145,7 @@ def run(steps: tuple[Any, ...]) -> None:
         os.set_inheritable(errfd, False)
     if group and os.getpgid(0) != os.getpid():
         os.setpgid(0, 0)
-    c_signal = _C_SIGNAL
+    c_signal = C_SIGNAL
     for s, handler in resets:
         try:
             c_signal.signal(s, handler)
