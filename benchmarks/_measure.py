@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import shutil
 import signal
 import statistics
@@ -292,6 +293,19 @@ class Context:
         check = kwargs.pop("check", False)
         return subprocess.run(argv, env=env, check=check, **kwargs)
 
+    def time_process(self, argv: list[str], *, timeout: float = 600, **kwargs: Any) -> float:
+        """Seconds from ``Popen`` to the reaped exit of ``argv``, which must succeed (waited
+        for with :func:`wait_exact`, never ``subprocess.run(timeout=...)``, which polls)."""
+        env = dict(self.env)
+        env.update(kwargs.pop("env", None) or {})
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, **kwargs)
+        code = wait_exact(proc, timeout)
+        elapsed = time.monotonic() - start
+        if code != 0:
+            raise subprocess.CalledProcessError(code, argv)
+        return elapsed
+
     def py(self, code: str, *args: str) -> list[str]:
         """argv that runs a dedented snippet with the benchmark's Python."""
         return [self.python, "-c", textwrap.dedent(code), *args]
@@ -339,6 +353,37 @@ class Context:
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_exact(proc: subprocess.Popen[Any], timeout: float) -> int:
+    """Wait for ``proc`` to end and reap it; its return code. Blocks on a pidfd (a timer where
+    there is none) instead of ``proc.wait(timeout)``, which polls: sleeps of 0.5, 1, 2, 4... ms,
+    then 50 ms, so that a timed end is rounded up to 1, 3, 7, 15, 31, 63 ms, then a 50 ms step.
+    Kills it and raises ``TimeoutError`` after ``timeout`` seconds."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    try:
+        fd = pidfd_open(proc.pid) if pidfd_open is not None else -1
+    except OSError:  # an old kernel; or it has been reaped already
+        fd = -1
+    if fd < 0:
+        import threading
+
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            return proc.wait()
+        finally:
+            timer.cancel()
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(int(timeout * 1000)):
+            proc.kill()
+            proc.wait()
+            raise TimeoutError(f"PID {proc.pid} still running after {timeout} s; killed")
+    finally:
+        os.close(fd)
+    return proc.wait()
 
 
 def reap(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:

@@ -20,7 +20,7 @@ import socket
 import subprocess
 import time
 
-from _measure import Context, Figure, ratio_target, reap, unavailable, wait_line
+from _measure import Context, Figure, ratio_target, reap, unavailable, wait_exact, wait_line
 
 NAME = "asyncio"
 TITLE = "asyncio server with 1000 connections: SIGTERM to death"
@@ -104,7 +104,7 @@ def _sample(ctx: Context, side: str) -> float | None:
         time.sleep(0.02)
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        wait_exact(proc, 30)
         elapsed = (time.monotonic() - start) * 1000
         if proc.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
             tail = err_path.read_text(errors="replace")[-800:]

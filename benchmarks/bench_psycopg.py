@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _measure import Context, Figure, reap, unavailable, value_target, wait_line
+from _measure import Context, Figure, reap, unavailable, value_target, wait_exact, wait_line
 
 NAME = "psycopg"
 TITLE = "psycopg 2 and 3 in pg_sleep(60): SIGTERM to death, query left"
@@ -80,7 +80,7 @@ def _sample(  # noqa: PLR0917
         time.sleep(0.02)
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        wait_exact(proc, 30)
         died = (time.monotonic() - start) * 1000
         left = True
         deadline = time.monotonic() + 1.0

@@ -1,6 +1,8 @@
 """10. ``graceful run`` against tini, dumb-init and catatonit on the same commands.
 
-* start-up: ``TOOL -- true``, from ``Popen`` to ``waitpid``, the tools alternating;
+* start-up: ``TOOL -- true``, from ``Popen`` to ``waitpid``, the tools alternating (a blocking
+  wait: ``subprocess.run(timeout=...)`` polls and rounded every figure up to 1, 3, 7, 15, 31 or
+  63 ms, see ``Context.time_process``);
 * signal forwarding latency: each tool runs the same responder (SIGUSR1 blocked, taken with
   ``sigwaitinfo``, which writes ``time.monotonic()`` at once); this process sends SIGUSR1 to the
   tool and reads the time its child got it, the tools alternating signal by signal; the median
@@ -133,9 +135,7 @@ def startup(ctx: Context, tools: dict[str, list[str]], rounds: int) -> dict[str,
     for _ in range(rounds):
         for name, samples in sides.items():
             argv = ["true"] if name == "bare" else [*tools[name], "true"]
-            t = time.monotonic()
-            ctx.run(argv, check=True, stdin=subprocess.DEVNULL)
-            samples.append((time.monotonic() - t) * 1000)
+            samples.append(ctx.time_process(argv, stdin=subprocess.DEVNULL) * 1000)
     return sides
 
 

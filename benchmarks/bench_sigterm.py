@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import time
 
-from _measure import Context, Figure, ratio_target, reap, wait_line
+from _measure import Context, Figure, ratio_target, reap, wait_exact, wait_line
 
 NAME = "sigterm"
 TITLE = "SIGTERM to reaped, no cleanups"
@@ -54,7 +54,7 @@ def sigterm_to_reaped(ctx: Context, code: str) -> float:
         time.sleep(SETTLE)
         start = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        wait_exact(proc, 30)
         elapsed = time.monotonic() - start
         expected = {-signal.SIGTERM, 128 + signal.SIGTERM}
         if proc.returncode not in expected:
