@@ -300,9 +300,14 @@ def test_ended_within_fails_with_the_time_taken(shutdown: Shutdown) -> None:
     result = shutdown.run(code=code, ready="ready")
     result.died_by("TERM").ended_within(5)
     message = failure(lambda: result.ended_within(0.1))
-    assert re.match(
-        r"expected the program to end within 0\.1 s of the first signal; took 0\.3", message
+    match = re.match(
+        r"expected the program to end within 0\.1 s of the first signal; took (\d+\.\d+) s",
+        message,
     )
+    assert match, message
+    # The time counts from just before kill(): the 0.3 s cleanup cannot start before it (when
+    # it counted from just after, a run measured 0.299 s). A loaded machine may take longer.
+    assert 0.3 <= float(match.group(1)) < 5, message
 
 
 def test_a_program_that_ignores_the_signal_is_killed_at_the_timeout(shutdown: Shutdown) -> None:

@@ -196,6 +196,7 @@ class Launcher:
         if self.status is not None:
             self.say(f"gone {sig}")
             return
+        sent_at = time.monotonic()  # before kill(): the program may act on it at once
         try:
             if to == "group":
                 os.killpg(self.pid, sig)
@@ -204,7 +205,7 @@ class Launcher:
         except ProcessLookupError:  # a group the program has left, and that is empty
             self.say(f"gone {sig}")
             return
-        self.say(f"sent {sig} {time.monotonic()!r}")
+        self.say(f"sent {sig} {sent_at!r}")
 
     def command(self, line: str) -> None:
         words = line.split()
