@@ -486,7 +486,9 @@ def test_shutdown_event_made_after_the_shutdown_began_is_set() -> None:
     try:
         with graceful.guard(on_signal="exit", drain=30):
             os.kill(os.getpid(), 15)
-            time.sleep(0.2)
+            deadline = time.monotonic() + 10  # until the drain has begun (no event to wait on:
+            while machine.machine.phase != machine.Phase.DRAINING:  # none may exist yet)
+                assert time.monotonic() < deadline, "the drain did not begin"
             print("before", "threading" in sys.modules, machine._events == {})
             print("draining", graceful.draining.is_set(), graceful.shutdown_event.is_set())
             graceful.end_drain()
