@@ -100,12 +100,14 @@ def _parent_death_hidden() -> bool:
     return "pdeathsig" in os.environ.get("GRACEFUL_DISABLE", "").replace(" ", "").split(",")
 
 
-def _exec_paths(file: str) -> list[Any]:
+def exec_paths(file: str, path: Optional[str] = None) -> list[Any]:
     """Where ``os.execvp`` would look for ``file``, in its order: ``file`` itself if it names a
-    directory, else each directory of PATH (``os.defpath`` without one), as bytes."""
+    directory, else each directory of ``path`` (this process's PATH if None; ``os.defpath``
+    without one), as bytes. ``spawn`` checks the same list before it returns."""
     if os.path.dirname(file):
-        return [file]
-    path = os.environ.get("PATH")
+        return [os.fsencode(file)]
+    if path is None:
+        path = os.environ.get("PATH")
     name = os.fsencode(file)
     return [
         os.path.join(os.fsencode(directory), name)
@@ -134,7 +136,7 @@ def plan(argv: list[str]) -> tuple[Any, ...]:
     arm = bool(sig) and sys.platform.startswith("linux") and not _parent_death_hidden()
     if arm:
         prepare()
-    return (int(argv[4]), ppid, sig, group, lifeline, resets, arm, _exec_paths(executable), args)
+    return (int(argv[4]), ppid, sig, group, lifeline, resets, arm, exec_paths(executable), args)
 
 
 def run(steps: tuple[Any, ...]) -> None:
@@ -167,7 +169,7 @@ def run(steps: tuple[Any, ...]) -> None:
 
 
 def _exec(paths: list[Any], args: list[str]) -> None:
-    """``os.execvp``'s loop over the paths :func:`_exec_paths` found, with its errors (the first
+    """``os.execvp``'s loop over the paths :func:`exec_paths` found, with its errors (the first
     that is not "not found" wins); without ``os.get_exec_path``, which imports ``warnings``."""
     saved: Optional[OSError] = None
     last: Optional[OSError] = None

@@ -270,15 +270,15 @@ def _must_wait(kwargs: dict[str, Any], *, supervised: bool, group: bool) -> bool
 def _check_executable(executable: str, env: Any, cwd: Any) -> None:
     """Raise what ``Popen`` would if ``executable`` cannot be run: the launcher's ``execvp``
     looks it up the same way (``env``'s PATH, relative to ``cwd``), after ``spawn`` returned."""
-    if os.sep in executable:
-        candidates = [executable]
-    else:
-        candidates = [os.path.join(d, executable) for d in os.get_exec_path(env)]
+    path_var = None  # the launcher inherits our PATH
+    if env is not None:  # the launcher's environment is env
+        value = env.get("PATH", env.get(b"PATH"))
+        path_var = os.defpath if value is None else os.fsdecode(value)
     error = 0
-    for candidate in candidates:
+    for candidate in _launcher.exec_paths(executable, path_var):
         path = candidate
         if cwd is not None and not os.path.isabs(path):
-            path = os.path.join(os.fsdecode(cwd), path)
+            path = os.path.join(os.fsencode(cwd), path)
         if os.access(path, os.X_OK) and not os.path.isdir(path):
             return
         if error == 0 and os.path.exists(path):
