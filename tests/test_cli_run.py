@@ -286,15 +286,11 @@ def test_timeout_escalates_to_sigkill() -> None:
     assert is_dead(command)
 
 
-STUBBORN_ECHO = """
-import os, signal, time
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
-signal.signal(signal.SIGUSR1, lambda sig, frame: print("SIGUSR1", flush=True))
-print("pid", os.getpid(), flush=True)
-print("ready", flush=True)
-while True:
-    time.sleep(1)
-"""
+# STUBBORN that also says when it hears SIGUSR1.
+STUBBORN_ECHO = STUBBORN.replace(
+    'print("pid"',
+    'signal.signal(signal.SIGUSR1, lambda sig, frame: print("SIGUSR1", flush=True))\nprint("pid"',
+)
 
 
 def test_signals_forwarded_one_after_another_do_not_hold_up_the_countdown() -> None:
