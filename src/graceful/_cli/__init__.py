@@ -1,4 +1,4 @@
-"""The ``graceful`` command: ``run``, ``signals``, ``doctor`` and ``demo``.
+"""The ``graceful`` command: ``run``, ``signals``, ``doctor``, ``demo`` and ``docs``.
 
 Only the argparse set-up lives here; each subcommand is a module of its own, imported when it is
 chosen. ``import graceful`` never imports this package.
@@ -27,13 +27,13 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 End programs well. `graceful run` supervises any command (signals forwarded, zombies reaped,
 nothing left behind); `graceful signals` and `graceful doctor` explain signals on this machine;
-`graceful demo` shows the library at work."""
+`graceful demo` shows the library at work; `graceful docs` prints the documentation."""
 
 RUN_EPILOG = """\
 The command leads its own process group and dies with the supervisor, even if the supervisor is
 SIGKILLed (PR_SET_PDEATHSIG). The supervisor is a subreaper: what the command leaves behind,
 daemons included, is adopted, told to stop and, after --timeout, killed. It ends as the command
-did: with its exit code, or killed by the same signal. Details: docs/cli.md in the source."""
+did: with its exit code, or killed by the same signal. Details: `graceful docs cli`."""
 
 
 def _checked(parse: Callable[[str, str], _T], what: str) -> Callable[[str], _T]:
@@ -84,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
         usage="graceful run [options] -- COMMAND [ARGS...]",
         epilog=RUN_EPILOG,
     )
+    run.set_defaults(usage_of=run)
     run.add_argument(
         "-s",
         "--signals",
@@ -147,8 +148,9 @@ def parser() -> argparse.ArgumentParser:
         action="store_false",
         help="do not adopt orphaned descendants (they go to init and outlive the supervisor)",
     )
-    run.add_argument("-v", "--verbose", action="count", default=0, help="say what it does")
-    run.add_argument("-q", "--quiet", action="store_true", help="no notices, only errors")
+    talk = run.add_mutually_exclusive_group()
+    talk.add_argument("-v", "--verbose", action="count", default=0, help="say what it does")
+    talk.add_argument("-q", "--quiet", action="store_true", help="no notices, only errors")
     # For graceful.spawn(supervise=True): not part of the documented interface.
     hidden = argparse.SUPPRESS
     run.add_argument("--parent-pid", type=_checked(_int, "--parent-pid"), help=hidden)
@@ -168,8 +170,9 @@ def parser() -> argparse.ArgumentParser:
     signals.add_argument(
         "--format", choices=("text", "markdown"), default="text", help="default: text"
     )
+    signals.set_defaults(usage_of=signals)
 
-    sub.add_parser(
+    doctor = sub.add_parser(
         "doctor",
         help="why a program may not end well here",
         description=(
@@ -177,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
             "subreaper, systemd, containers, and the stop timeouts that apply."
         ),
     )
+    doctor.set_defaults(usage_of=doctor)
 
     demo = sub.add_parser(
         "demo",
@@ -187,18 +191,54 @@ def parser() -> argparse.ArgumentParser:
             "checks that the database is intact and that no process is left."
         ),
     )
-    demo.add_argument(
+    demo.set_defaults(usage_of=demo)
+    which = demo.add_mutually_exclusive_group()
+    which.add_argument(
         "--signal",
         metavar="NAME",
         default="TERM",
+        type=_checked(_demo_signal, "--signal"),
         help="the signal to send the worker (default: TERM; try INT, HUP, QUIT, USR1)",
     )
-    demo.add_argument(
+    which.add_argument(
         "--kill",
         action="store_true",
         help="SIGKILL the worker instead: no cleanup runs, yet the backend dies, the data holds",
     )
+
+    docs = sub.add_parser(
+        "docs",
+        help="print a topic of the documentation (paged on a terminal)",
+        description=(
+            "Without TOPIC: list the topics. With one: print it, through $PAGER (or less) when "
+            "the output is a terminal, plain otherwise. The same text as the docs/ folder of the "
+            "source."
+        ),
+    )
+    docs.set_defaults(usage_of=docs)
+    docs.add_argument("topic", nargs="?", metavar="TOPIC", help="a topic, as the list names it")
     return top
+
+
+def _demo_signal(text: str, what: str) -> str:
+    """``graceful demo --signal``: a signal the worker's guard handles (checked, kept as text)."""
+    from .._core import signals as _signals
+
+    try:
+        _signals.resolve(text, what)
+    except ValueError as exc:
+        hint = " (to see SIGKILL, use --kill)" if "KILL" in text.upper() else ""
+        raise ValueError(f"{exc}{hint}") from None
+    return text
+
+
+def parse(top: argparse.ArgumentParser, words: list[str]) -> argparse.Namespace:
+    """``top.parse_args(words)``, except that words a subcommand does not know are reported with
+    that subcommand's usage, not the top-level one."""
+    args, unknown = top.parse_known_args(words)
+    if unknown:
+        args.usage_of.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 #: ``graceful run`` options without a value, as argparse stores them: (keyword, value); None
@@ -264,11 +304,44 @@ def _read_run(args: list[str]) -> Optional[Options]:
             return None
     if i == len(args):
         return None  # no "--": the command may hold words argparse reads as options
+    if values.get("quiet") and values["verbose"]:
+        return None  # contradictory: argparse refuses it
     maps = values.pop("maps")
     try:
+        _refuse_conflicts(values.get("signals"), values.get("stop_signals"), maps)  # type: ignore[arg-type]
         return ro.build(args[i:], maps=tuple(maps), **values)  # type: ignore[arg-type]
     except ValueError:
         return None
+
+
+def _refuse_conflicts(signals: Optional[str], stop_signals: Optional[str], maps: list[str]) -> None:
+    """Options that contradict each other (raise ValueError saying which): one signal mapped to
+    two, or a stop signal that is never forwarded."""
+    from . import run_options as ro
+
+    mapped: dict[int, str] = {}
+    for text in maps:
+        source, _ = ro.parse_map(text)
+        if source in mapped and mapped[source] != text:
+            raise ValueError(
+                f"--map {mapped[source]} and --map {text} map the same signal twice: keep one"
+            )
+        mapped[source] = text
+    if stop_signals is None:
+        return
+    forwarded = set(ro.parse_signal_list(",".join(ro.DEFAULT_FORWARD), "--signals"))
+    if signals is not None:
+        forwarded = set(ro.parse_signal_list(signals, "--signals"))
+    dropped = ro.parse_signal_list(stop_signals, "--stop-signals") - forwarded - set(mapped)
+    if dropped:
+        from .._core import signals as _signals
+
+        names = ", ".join(sorted(_signals.name(sig)[3:] for sig in dropped))
+        raise ValueError(
+            f"--stop-signals: {names} would start the countdown, but the supervisor drops it "
+            "without forwarding it (not in --signals): add it to --signals, or leave it out of "
+            "--stop-signals"
+        )
 
 
 def _set_run_value(values: dict[str, object], key: str, text: str, name: str, ro: Any) -> None:
@@ -312,16 +385,21 @@ def read_run_options(words: list[str]) -> Options:
     opts = _read_run(words[1:]) if words[:1] == ["run"] else None
     if opts is None:
         top = parser()
-        opts = _argparse_run(top, top.parse_args(words))
+        opts = _argparse_run(top, parse(top, words))
     return opts
 
 
 def _argparse_run(top: argparse.ArgumentParser, args: argparse.Namespace) -> Options:
     from . import run_options as ro
 
+    run: argparse.ArgumentParser = args.usage_of
+    command = list(args.command)
+    if command in ([], ["--"]):
+        run.error("no command given: write it after --, as in `graceful run -- myserver --port 80`")
     try:
+        _refuse_conflicts(args.signals, args.stop_signals, list(args.map))
         return ro.build(
-            list(args.command),
+            command,
             signals=args.signals,
             stop_signals=args.stop_signals,
             maps=tuple(args.map),
@@ -338,7 +416,7 @@ def _argparse_run(top: argparse.ArgumentParser, args: argparse.Namespace) -> Opt
             quiet=args.quiet,
         )
     except ValueError as exc:
-        top.exit(2, f"graceful run: error: {exc}\n")
+        run.error(str(exc))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -347,7 +425,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     opts = _read_run(words[1:]) if words[:1] == ["run"] else None
     if opts is None:
         top = parser()
-        args = top.parse_args(words)
+        args = parse(top, words)
         if args.subcommand == "run":
             opts = _argparse_run(top, args)
     if opts is not None:
@@ -358,14 +436,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             _exit_now(code)  # graceful run owns this process: end it now, as the command ended
         return code
     if args.subcommand == "signals":
+        import shutil
+
         from . import signals_table
 
-        print(signals_table.render(args.format), end="")
+        width = shutil.get_terminal_size((100, 24)).columns  # 100 when not a terminal
+        print(signals_table.render(args.format, width=width), end="")
         return 0
     if args.subcommand == "doctor":
         from . import doctor
 
         return doctor.main()
+    if args.subcommand == "docs":
+        from . import docs
+
+        return docs.main(args.topic, args.usage_of.error)
     from . import demo
 
     return demo.main(args.signal, kill=args.kill)

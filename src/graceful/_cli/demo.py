@@ -82,7 +82,7 @@ def main(signame: str, *, kill: bool = False) -> int:
         sig = signal.SIGKILL if kill else _signals.resolve(signame, "graceful demo --signal")
     except ValueError as exc:
         hint = " (to see SIGKILL, use --kill)" if "KILL" in signame.upper() else ""
-        print(f"graceful demo: {exc}{hint}", file=sys.stderr)
+        print(f"{exc}{hint}", file=sys.stderr)  # "graceful demo --signal: ..."
         return 2
     name = _signals.name(sig)
     workdir = tempfile.mkdtemp(prefix="graceful-demo-")

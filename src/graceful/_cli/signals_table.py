@@ -7,12 +7,16 @@ facts live in one place. Realtime signals share one row: they only differ by num
 from __future__ import annotations
 
 import signal
-from typing import NamedTuple
+import textwrap
+from typing import NamedTuple, Optional
 
 from .._core import signals as _signals
 
 COLUMNS = ("#", "signal", "default", "catchable", "who typically sends it", "graceful")
 _UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
+#: A column of the text table is never narrowed below this, nor below its longest word if that is
+#: shorter (a longer word is broken).
+MIN_COLUMN = 10
 _ACTIONS = {
     "terminate": "terminate",
     "core": "core dump",
@@ -66,8 +70,12 @@ def _realtime_row(rtmin: int, rtmax: int) -> Row:
     )
 
 
-def render(fmt: str = "text") -> str:
-    """The table as aligned text or as a markdown table (``fmt`` is "text" or "markdown")."""
+def render(fmt: str = "text", width: Optional[int] = None) -> str:
+    """The table as aligned text or as a markdown table (``fmt`` is "text" or "markdown").
+
+    ``width``: the text table's widest line, in columns (None: no limit). The widest columns are
+    narrowed first and their cells wrapped onto more lines; a word longer than ``MIN_COLUMN``
+    may be broken."""
     table = rows()
     if fmt == "markdown":
         head = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -75,12 +83,37 @@ def render(fmt: str = "text") -> str:
         return "\n".join(head + body) + "\n"
     if fmt != "text":
         raise ValueError(f"graceful signals: format must be 'text' or 'markdown', got {fmt!r}")
-    widths = [max(len(cell) for cell in column) for column in zip(COLUMNS, *table)]
     everything: list[tuple[str, ...]] = [COLUMNS, *table]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths)) + "  " + row[-1] + "\n"
-        for row in everything
-    )
+    widths = _fit(everything, width)
+    lines = []
+    for row in everything:
+        cells = [textwrap.wrap(cell, w, break_on_hyphens=False) for cell, w in zip(row, widths)]
+        for i in range(max(len(cell) for cell in cells)):
+            parts = [cell[i] if i < len(cell) else "" for cell in cells]
+            line = "  ".join(part.ljust(w) for part, w in zip(parts, widths))
+            lines.append(line.rstrip())
+    return "".join(line + "\n" for line in lines)
+
+
+def _fit(table: list[tuple[str, ...]], width: Optional[int]) -> list[int]:
+    """Column widths: each column's widest cell, then, while the line is wider than ``width``,
+    the widest column one narrower, down to its longest word or ``MIN_COLUMN``."""
+    widths = [max(len(cell) for cell in column) for column in zip(*table)]
+    if width is None:
+        return widths
+    floor = [min(_longest_word(column), MIN_COLUMN) for column in zip(*table)]
+    room = width - 2 * (len(widths) - 1)
+    while sum(widths) > room:
+        narrowable = [i for i, w in enumerate(widths) if w > floor[i]]
+        if not narrowable:
+            break
+        widest = max(narrowable, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
+def _longest_word(column: tuple[str, ...]) -> int:
+    return max(len(word) for cell in column for word in cell.split())
 
 
 def _md(cell: str) -> str:

@@ -1,0 +1,109 @@
+"""The command line's own messages (issue 24): each error names the subcommand once and prints that
+subcommand's usage, contradictory options are refused, ``graceful signals`` fits the terminal,
+and ``graceful run`` says why a shell's children outlived the stop signal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from cli_support import GRACEFUL
+from graceful._cli import signals_table
+from helpers import TIMEOUT
+
+
+def cli(*args: str, columns: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    return subprocess.run(
+        [*GRACEFUL, *args], capture_output=True, text=True, timeout=TIMEOUT, check=False, env=env
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "unknown"),
+    [
+        (["signals", "TERM"], "signals", "TERM"),
+        (["doctor", "1"], "doctor", "1"),
+        (["run", "--bogus", "--", "true"], "run", "--bogus"),
+        (["demo", "now"], "demo", "now"),
+        (["docs", "cli", "fork"], "docs", "fork"),
+    ],
+)
+def test_an_unknown_argument_gets_the_subcommands_usage(
+    args: list[str], name: str, unknown: str
+) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"usage: graceful {name} "), out.stderr
+    assert out.stderr.endswith(f"graceful {name}: error: unrecognized arguments: {unknown}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["run"], "graceful run: error: no command given: write it after --"),
+        (["run", "--"], "graceful run: error: no command given: write it after --"),
+        (["demo", "--signal", "NOPE"], "graceful demo: error: argument --signal: unknown signal"),
+        (["demo", "--signal", "KILL"], "graceful demo: error: argument --signal: SIGKILL cannot"),
+    ],
+)
+def test_an_error_names_its_subcommand_once(args: list[str], error: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert out.stderr.startswith(f"usage: graceful {args[0]} "), out.stderr
+    message = out.stderr.splitlines()[-1]
+    assert message.startswith(error), message
+    assert message.count("graceful") == 1 + message.count("`graceful"), message
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["run", "-q", "-v", "--", "true"], "argument -v/--verbose: not allowed with argument -q"),
+        (["run", "--verbose", "--quiet", "--", "true"], "argument -q/--quiet: not allowed with"),
+        (
+            ["run", "--map", "TERM:QUIT", "--map", "TERM:INT", "--", "true"],
+            "--map TERM:QUIT and --map TERM:INT map the same signal twice: keep one",
+        ),
+        (
+            ["run", "--signals", "HUP", "--stop-signals", "TERM", "--", "true"],
+            "--stop-signals: TERM would start the countdown, but the supervisor drops it",
+        ),
+        (["demo", "--kill", "--signal", "INT"], "argument --signal: not allowed with argument"),
+    ],
+)
+def test_contradictory_options_are_refused(args: list[str], error: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2, out.stderr
+    assert f"graceful {args[0]}: error: {error}" in out.stderr
+
+
+def test_options_that_agree_are_accepted() -> None:
+    """The refusals above are about contradictions only: the same map twice, a stop signal that
+    is forwarded because it is mapped, -v twice."""
+    args = ["--map", "TERM:QUIT", "--map", "TERM:QUIT", "-vv", "--signals", "HUP"]
+    out = cli("run", *args, "--stop-signals", "TERM", "--", sys.executable, "-c", "pass")
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(("columns", "width"), [(None, 100), ("80", 80), ("132", 132)])
+def test_signals_fits_the_terminal_or_100_columns(columns: str | None, width: int) -> None:
+    out = cli("signals", columns=columns)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert lines[0].split()[:4] == ["#", "signal", "default", "catchable"]
+    # Nothing is lost to the wrapping: the same characters as the unwrapped table.
+    assert Counter("".join(out.stdout.split())) == Counter("".join(signals_table.render().split()))
+
+
+def test_signals_is_unwrapped_when_wide_enough() -> None:
+    out = cli("signals", columns="400")
+    term = next(line for line in out.stdout.splitlines() if " SIGTERM " in line)
+    assert term.endswith("handled by every guard (a default signal)")
