@@ -5,13 +5,14 @@ and ``graceful run`` says why a shell's children outlived the stop signal."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
 
-from cli_support import GRACEFUL
+from cli_support import GRACEFUL, supervisor_child
 from graceful._cli import signals_table
 from helpers import TIMEOUT
 
@@ -107,3 +108,28 @@ def test_signals_is_unwrapped_when_wide_enough() -> None:
     out = cli("signals", columns="400")
     term = next(line for line in out.stdout.splitlines() if " SIGTERM " in line)
     assert term.endswith("handled by every guard (a default signal)")
+
+
+SHELL = (
+    "import os; os.execvp('sh', ['sh', '-c', "
+    "'trap \"echo trapped; exit 0\" TERM; echo ready; sleep 100'])"
+)
+
+
+def test_when_the_timeout_fires_on_a_shell_it_says_that_group_reaches_its_children() -> None:
+    with supervisor_child(["--timeout", "0.5"], SHELL) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGKILL
+    assert "trapped" not in child.lines  # sh waits for sleep: its trap never ran
+    assert "SIGTERM went to the command (PID " in child.stderr
+    assert "--group sends it to the command's whole process group" in child.stderr
+
+
+def test_with_group_the_shells_trap_runs_and_nothing_is_said() -> None:
+    with supervisor_child(["--timeout", "5", "--group"], SHELL) as child:
+        child.wait_for("ready")
+        child.send(signal.SIGTERM)
+        assert child.finish() == 0
+    assert "trapped" in child.lines
+    assert "--group" not in child.stderr

@@ -461,6 +461,12 @@ class Supervisor:
                 since = now - (self.stopped_at if self.stopped_at is not None else now)
                 after = _name(self.stop_signal or _signal.SIGTERM)
                 _say(f"sent SIGKILL to {len(left)} process(es) running {since:.1f} s after {after}")
+                if not self.opts.group and any(p.pid != self.child for p in left):
+                    _say(
+                        f"{after} went to the command (PID {self.child}) alone, not to its "
+                        "children (a shell waits for its child before it runs a trap): "
+                        "--group sends it to the command's whole process group"
+                    )
         return left
 
     def _send_by_identity(self, p: procfs.Stat, sig: int) -> None:
