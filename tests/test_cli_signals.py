@@ -85,5 +85,7 @@ def test_an_unknown_format_is_refused() -> None:
 def test_errors_that_point_to_the_docs_point_to_the_command_too() -> None:
     import graceful as g
 
-    with pytest.raises(ValueError, match=r"docs/signals\.md \(or run `graceful signals`\)"):
+    with pytest.raises(
+        ValueError, match=r"see `graceful docs signals` and the table `graceful signals`$"
+    ):
         g.guard("KILL")

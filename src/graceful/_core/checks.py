@@ -74,7 +74,7 @@ def check_posix(what: str) -> None:
     if sys.platform == "win32":
         raise NotImplementedError(
             f"{what} handles POSIX signals, which Windows does not have: it delivers Ctrl-C, "
-            "Ctrl-Break and console close events instead (see docs/portability.md for the "
+            "Ctrl-Break and console close events instead (see `graceful docs portability` for the "
             "design); on Windows, catch KeyboardInterrupt and use graceful.register() for "
             "cleanups at exit"
         )

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     Action = Literal["terminate", "core", "ignore", "stop", "continue"]
 
 #: Where a user reads more; ``graceful signals`` prints this platform's table.
-DOCS = "docs/signals.md (or run `graceful signals`)"
+DOCS = "`graceful docs signals` and the table `graceful signals`"
 
 #: Every name ``signal.Signals`` has a member for (aliases such as SIGIOT too), and its number:
 #: the names ``signal`` takes from ``_signal`` for its enum.
@@ -161,7 +161,7 @@ def refusal(signum: int) -> str | None:
     if action in ("ignore", "stop", "continue"):
         what = {"ignore": "is ignored", "stop": "stops", "continue": "continues"}[action]
         return (
-            f"{sig} does not end a process (by default it {what} it; it comes from "
+            f"{sig} does not end a process (by default it {what}; it comes from "
             f"{sender(signum)}), so treating it as a request to stop would end programs that "
             "were never asked to; handle it with signal.signal() for its own purpose"
         )

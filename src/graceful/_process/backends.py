@@ -238,7 +238,7 @@ def _check_platform() -> None:
             "child in your own cleanup instead: "
             "graceful.register(proc.terminate) (on Windows: TerminateProcess), and put children "
             "in a Job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE so that none outlives "
-            "this program (see docs/portability.md)"
+            "this program (see `graceful docs portability`)"
         )
 
 

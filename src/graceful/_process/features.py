@@ -2,7 +2,7 @@
 
 A testing and diagnostic switch, read once at import: ``GRACEFUL_DISABLE=pidfd,pdeathsig,proc``
 (a comma-separated list, any case, spaces allowed). With a part hidden, graceful behaves as on a
-system that lacks it (see docs/portability.md):
+system that lacks it (see `graceful docs portability`):
 
 * ``pidfd``: no process file descriptors. Children are signalled and reaped by PID, after a
   ``waitid(WNOWAIT)`` check that the PID is still our unreaped child; a parent's death is noticed
@@ -33,7 +33,7 @@ def parse(raw: str) -> frozenset[str]:
 
         warnings.warn(
             f"{ENV}: unknown part(s) {', '.join(unknown)} ignored; known parts are "
-            f"{', '.join(PARTS)} (see docs/portability.md)",
+            f"{', '.join(PARTS)} (see `graceful docs portability`)",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -113,7 +113,7 @@ def _check_platform() -> None:
             f"process's guard handles; {sys.platform} has no such signals (os.kill() of this "
             "process would end it without cleanups). Have the parent put this process in a Job "
             "object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE, or watch a pipe from the parent "
-            "and run your cleanups when it reaches EOF (see docs/portability.md)"
+            "and run your cleanups when it reaches EOF (see `graceful docs portability`)"
         )
 
 

@@ -104,7 +104,7 @@ def spawn(
             f"groups, parent-death signal), which {sys.platform} does not have; start the child "
             "with subprocess.Popen and stop it in a graceful.register() cleanup (on Windows a "
             "Job object with JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE ends it with this program; see "
-            "docs/portability.md)"
+            "`graceful docs portability`)"
         )
     if supervise and not sys.platform.startswith("linux"):
         raise NotImplementedError(
