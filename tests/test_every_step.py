@@ -18,7 +18,7 @@ import pytest
 from helpers import run_script
 
 SCENARIOS = r'''
-import json, os, signal, sys, threading, time
+import json, os, select, signal, sys, threading, time
 import graceful
 
 GRACEFUL = os.path.dirname(graceful.__file__)
@@ -89,7 +89,12 @@ def run(k):
         os._exit(code)
     os.close(w)
     chunks = []
+    deadline = time.monotonic() + 60  # one k takes milliseconds: past this it hangs
     while True:
+        if not select.select([r], [], [], max(0, deadline - time.monotonic()))[0]:
+            os.kill(pid, signal.SIGKILL)  # reported as killed by SIGKILL: the test names this k
+            chunks.append(b'["hung for 60 s"]\n')
+            break
         chunk = os.read(r, 65536)
         if not chunk:
             break
@@ -116,7 +121,9 @@ print(json.dumps(results))
 def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
     script = tmp_path / "every_step.py"  # type: ignore[operator]
     script.write_text(SCENARIOS)
-    rc, out, err = run_script([str(script), kind], timeout=120)
+    # Thousands of forks: 10-30 s on a quiet machine, several times that with both cores busy.
+    # Each k is bounded in the script (60 s); this bounds the whole only against a hang.
+    rc, out, err = run_script([str(script), kind], timeout=900)
     assert rc == 0, err
     assert "Traceback" not in err, err
     results = json.loads(out)
