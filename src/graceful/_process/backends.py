@@ -186,6 +186,33 @@ def track(
     present and future). Returns ``proc``. A child that its owner has already reaped is not
     tracked; one reaped behind its owner's back raises ``ChildProcessError``.
     """
+    try:
+        return _track(proc, signal, timeout, group)
+    except (TypeError, ValueError) as exc:
+        # The caller started proc before calling us: a refusal leaves it running, untracked.
+        note = _still_running(proc)
+        if note is not None:
+            exc.args = (f"{exc}; {note}", *exc.args[1:])
+        raise
+
+
+def _still_running(proc: object) -> Optional[str]:
+    """What a refusal must add when ``proc`` is a child that is still running: that it is."""
+    pid = getattr(proc, "pid", None)
+    running = getattr(proc, "returncode", None) is None and getattr(proc, "_popen", 1) is not None
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0 or not running:
+        return None
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return None
+    return (
+        f"PID {pid} was started, is still running and is not tracked: stop it yourself "
+        "(proc.kill(), then proc.wait() or proc.join()), or call track() as it asks"
+    )
+
+
+def _track(proc: _P, signal: object, timeout: Optional[float], group: bool) -> _P:
     _check_platform()
     sig = check_signal(signal, "graceful.track()")
     wait = check_timeout(timeout, "graceful.track()")
