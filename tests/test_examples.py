@@ -1,0 +1,222 @@
+"""The documentation's examples run as printed (issue 24).
+
+A Python block of README.md or docs/*.md marked runnable, with the line ``<!-- runnable: NAME -->``
+right before its fence (an HTML comment: invisible once rendered), is extracted and run in a real
+subprocess, as the text around it says it behaves: signalled for real where it promises what a
+signal does. A block whose first line is ``# FILE.py`` is written to that file, next to the others
+of its document; a ``test_*.py`` file is run by pytest. A marked block this file does not know
+only has to run and exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import pytest
+
+from backends_support import session_members, wait_dead
+from helpers import TIMEOUT, Child
+
+ROOT = Path(__file__).parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARK = re.compile(r"^<!-- runnable: ([\w-]+) -->\n```python\n(.*?)^```$", re.M | re.S)
+
+
+class Example(NamedTuple):
+    name: str
+    document: Path
+    code: str
+
+    @property
+    def file(self) -> str:
+        """The file the block names on its first line (``# service.py``), or ``NAME.py``."""
+        first = self.code.splitlines()[0]
+        named = re.fullmatch(r"# ([\w.-]+\.py)", first)
+        return named.group(1) if named else f"{self.name}.py"
+
+
+def examples() -> dict[str, Example]:
+    found: dict[str, Example] = {}
+    for document in DOCUMENTS:
+        text = document.read_text()
+        for match in MARK.finditer(text):
+            name = match.group(1)
+            assert name not in found, f"two examples named {name!r}"
+            found[name] = Example(name, document, match.group(2))
+        marks = text.count("<!-- runnable")
+        found_here = sum(1 for e in found.values() if e.document == document)
+        assert marks == found_here, f"{document.name}: a runnable mark not right before ```python"
+    return found
+
+
+EXAMPLES = examples()
+
+
+def write_all(tmp_path: Path, document: Path) -> None:
+    """Every runnable block of ``document`` as its file in ``tmp_path`` (they import each other)."""
+    for example in EXAMPLES.values():
+        if example.document == document:
+            (tmp_path / example.file).write_text(example.code)
+
+
+def run_file(tmp_path: Path, name: str) -> Child:
+    """``python -u FILE`` of the example, in ``tmp_path``, in its own session."""
+    example = EXAMPLES[name]
+    write_all(tmp_path, example.document)
+    path = tmp_path / example.file
+    code = f"import os, runpy, sys; os.chdir({str(tmp_path)!r}); sys.argv = [{str(path)!r}]\n"
+    code += f"runpy.run_path({str(path)!r}, run_name='__main__')"
+    return Child(code, start_new_session=True)
+
+
+# --- what each example promises ----------------------------------------------------------------
+
+
+def readme_guard(tmp_path: Path) -> None:
+    """A signal inside the block: the cleanup runs, the process dies by the signal, and the line
+    after the block is not reached."""
+    with run_file(tmp_path, "readme-guard") as child:
+        line = child.wait_for_prefix("working in ")
+        tmp = Path(line.removeprefix("working in "))
+        assert tmp.is_dir()
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    assert not tmp.exists()  # g.register(shutil.rmtree, tmp) ran
+    assert child.lines == [line]  # print(g.signal) was not reached
+    assert child.stderr == ""
+
+
+def readme_register(tmp_path: Path) -> None:
+    """Runs as printed; the unregistered cleanup does not run; the connection is closed."""
+    with run_file(tmp_path, "readme-register") as child:
+        assert child.finish() == 0, child.stderr
+    assert child.lines == []
+    assert (tmp_path / "app.db").exists()
+
+
+def readme_register_without_a_guard(tmp_path: Path) -> None:
+    """What the text says of the same code under a signal: SIGTERM, no cleanup; SIGINT, cleanups."""
+    code = EXAMPLES["readme-register"].code.replace('"metrics flushed"', '"flushed", flush=True')
+    code = code.replace("graceful.unregister(flush_metrics)", "")
+    for sig, rc, lines in [
+        (signal.SIGTERM, -signal.SIGTERM, ["ready"]),
+        (signal.SIGINT, -signal.SIGINT, ["ready", "flushed"]),  # KeyboardInterrupt, then exit
+    ]:
+        program = f"import os\nos.chdir({str(tmp_path)!r})\n{code}\nprint('ready', flush=True)\n"
+        program += "import time; time.sleep(60)\n"
+        with Child(program, start_new_session=True) as child:
+            child.wait_for("ready")
+            child.send(sig)
+            assert child.finish() == rc, child.stderr
+        assert child.lines == lines
+
+
+def readme_backends(tmp_path: Path) -> None:
+    """SIGTERM: the spawned backend, the tracked worker and the worker's children are stopped,
+    then the program dies by SIGTERM."""
+    with run_file(tmp_path, "readme-backends") as child:
+        line = child.wait_for_prefix("started ")
+        db, worker = (int(word) for word in line.split()[1:])
+        grandchildren = session_pids(worker, 3)  # sh and its two sleeps
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    wait_dead([db, *grandchildren], TIMEOUT)
+
+
+def session_pids(sid: int, count: int) -> list[int]:
+    """The processes of session ``sid``, once there are ``count`` of them (bounded wait)."""
+    deadline = time.monotonic() + TIMEOUT
+    while len(found := session_members(sid)) < count:
+        assert time.monotonic() < deadline, f"session {sid}: {found}, not {count} processes"
+        time.sleep(0.01)
+    return found
+
+
+def readme_test_service(tmp_path: Path) -> None:
+    """The testing example: test_service.py, run by pytest against service.py, passes."""
+    write_all(tmp_path, EXAMPLES["readme-test-service"].document)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_service.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 passed" in out.stdout
+
+
+def readme_service(tmp_path: Path) -> None:
+    """service.py on its own: it serves, and SIGTERM ends it by SIGTERM after its cleanups."""
+    with run_file(tmp_path, "readme-service") as child:
+        child.wait_for_prefix("listening on port ")
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    assert child.lines[-1] == "stats flushed"
+
+
+BEHAVIOUR: dict[str, Callable[[Path], None]] = {
+    "readme-guard": readme_guard,
+    "readme-register": readme_register,
+    "readme-backends": readme_backends,
+    "readme-service": readme_service,
+    "readme-test-service": readme_test_service,
+}
+EXTRA = [readme_register_without_a_guard]
+
+
+def test_every_behaviour_belongs_to_a_marked_example() -> None:
+    assert set(BEHAVIOUR) <= set(EXAMPLES), set(BEHAVIOUR) - set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_example_runs_as_printed(name: str, tmp_path: Path) -> None:
+    behaviour = BEHAVIOUR.get(name)
+    if behaviour is not None:
+        behaviour(tmp_path)
+        return
+    with run_file(tmp_path, name) as child:
+        assert child.finish() == 0, child.stderr
+
+
+@pytest.mark.parametrize("check", EXTRA, ids=lambda check: check.__name__)
+def test_what_the_text_around_an_example_says(
+    check: Callable[[Path], None], tmp_path: Path
+) -> None:
+    check(tmp_path)
+
+
+# --- the mistake the Backends example used to make ----------------------------------------------
+
+
+def test_a_refused_track_says_that_the_child_still_runs() -> None:
+    """``graceful.track(subprocess.Popen(["worker"]), group=True)``: Popen ran before track()
+    could refuse, so the refusal says the child is still running and what to do."""
+    import graceful
+
+    proc = subprocess.Popen(["sleep", "60"])  # not a group leader
+    try:
+        with pytest.raises(ValueError, match="leads its own process group") as refused:
+            graceful.track(proc, timeout=10, group=True)
+        assert f"PID {proc.pid} was started, is still running and is not tracked" in str(
+            refused.value
+        )
+        assert "proc.kill()" in str(refused.value)
+        with pytest.raises(TypeError, match="is still running and is not tracked"):
+            graceful.track(proc, signal="TERM")  # type: ignore[arg-type]
+        assert proc.poll() is None  # it does still run: the message is true
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(ValueError, match="timeout") as after:
+        graceful.track(proc, timeout=-1)
+    assert "still running" not in str(after.value)  # and no longer says so once it is gone
