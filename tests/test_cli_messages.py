@@ -1,6 +1,7 @@
 """The command line's own messages (issue 24): each error names the subcommand once and prints that
 subcommand's usage, contradictory options are refused, ``graceful signals`` fits the terminal,
-and ``graceful run`` says why a shell's children outlived the stop signal."""
+and ``graceful run`` says why a shell's children outlived the stop signal; and graceful.testing's
+refusal of several signals says what was wrong."""
 
 from __future__ import annotations
 
@@ -133,3 +134,24 @@ def test_with_group_the_shells_trap_runs_and_nothing_is_said() -> None:
         assert child.finish() == 0
     assert "trapped" in child.lines
     assert "--group" not in child.stderr
+
+
+# --- graceful.testing's refusal of two signals without a spacing -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spacing", "says"),
+    [({}, "neither was given"), ({"interval": 0.1, "after": "x"}, "pass one of them, not both")],
+)
+def test_two_signals_need_interval_or_after_and_the_refusal_says_which_was_wrong(
+    spacing: dict[str, object], says: str
+) -> None:
+    from graceful.testing import start
+
+    with start(
+        code="print('ready', flush=True); import time; time.sleep(60)", ready="ready"
+    ) as app:
+        with pytest.raises(ValueError, match="2 signals need interval=") as refused:
+            app.stop("TERM", "TERM", **spacing)  # type: ignore[arg-type]
+        assert says in str(refused.value)
+        assert ("not both" in str(refused.value)) == ("after" in spacing)

@@ -405,9 +405,10 @@ def _triggers(
     if count == 1:
         return []
     if (interval is None) == (after is None):
+        which = "neither was given" if interval is None else "pass one of them, not both"
         raise ValueError(
             f"{count} signals need interval= (seconds between them) or after= (the line to wait "
-            "for before each later one), not both: signals sent back to back are merged by the "
+            f"for before each later one); {which}: signals sent back to back are merged by the "
             "kernel into one"
         )
     if interval is not None:
