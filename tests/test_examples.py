@@ -71,8 +71,8 @@ def run_file(tmp_path: Path, name: str) -> Child:
     example = EXAMPLES[name]
     write_all(tmp_path, example.document)
     path = tmp_path / example.file
-    code = f"import os, runpy, sys; os.chdir({str(tmp_path)!r}); sys.argv = [{str(path)!r}]\n"
-    code += f"runpy.run_path({str(path)!r}, run_name='__main__')"
+    code = f"import os, sys; os.chdir({str(tmp_path)!r})\n"  # then `python -u FILE`, this PID
+    code += f"os.execv(sys.executable, [sys.executable, '-u', {str(path)!r}])"
     return Child(code, start_new_session=True)
 
 
@@ -164,7 +164,25 @@ def readme_service(tmp_path: Path) -> None:
     assert child.lines[-1] == "stats flushed"
 
 
+def pool(name: str) -> Callable[[Path], None]:
+    """A tracked pool whose tasks run for a minute: SIGTERM ends the program by SIGTERM at once,
+    and no worker is left."""
+
+    def check(tmp_path: Path) -> None:
+        with run_file(tmp_path, name) as child:
+            child.wait_for("working")
+            workers = session_pids(child.pid, 2)  # the program and at least one worker
+            child.send(signal.SIGTERM)
+            assert child.finish() == -signal.SIGTERM, child.stderr
+        wait_dead(workers, TIMEOUT)
+        assert child.lines == ["working"]
+
+    return check
+
+
 BEHAVIOUR: dict[str, Callable[[Path], None]] = {
+    "backends-executor": pool("backends-executor"),
+    "backends-pool": pool("backends-pool"),
     "readme-guard": readme_guard,
     "readme-register": readme_register,
     "readme-backends": readme_backends,
