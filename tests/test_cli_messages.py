@@ -111,9 +111,11 @@ def test_signals_is_unwrapped_when_wide_enough() -> None:
     assert term.endswith("handled by every guard (a default signal)")
 
 
+# The shell waits for its foreground child from before "ready" on: a signal to the shell alone
+# (not to its group) leaves its trap pending until that child ends.
 SHELL = (
     "import os; os.execvp('sh', ['sh', '-c', "
-    "'trap \"echo trapped; exit 0\" TERM; echo ready; sleep 100'])"
+    "'trap \"echo trapped; exit 0\" TERM; sh -c \"echo ready; exec sleep 100\"'])"
 )
 
 
