@@ -349,7 +349,7 @@ def finished(
             entry.describe(),
             exc_info=exc_info,
         )
-    if timed:
+    if timed and _timeline.wanted():
         _timeline.cleanup(entry.describe(), time.monotonic() - started, error, kind)
 
 
