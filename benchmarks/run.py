@@ -32,6 +32,7 @@ from _measure import Context, Figure, fmt  # noqa: E402
 MODULES = [
     "bench_import",
     "bench_registry",
+    "bench_timeline",
     "bench_children",
     "bench_spawn",
     "bench_guard",

@@ -126,7 +126,7 @@ USUAL_RUN_FORMS = [
     ["-s", "TERM,INT", "--stop-signals=TERM", "-m", "TERM:QUIT", "--map=HUP:USR1", "--", "x"],
     ["--signals", "HUP INT", "--signals", "USR1", "--", "x"],
     ["-t", "2.5", "--orphan-timeout", "none", "--die-with-parent", "--parent-pid", "1", "--", "x"],
-    ["--timeout=inf", "--no-subreaper", "--own-group", "--report-fd", "9", "--", "x"],
+    ["--timeout=never", "--no-subreaper", "--own-group", "--report-fd", "9", "--", "x"],
     ["--executable", "/bin/sh", "--executable=/bin/true", "--", "sh"],
     ["--quiet", "--timeout", "0", "--map", "TERM:9", "--", "x"],
 ]

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:
     """``Registry.run_all`` for a running loop."""
+    if final is not None:
+        registry.begin_final(final)  # other threads' registrations are refused from now on
     while True:
         entry = registry.take()
         if entry is None:

@@ -6,6 +6,8 @@ can build the same command line from numbers and the supervisor can be tested wi
 
 from __future__ import annotations
 
+import _thread
+
 from .._process.launcher import C_SIGNAL as _signal
 
 TYPE_CHECKING = False  # typing costs the supervisor's start-up time; annotations are strings here
@@ -152,12 +154,13 @@ def parse_map(text: str, what: str = "--map") -> tuple[int, int]:
     return parse_forwardable(src, what), parse_signal(dst, what)
 
 
-_INFINITY = float("inf")
+_TIMEOUT_MAX = _thread.TIMEOUT_MAX
 
 
 def parse_timeout(text: str, what: str) -> Optional[float]:
-    """Seconds >= 0, or ``none`` for no limit."""
-    if text.strip().lower() in ("none", "inf", "infinity", "never"):
+    """Seconds >= 0, or ``none`` (``never``) for no limit: the rule of ``guard(timeout=)``, so
+    ``inf`` is refused as it is there (no limit has one spelling)."""
+    if text.strip().lower() in ("none", "never"):
         return None
     try:
         value = float(text)
@@ -165,11 +168,11 @@ def parse_timeout(text: str, what: str) -> Optional[float]:
         raise ValueError(
             f"{what}: expected seconds such as 8 or 0.5, or 'none', got {text!r}"
         ) from None
-    if not value >= 0:  # negative, or NaN (import math, for isnan, costs start-up time)
-        raise ValueError(f"{what}: seconds must be >= 0, got {text!r}")
-    if value == _INFINITY:
-        return None
-    return value
+    if 0 <= value <= _TIMEOUT_MAX:
+        return value
+    from .._core.checks import check_timeout  # the refusal, worded once (costs start-up time)
+
+    return check_timeout(value, what, "seconds", none="'none'")
 
 
 def _defaults(names: tuple[str, ...]) -> Optional[frozenset[int]]:

@@ -27,25 +27,47 @@ def check_callable(func: Any, what: str) -> None:
     )
 
 
-def check_timeout(timeout: Optional[float], what: str, name: str = "timeout") -> Optional[float]:
-    """Accept None (no deadline) or a finite number of seconds >= 0 that a clock can hold."""
+def check_timeout(
+    timeout: Optional[float], what: str, name: str = "timeout", *, none: str = "None"
+) -> Optional[float]:
+    """The one rule for a limit in seconds (``docs/signals.md``): a number >= 0 that a clock can
+    wait, or None for no limit (``none`` names it on the command line). Infinity is refused, here
+    and by ``graceful run -t``: no limit has one spelling."""
     if timeout is None:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
-            f"{what}: {name} must be a number of seconds or None, got {type(timeout).__name__} "
-            f"{timeout!r}"
+            f"{what}: {name} must be a number of seconds or {none} for no deadline, got "
+            f"{type(timeout).__name__} {timeout!r}"
         )
     if timeout != timeout or timeout < 0:  # noqa: PLR0124  (NaN is not equal to itself)
         raise ValueError(
-            f"{what}: {name} must be >= 0 seconds (or None for no deadline), got {timeout!r}"
+            f"{what}: {name} must be >= 0 seconds, or {none} for no deadline, got {timeout!r}"
         )
     if timeout > _threads.TIMEOUT_MAX:  # infinity too
         raise ValueError(
             f"{what}: {name}={timeout!r} is longer than this platform's clocks can wait "
-            f"({_threads.TIMEOUT_MAX:.0f} s); pass None for no deadline"
+            f"({_threads.TIMEOUT_MAX:.0f} s); pass {none} for no deadline"
         )
     return float(timeout)
+
+
+def check_drain(drain: object, what: str) -> float:
+    """A drain is a finite number of seconds >= 0 (0: none); there is no "no limit" for it."""
+    if isinstance(drain, bool) or not isinstance(drain, (int, float)):
+        raise TypeError(
+            f"{what}: drain must be a number of seconds (0 for none), got "
+            f"{type(drain).__name__} {drain!r}"
+        )
+    if drain != drain or drain < 0:  # noqa: PLR0124  (NaN)
+        raise ValueError(f"{what}: drain must be >= 0 seconds (0 for none), got {drain!r}")
+    if drain > _threads.TIMEOUT_MAX:  # infinity too
+        raise ValueError(
+            f"{what}: drain must be finite (at most {_threads.TIMEOUT_MAX:.0f} s), got {drain!r}; "
+            "to drain until the work in flight is done, pass the longest drain you accept and "
+            "call graceful.end_drain() when it is done"
+        )
+    return float(drain)
 
 
 def check_bool(value: object, what: str, name: str) -> bool:
@@ -81,10 +103,20 @@ def check_posix(what: str) -> None:
 
 
 def check_signal(sig: object, what: str) -> int:
-    """A signal to SEND (SIGKILL and SIGSTOP included) as its number; raise otherwise."""
-    if isinstance(sig, bool) or not isinstance(sig, int):
-        raise TypeError(
-            f"{what}: signal must be a signal number such as signal.SIGTERM, "
-            f"got {type(sig).__name__} {sig!r}"
+    """A signal to SEND to end a process, as its number: what ``guard()`` accepts (a
+    ``signal.Signals``, an int, a name such as ``"TERM"`` or ``"KILL"``), SIGKILL included, but
+    never one that does not end a process (SIGSTOP, SIGCONT, SIGCHLD...): raise otherwise."""
+    signum = _signals.number(sig, what)
+    action = _signals.default_action(signum)
+    if action in ("ignore", "stop", "continue"):
+        does = {
+            "ignore": "the process ignores it",
+            "stop": "it stops the process",
+            "continue": "it resumes a stopped process",
+        }[action]
+        raise ValueError(
+            f"{what}: {_signals.name(signum)} does not end a process (by default {does}), "
+            "so the process would go on; send SIGTERM (the default), SIGKILL, or another signal "
+            "that ends it, such as 'INT' or 'HUP'"
         )
-    return _signals.number(sig, what)
+    return signum

@@ -169,6 +169,7 @@ class Shutdown:
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
         self._breaks_inline = False
+        self._announcement: Optional[tuple[int, float]] = None  # (signal, drain) to record
 
     # --- set-up by guards ---------------------------------------------------------------------
 
@@ -268,6 +269,7 @@ class Shutdown:
                     verdict = Verdict.FORCE
                 else:
                     verdict = Verdict.ABSORBED
+        self._announce()
         if source == WATCHER:
             self._report(sig, verdict)
         else:
@@ -285,12 +287,7 @@ class Shutdown:
         _timeline.start(now)
         drain = self.options.drain if self.phase < Phase.CLEANING else 0.0
         self._emit("stopping", signal=sig, drain=drain, timeout=self.options.timeout)
-        # On the timeline now, whoever heard it (the file line is written at once; the log line
-        # waits for a thread that may log): the process may be gone before the watcher looks.
-        name = _signals.name(sig)
-        _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
-        if drain:
-            _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
+        self._announcement = (sig, drain)  # recorded once the lock is released: see _announce
         if self.phase in (Phase.CLEANING, Phase.ENDING):
             self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
         elif self.options.drain > 0:
@@ -300,6 +297,19 @@ class Shutdown:
         else:
             self.phase = Phase.SIGNALLED
             self._arm_deadline(now)
+
+    def _announce(self) -> None:
+        """The first signal, on the timeline now, whoever heard it (the file line is written at
+        once; the log line waits for a thread that may log): the process may be gone before the
+        watcher looks. Never with the lock held: no I/O of graceful's happens under it."""
+        announcement, self._announcement = self._announcement, None
+        if announcement is None:
+            return
+        sig, drain = announcement
+        name = _signals.name(sig)
+        _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
+        if drain:
+            _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
 
     def _arm_deadline(self, now: float) -> None:
         assert self.options is not None
@@ -350,6 +360,7 @@ class Shutdown:
     def tick(self, now: float) -> Optional[float]:
         """Do what is due (force, end the drain, begin the breaks, the deadline, a re-delivery);
         return the seconds until something will be due again (None: nothing pending)."""
+        _timeline.hand_off()  # records the main thread could not log: logged now, elsewhere
         self._deliver_events()
         force = self.force
         if force is not None:
@@ -390,11 +401,13 @@ class Shutdown:
         self._emit("drain_end", timeout=self.options.timeout if self.options else None)
 
     def request_end_drain(self) -> bool:
-        """``graceful.end_drain()``: True if a drain was in progress."""
+        """``graceful.end_drain()``: True if this call ends a drain in progress (once per drain:
+        False once it is ending already, by a call, a second signal or its time)."""
+        now = time.monotonic()
         with self._lock:
-            if self.phase != Phase.DRAINING:
+            if self.phase != Phase.DRAINING or self.drain_until is None or self.drain_until <= now:
                 return False
-            self.drain_until = time.monotonic()
+            self.drain_until = now
         self._wake()
         return True
 
@@ -502,6 +515,15 @@ class Shutdown:
                 self.deadline = None if timeout is None else now + timeout
         _timeline.record("external", "shutdown requested by the program (graceful.shutdown())")
         self.begin_breaks(external=True)
+        self._wake()
+
+    def end_external(self) -> None:
+        """``graceful.shutdown()`` has done its work: its deadline is disarmed (the framework
+        that called it ends the process its own way, in its own time). A signal's deadline
+        stays."""
+        with self._lock:
+            if self.signal is None:
+                self.deadline = None
         self._wake()
 
     def enter_cleaning(self) -> None:

@@ -9,7 +9,7 @@ more than all of ``import graceful`` may (it pulls in ``inspect``).
 from __future__ import annotations
 
 from . import signals as _signals
-from .checks import check_bool, check_timeout
+from .checks import check_bool, check_drain, check_timeout
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -121,9 +121,7 @@ class Options:
                     f"{what}: exit_code applies only with on_signal='exit' (got "
                     f"on_signal={on_signal!r}); pass on_signal='exit' too, or drop exit_code"
                 )
-        checked_drain = check_timeout(drain, what, "drain")  # type: ignore[arg-type]
-        if checked_drain is None:
-            raise TypeError(f"{what}: drain must be a number of seconds (0 for none), got None")
+        checked_drain = check_drain(drain, what)
         return cls(
             sigs,
             timeout=checked_timeout,

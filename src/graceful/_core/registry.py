@@ -2,8 +2,11 @@
 
 Each list runs its entries newest first, each at most once, however often a shutdown reaches it.
 Registration is O(1), and so is unregistering a function (entries are keyed by function). A
-list's last run closes it: a later ``register()`` raises :class:`RegistrationClosed` instead of
-being silently dropped, and ``unregister()`` returning means the function will not run (if
+list's final run closes it as it begins: from then on a ``register()`` from another thread raises
+:class:`RegistrationClosed` instead of being silently dropped (the run is bounded by what was
+registered when it began, plus what its own cleanups register), and after it, from any thread.
+A registration either runs or raises: ``docs/internals.md`` ("The registry's add path") says
+which atomicity that relies on. ``unregister()`` returning means the function will not run (if
 another thread is running it right then, ``unregister`` waits for it to finish). A forked child
 never runs its parent's entries: the fork hook empties every list in the child, and a list also
 checks its owner's PID before running.
@@ -103,6 +106,8 @@ class Registry:
         self._keys = itertools.count(1000)
         self._pid = os.getpid()
         self._closed: Optional[str] = None
+        # The thread running the final run: its cleanups may still register (None: nobody may).
+        self._closer: Optional[int] = None
         self._running: Optional[tuple[int, Entry]] = None  # (thread ident, entry)
         self._hook_pending = True
 
@@ -148,13 +153,18 @@ class Registry:
 
     @not_interruptible
     def refuse(self, func: Callable[..., object], seq: int) -> None:
-        """The list is closed: take this entry out again and say so.
+        """The list is closed: take this entry out again and say so (unless a cleanup of the
+        final run registered it: that run takes it).
 
-        ``add`` stores, then checks ``_closed``; ``close`` checks the entries, then sets it: an
-        entry that comes in meanwhile is either seen there or refused here.
+        ``add`` stores, then reads ``_closed``; the final run sets ``_closed``, then (under the
+        lock) looks at the entries: an entry that comes in meanwhile is seen there, or refused
+        here, or both, and then whoever takes the lock first wins: ``take`` (it runs) or
+        ``_drop`` (it raises). Never neither.
         """
         final = self._closed
-        if final is not None and self._drop(func, seq):  # else the final run took it: it ran
+        if final is None or self._closer == threading.get_ident():
+            return
+        if self._drop(func, seq):  # else the final run took it: it ran
             raise RegistrationClosed(
                 f"graceful: this process has run its final {self.kind}s already "
                 f"({final}), so this one would never run; call it yourself now, or "
@@ -238,21 +248,38 @@ class Registry:
             self._running = (threading.get_ident(), entry)
             return entry
 
-    def close(self, final: str) -> bool:
-        """Refuse later registrations (``final`` says why) if the list is empty; True if closed.
-        False means an entry came in since the last ``take()``: run it, then close again."""
+    def begin_final(self, final: str) -> None:
+        """The final run begins in this thread: from now on another thread's registration
+        raises :class:`RegistrationClosed` (``final`` says why); this thread's (a cleanup that
+        registers another) is still taken by the run."""
         with self._lock:
-            if self._entries:
-                return False
             self._closed = final
+            self._closer = threading.get_ident()
+
+    def close(self, final: str) -> bool:
+        """End the final run if the list is empty: True, and every later registration raises.
+        False means an entry came in since the last ``take()``: run it, then close again.
+
+        ``_closed`` is set before the entries are looked at, never after: a registration that
+        did not see it stored its entry before, and the entry is seen here."""
+        with self._lock:
+            self._closed = final
+            if self._entries:
+                if self._closer is None:
+                    self._closer = threading.get_ident()
+                return False
+            self._closer = None
             return True
 
     def run_all(self, *, final: Optional[str] = None) -> None:
         """Run every entry, newest first; log failures and go on.
 
-        With ``final`` (why the process is ending), the list is closed once empty: later
-        registrations raise :class:`RegistrationClosed` with that reason.
+        With ``final`` (why the process is ending), the run is the list's last: other threads'
+        registrations are refused from its start (:meth:`begin_final`), every registration once
+        it is over; each refusal raises :class:`RegistrationClosed` with that reason.
         """
+        if final is not None:
+            self.begin_final(final)
         while True:
             entry = self.take()
             if entry is None:
@@ -260,11 +287,6 @@ class Registry:
                     return
                 continue
             run_logged(entry, self.kind)
-
-    def reopen(self) -> None:
-        """The process goes on after all (``on_signal="raise"``): accept registrations again."""
-        with self._lock:
-            self._closed = None
 
     def forget_inherited(self) -> None:
         """In a forked child: drop the parent's entries (and a lock another thread may hold)."""
@@ -327,7 +349,7 @@ def finished(
             entry.describe(),
             exc_info=exc_info,
         )
-    if timed:
+    if timed and _timeline.wanted():
         _timeline.cleanup(entry.describe(), time.monotonic() - started, error, kind)
 
 

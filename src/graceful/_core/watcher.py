@@ -20,6 +20,7 @@ from . import dispositions as _dispositions
 from . import threads as _threads
 from . import timeline as _timeline
 from .machine import WATCHER, machine
+from .protect import not_interruptible
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class _Watcher:
             _timeline.log_exception("graceful: the signal watcher hit an error and goes on")
             return True
 
+    @not_interruptible  # Signalled raised in here (a nested handler) would leak read_lock
     def drain(self, *, timeout: float = -1) -> bool:
         """Read and report every byte in the pipe now; False if a stop byte was among them.
 

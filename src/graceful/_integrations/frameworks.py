@@ -4,7 +4,9 @@ hook, ``graceful.shutdown()`` (or ``await graceful.ashutdown()``) runs graceful'
 The break callbacks run at once (in their thread, with their share of the deadline), then every
 ``graceful.register`` cleanup newest first (tracked backends included), exactly once however often
 the hook is called, under the deadline (counted from the call) and with the same logging and
-timeline as a signal's shutdown. The process is not ended: the framework does that.
+timeline as a signal's shutdown. The process is not ended: the framework does that, its own way
+and in its own time, so the deadline is disarmed once the call returns (it bounds graceful's own
+work only).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def shutdown(*, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
     ``worker_exit``, a lifespan's shutdown): break callbacks, then the registered cleanups,
     newest first, exactly once. ``timeout`` bounds it, from this call (None: no deadline)."""
     _begin(timeout, "graceful.shutdown()")
-    machine.wait_for_breaks()
-    machine.enter_cleaning()
-    _registry.cleanups.run_all(final=_FINAL)
+    try:
+        machine.wait_for_breaks()
+        machine.enter_cleaning()
+        _registry.cleanups.run_all(final=_FINAL)
+    finally:
+        machine.end_external()
 
 
 async def ashutdown(*, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
@@ -46,6 +51,9 @@ async def ashutdown(*, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
     from .._asyncio import cleanups as _cleanups
 
     _begin(timeout, "graceful.ashutdown()")
-    await _cleanups.wait_for_breaks()
-    machine.enter_cleaning()
-    await _cleanups.run_all(_registry.cleanups, final=_FINAL)
+    try:
+        await _cleanups.wait_for_breaks()
+        machine.enter_cleaning()
+        await _cleanups.run_all(_registry.cleanups, final=_FINAL)
+    finally:
+        machine.end_external()
