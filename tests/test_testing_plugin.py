@@ -86,7 +86,7 @@ def test_a_failing_user_test_says_what_went_wrong(
             "*_ test_dies_by_sigterm _*",
             "E *AssertionError: expected the program to die by SIGTERM, but it exited with status "
             "143 (128 + SIGTERM): it caught the signal and exited instead of dying by it*",
-            "E *program: * -u -c <code> (pid *)",
+            "E *program: * -u -c <code: import os, signal, * (6 lines)> (pid *)",
             "E *ended:   exited with status 143, * s after the first signal",
             "E *signals: SIGTERM to the process at +0.000 s",
             "E *timeline: no records*",

@@ -299,11 +299,30 @@ def _no_timeline_hint(result: ShutdownResult) -> str:
     )
 
 
+_ARG_WIDTH = 60
+
+
+def _short_arg(arg: str) -> str:
+    """One argument as the report shows it: a snippet by its first line and its length, a long
+    argument shortened in the middle (a path keeps its start and its file name)."""
+    if "\n" in arg:
+        lines = [line.strip() for line in arg.splitlines() if line.strip()]
+        first = lines[0] if lines else ""
+        if len(first) > 40:
+            first = first[:37] + "..."
+        return f"<code: {first} ({len(lines)} lines)>"
+    if len(arg) <= _ARG_WIDTH:
+        return arg
+    tail = _ARG_WIDTH * 2 // 3
+    return arg[: _ARG_WIDTH - tail - 3] + "..." + arg[-tail:]
+
+
 def _short_command(command: Sequence[str]) -> str:
     parts = []
     for arg in command:
-        one = arg if "\n" not in arg and len(arg) <= 60 else "<code>"
-        parts.append(one if one and " " not in one else repr(one))
+        one = _short_arg(arg)
+        shown = one.startswith("<code: ") or (one and " " not in one)
+        parts.append(one if shown else repr(one))
     return " ".join(parts)
 
 
