@@ -53,10 +53,12 @@ class SentSignal:
 
     signal: int
     at: float  #: seconds after the first signal
-    to: str  #: "process" or "group"
+    to: str  #: "process" or "group"; "self": the program sent it to itself (a sweep)
     delivered: bool  #: False: the program (or its group) was already gone
 
     def __str__(self) -> str:
+        if self.to == "self":
+            return f"{signal_name(self.signal)} sent by the program to itself at +{self.at:.3f} s"
         where = "the process group" if self.to == "group" else "the process"
         gone = "" if self.delivered else " (already gone: not delivered)"
         return f"{signal_name(self.signal)} to {where} at +{self.at:.3f} s{gone}"
