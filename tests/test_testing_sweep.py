@@ -145,6 +145,12 @@ def test_every_line_of_a_guarded_block_ends_by_the_signal(shutdown: Shutdown) ->
         assert "after the block" not in shutdown_result.stdout
     assert result.count_result is not None
     assert result.count_result.stdout.endswith("after the block\n")
+    # The `with` line: its entry is a point. Its exit (the __exit__ call) is one only where the
+    # interpreter checks for signals there (3.10); from 3.11 it does so inside __exit__ only.
+    whole = shutdown.sweep(code=GUARDED, where=range(6, 7), check=check)
+    assert [p.id for p in whole.points] == ["<string>:6#1"] + (
+        ["<string>:6#2"] if sys.version_info[:2] == (3, 10) else []
+    )
 
 
 def test_where_a_file_a_range_or_a_function(shutdown: Shutdown, tmp_path: Path) -> None:

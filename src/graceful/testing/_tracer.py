@@ -66,6 +66,13 @@ class Tracer:
         self.file_ok: dict[str, bool] = {}
         self.code_ok: dict[CodeType, bool] = {}
         self.tool: Optional[int] = None
+        self.exits: Optional[tuple[int, frozenset[int]]] = None
+        self.exit_cache: dict[tuple[CodeType, int], bool] = {}
+        if sys.version_info >= (3, 11):
+            import opcode
+
+            calls = frozenset(opcode.opmap[n] for n in ("CALL", "PRECALL") if n in opcode.opmap)
+            self.exits = (opcode.opmap["LOAD_CONST"], calls)
         self.threads_hooked = False
         #: Our sitecustomize, if there was no real one: forgotten once the program runs (not
         #: before: the import system looks it up in sys.modules when it has run).
@@ -116,19 +123,44 @@ class Tracer:
             return any(name == f or name.endswith("." + f) for f in self.funcs)
         return False
 
+    def with_exit(self, code: CodeType, offset: int) -> bool:
+        """Is this line event the call of a ``with`` block's ``__exit__`` (3.11+)?
+
+        From 3.11 the interpreter runs signal handlers only at calls, loops and function
+        starts: not before this call, only once inside ``__exit__``. A handler run here (as the
+        tracer's own ``os.kill`` would) is one no real signal can cause, so the point is left
+        out. 3.9 and 3.10 check for signals at nearly every instruction: there it is real.
+        """
+        if self.exits is None:
+            return False
+        key = (code, offset)
+        found = self.exit_cache.get(key)
+        if found is None:
+            load_const, calls = self.exits
+            raw, consts = code.co_code, code.co_consts
+            i, found = offset, True
+            for _ in range(3):
+                if i + 1 >= len(raw) or raw[i] != load_const or consts[raw[i + 1]] is not None:
+                    found = False
+                    break
+                i += 2
+            found = found and i + 1 < len(raw) and raw[i] in calls and raw[i + 1] == 2
+            self.exit_cache[key] = found
+        return found
+
     # --- events --------------------------------------------------------------------------------
 
-    def event(self, code: CodeType, line: int) -> bool:
+    def event(self, code: CodeType, line: int, offset: int) -> bool:
         """One line event; False: this location never matters again (before the signal)."""
         if self.done:
             return False
         if self.after:
-            if not self.in_roots(code.co_filename):
+            if not self.in_roots(code.co_filename) or self.with_exit(code, offset):
                 return False
             self.after_count += 1
             self.after_event(code, line)
             return True
-        if not self.code_counts(code):
+        if not self.code_counts(code) or self.with_exit(code, offset):
             return False
         if self.shim is not None:
             self.forget_shim()
@@ -198,7 +230,8 @@ class Tracer:
                 self.tool = tool
 
                 def on_line(code: CodeType, line: int, disable: Any = monitoring.DISABLE) -> Any:
-                    return None if self.event(code, line) else disable
+                    offset = sys._getframe(1).f_lasti
+                    return None if self.event(code, line, offset) else disable
 
                 monitoring.register_callback(tool, monitoring.events.LINE, on_line)
                 monitoring.set_events(tool, monitoring.events.LINE)
@@ -242,7 +275,7 @@ class Tracer:
         if self.done:
             return None
         if event == "line":
-            self.event(frame.f_code, frame.f_lineno)
+            self.event(frame.f_code, frame.f_lineno, frame.f_lasti)
         return self.on_line
 
     def rearm_settrace(self) -> None:
