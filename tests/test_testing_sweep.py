@@ -341,3 +341,24 @@ def test_the_public_names() -> None:
     assert graceful.testing.RUN_DIR == "{run_dir}"
     assert issubclass(graceful.testing.SweepFailed, AssertionError)
     assert sys.modules["graceful.testing._tracer"] is not None  # the harness imports it
+
+
+def test_the_docs_worked_example_finds_the_bug_and_passes_once_fixed(
+    pytester: pytest.Pytester,
+) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "testing.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", docs, re.DOTALL)
+    program = next(b for b in blocks if b.startswith("# bank.py: move"))
+    test = next(b for b in blocks if b.startswith("# test_bank.py"))
+    fix = next(b for b in blocks if 'db.execute("BEGIN")' in b)
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert f"```python\n{test}```" in readme  # the README shows the same test
+    pytester.makepyfile(bank=program, test_bank=test)
+    outcome = pytester.runpytest("-p", "no:cacheprovider")
+    outcome.assert_outcomes(failed=1)
+    shown = re.findall(r"```text\n(.*?)```", docs, re.DOTALL)
+    expected = next(b for b in shown if "money appeared or vanished" in b).splitlines()
+    outcome.stdout.fnmatch_lines(["E *" + line[4:].strip() for line in expected[:5]])
+    loop = program[program.index("    for _ in range(3):") : program.index("    db.close()")]
+    pytester.makepyfile(bank=program.replace(loop, fix))
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
