@@ -42,6 +42,7 @@ MODULES = [
     "bench_run",
     "bench_asyncio",
     "bench_idle",
+    "bench_sweep",
 ]
 
 

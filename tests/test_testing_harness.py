@@ -182,7 +182,7 @@ def test_exact_line_timeout_kills_and_hints(shutdown: Shutdown) -> None:
     message = str(info.value)
     assert message.startswith(
         "a line equal to 'ready' on stdout or stderr did not appear within 0.3 s; "
-        "the harness killed the program\nhint: the stdout line 'almost ready' contains 'ready'"
+        "the harness killed the program\nhint: the stdout line 'almost ready' is close to 'ready'"
     )
     result = info.value.result
     assert result is not None
@@ -192,6 +192,44 @@ def test_exact_line_timeout_kills_and_hints(shutdown: Shutdown) -> None:
     copy = pickle.loads(pickle.dumps(info.value))
     assert str(copy) == message
     assert copy.result == result
+
+
+def test_the_near_miss_hint_judges_whole_lines(shutdown: Shutdown, tmp_path: Path) -> None:
+    """Issue 23, defect 4: a traceback whose path contains the ready string is no near miss."""
+    where = tmp_path / "ready_app"
+    where.mkdir()
+    (where / "app.py").write_text("raise SystemExit(f'failed in {__file__}')\n")
+    with pytest.raises(NotReady) as info:
+        shutdown.start(script=where / "app.py", ready="ready")
+    assert "ready_app/app.py" in str(info.value)
+    assert "hint:" not in str(info.value)
+    for line, hint in [
+        ("INFO:root: ready", True),
+        ("ready on port 8000", True),
+        ("Ready ", True),
+        ("  File '/srv/ready/app.py', line 3", False),
+        ("already", False),
+        ("readying", False),
+    ]:
+        code = f"import sys; print({line!r}); sys.exit(1)"
+        with pytest.raises(NotReady) as info:
+            shutdown.start(code=code, ready="ready")
+        assert ("hint: the stdout line" in str(info.value)) is hint, line
+
+
+def test_long_arguments_are_shortened_in_the_middle(shutdown: Shutdown, tmp_path: Path) -> None:
+    """Issue 23, defect 3: a long argument keeps its start and its end, a snippet its first line."""
+    deep = tmp_path / ("d" * 70)
+    deep.mkdir()
+    (deep / "writer.py").write_text("import sys; sys.exit(2)\n")
+    result = shutdown.run(script=deep / "writer.py", args=["raise"], signal=None)
+    shown = result.report().splitlines()[0]
+    assert re.fullmatch(r"program: \S+ -u /tmp/\S*\.\.\.d+/writer\.py raise \(pid \d+\)", shown), (
+        shown
+    )
+    assert len(shown.split()[3]) == 60
+    result = shutdown.run(code="\n\nimport sys\nsys.exit(2)\n", signal=None)
+    assert " -c <code: import sys (2 lines)> (pid " in result.report().splitlines()[0]
 
 
 def test_ended_before_ready(shutdown: Shutdown) -> None:
@@ -440,6 +478,38 @@ def test_a_killed_harness_takes_the_tree_with_it() -> None:
         child.finish()
     wait_dead(pids, TIMEOUT)
     assert not timeline.exists()  # the launcher removed it: nobody else would
+
+
+def test_a_group_kill_of_the_test_process_leaks_nothing() -> None:
+    """Issue 23, defect 1: `timeout -s KILL 8 pytest` or a CI runner kills the test process's
+    whole process group; the launcher is not in it, so it survives to kill the program's tree."""
+    harness = f"""
+    import re, sys
+    from graceful.testing import start
+    program = start(script={str(PROGRAMS / "daemonize.py")!r}, args=["--wait"], ready="ready")
+    daemon = re.search(r"daemon (\\d+)", program.stdout).group(1)
+    print(program.pid, daemon, program._channel.proc.pid)  # the program, its daemon, the launcher
+    print(program._timeline_path)
+    print("ready")
+    sys.stdin.read()
+    """
+    with Child(harness, stdin=True, start_new_session=True) as child:
+        child.wait_for("ready")
+        pids = [int(p) for p in child.lines[-3].split()]
+        timeline = Path(child.lines[-2])
+        assert timeline.exists()
+        os.killpg(child.pid, signal.SIGKILL)  # the whole group, as `timeout -s KILL` does
+        child.finish()
+    wait_dead(pids, TIMEOUT)
+    assert not timeline.exists()
+
+
+def test_no_signal_is_ignored_not_even_glibcs_own() -> None:
+    """Issue 23, defect 2: glibc's posix_spawn left signals 32 and 33 ignored in the program."""
+    result = graceful.testing.run(command=["grep", "^Sig", "/proc/self/status"], signal=None)
+    fields = dict(line.split(":\t") for line in result.stdout.splitlines())
+    assert fields["SigIgn"] == "0000000000000000", result.stdout
+    assert fields["SigBlk"] == "0000000000000000", result.stdout
 
 
 def test_the_program_starts_with_default_dispositions_and_no_blocked_signal() -> None:

@@ -86,7 +86,7 @@ def test_a_failing_user_test_says_what_went_wrong(
             "*_ test_dies_by_sigterm _*",
             "E *AssertionError: expected the program to die by SIGTERM, but it exited with status "
             "143 (128 + SIGTERM): it caught the signal and exited instead of dying by it*",
-            "E *program: * -u -c <code> (pid *)",
+            "E *program: * -u -c <code: import os, signal, * (6 lines)> (pid *)",
             "E *ended:   exited with status 143, * s after the first signal",
             "E *signals: SIGTERM to the process at +0.000 s",
             "E *timeline: no records*",
@@ -178,7 +178,8 @@ def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
     section = readme.split("## Testing your shutdown", 1)[1].split("\n## ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
     files = {b.splitlines()[0].removeprefix("# "): b for b in blocks}  # "# service.py" first
-    assert sorted(files) == ["service.py", "test_service.py"]
+    assert sorted(files) == ["service.py", "test_bank.py", "test_service.py"]
+    del files["test_bank.py"]  # the sweep's: test_testing_sweep.py runs it
     for name, text in files.items():
         (pytester.path / name).write_text(text)
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)

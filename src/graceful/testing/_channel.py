@@ -52,6 +52,10 @@ class Channel:
                 pass_fds=[theirs.fileno()],
                 env=dict(env),
                 cwd=cwd,
+                # Out of the test process's group: a group kill (a CI runner ending the job,
+                # `timeout -s KILL ... pytest`) must leave the launcher alive to see the socket
+                # close and kill the program's tree.
+                start_new_session=True,
             )
         except BaseException:
             ours.close()

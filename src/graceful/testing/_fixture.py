@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from ._program import Program, _collectors, run, start
+from ._sweep import sweep
 
 
 class Shutdown:
-    """The ``shutdown`` fixture: :func:`start` and :func:`run`. At the end of the test, every
-    program started during it (through the fixture or not) is killed with what it left."""
+    """The ``shutdown`` fixture: :func:`start`, :func:`run` and :func:`sweep`. At the end of the
+    test, every program started during it (through the fixture or not) is killed with what it
+    left."""
 
     __module__ = "graceful.testing"
 
     start = staticmethod(start)
     run = staticmethod(run)
+    sweep = staticmethod(sweep)
 
     def __init__(self) -> None:
         self._programs: list[Program] = []

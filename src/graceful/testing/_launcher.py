@@ -3,7 +3,8 @@
 The harness runs this file as a script (``python -I -S _launcher.py FD -- ARGV...``), so it imports
 the standard library only. It makes itself a child subreaper (Linux), so every descendant the
 program leaves behind, daemonized or not, is re-parented to it and stays in its process tree; it
-starts the program in a new session with default signal dispositions and an empty signal mask;
+starts the program (fork and exec) in a new session with every signal at its default disposition
+and an empty signal mask; it runs in a session of its own, out of the test process's group;
 it is the program's parent, so signalling the program by PID is safe until it reaps it; and when
 the harness goes away (its end of the control socket closes, even by SIGKILL), it freezes and
 kills the whole tree, reaps it and exits.
@@ -166,13 +167,27 @@ class Launcher:
             self.ending = True
 
     def start(self, argv: list[str]) -> bool:
-        catchable = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
+        """fork and exec the program, not posix_spawn: glibc's posix_spawn leaves its two
+        internal signals (32 and 33) ignored in the child, and exec keeps what is ignored."""
+        errors_r, errors_w = os.pipe()  # close-on-exec: end of file here means exec succeeded
         try:
-            self.pid = os.posix_spawnp(
-                argv[0], argv, os.environ, setsid=True, setsigdef=catchable, setsigmask=()
-            )
+            self.pid = os.fork()
         except OSError as exc:
+            os.close(errors_r)
+            os.close(errors_w)
             self.say(f"error {exc.errno or 0} {exc.strerror or exc}")
+            return False
+        if self.pid == 0:
+            os.close(errors_r)
+            _exec_child(argv, errors_w)  # never returns
+        os.close(errors_w)
+        with open(errors_r, "rb") as errors:
+            failure = errors.read()
+        if failure:
+            os.waitpid(self.pid, 0)
+            number, _, message = failure.decode(errors="replace").partition(" ")
+            self.pid = 0
+            self.say(f"error {number} {message}")
             return False
         self.say(f"started {self.pid}")
         return True
@@ -284,6 +299,22 @@ class Launcher:
                 else:
                     self.read_commands()
         self.kill_all()
+
+
+def _exec_child(argv: list[str], errors: int) -> None:
+    """In the forked child: a new session, every signal at its default disposition and none
+    blocked, then exec; on failure, the errno and message go to the parent through ``errors``."""
+    try:
+        os.setsid()
+        for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
+            signal.signal(sig, signal.SIG_DFL)  # 32 and 33 (glibc's) are reset by exec itself
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
+        os.execvp(argv[0], argv)
+    except OSError as exc:
+        os.write(errors, f"{exc.errno or 0} {exc.strerror or exc}".encode(errors="replace"))
+    except BaseException as exc:
+        os.write(errors, f"0 {exc!r}".encode(errors="replace"))
+    os._exit(127)
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -39,12 +39,24 @@ class Matcher:
         return self.regex.fullmatch(text) if self.whole else self.regex.search(text)
 
     def near_miss(self, lines: list[Line]) -> Optional[str]:
-        """A hint when a line contains the str without being equal to it."""
+        """A hint when a line is the str but for what a whole-line match cannot ignore.
+
+        Whole-line matching is the rule, so a near miss is judged on whole lines too: the line
+        equals the str but for spaces or case, or it is the str preceded by a prefix (a log
+        format's ``INFO: ready``) or followed by more words (``ready on port 80``), each at a
+        word boundary. A line that merely contains the str (a path in a traceback) is no hint.
+        """
+        if self.text is None or not self.text.strip():
+            return None
+        wanted = self.text.strip()
+        edge = re.compile(
+            rf"(?:.*\W)?{re.escape(wanted)}|{re.escape(wanted)}(?:\W.*)?", re.IGNORECASE
+        )
         for line in lines:
-            if self.text is not None and self.text in line.text:
+            if edge.fullmatch(line.text.strip()):
                 return (
-                    f"the {line.stream} line {line.text!r} contains {self.text!r} but a str must "
-                    "equal the whole line: pass re.compile(...) to search within lines"
+                    f"the {line.stream} line {line.text!r} is close to {self.text!r} but a str "
+                    "must equal the whole line: pass re.compile(...) to search within lines"
                 )
         return None
 

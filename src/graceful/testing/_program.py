@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shlex
@@ -115,6 +116,7 @@ class Program:
         full_env[_timeline.ENV] = self._timeline_path
         full_env.setdefault("PYTHONUNBUFFERED", "1")
         self._started_at = time.monotonic()
+        self._ended_at = self._started_at  # set when it has ended
         try:
             self._channel = Channel(
                 argv, env=full_env, cwd=None if cwd is None else os.fspath(cwd), cond=self._cond
@@ -339,22 +341,14 @@ class Program:
             notes.append("the harness lost track of the program's exit status")
         else:
             returncode, core = wait_status_details(status)
-        first = next((t for _, _, t in self._sent if t is not None), None)
-        end = self._channel.ended_at or time.monotonic()
-        origin = first if first is not None else self._started_at
+        self._ended_at = self._channel.ended_at or time.monotonic()
         self.result = ShutdownResult(
             command=self.command,
             pid=self.pid,
             returncode=returncode,
             stdout=self._output.stdout(),
             stderr=self._output.stderr(),
-            elapsed=max(0.0, end - origin),
-            signals_sent=tuple(
-                SentSignal(
-                    sig, 0.0 if at is None or first is None else at - first, to, at is not None
-                )
-                for sig, to, at in self._sent
-            ),
+            **self._timing(),
             timeline=tuple(records),
             timeline_problems=tuple(problems),
             orphans=tuple(self._describe(info) for info in left),
@@ -365,6 +359,29 @@ class Program:
             notes=tuple(notes),
         )
         return self.result
+
+    def _timing(self) -> dict[str, Any]:
+        """``elapsed`` and ``signals_sent``: times count from the first signal that went."""
+        first = next((t for _, _, t in self._sent if t is not None), None)
+        origin = first if first is not None else self._started_at
+        return {
+            "elapsed": max(0.0, self._ended_at - origin),
+            "signals_sent": tuple(
+                SentSignal(
+                    sig, 0.0 if at is None or first is None else at - first, to, at is not None
+                )
+                for sig, to, at in self._sent
+            ),
+        }
+
+    def note_signal(self, sig: SignalLike, at: float) -> None:
+        """Record a signal the program sent itself at ``time.monotonic()`` ``at`` (a sweep's
+        tracer does): ``signals_sent``, ``elapsed`` and ``ended_within`` count from it, as from
+        a signal :meth:`send` sent. Also after the end: the result is updated."""
+        self._sent.append((to_signal(sig), "self", at))
+        self._sent.sort(key=lambda sent: float("inf") if sent[2] is None else sent[2])
+        if self.result is not None:
+            self.result = dataclasses.replace(self.result, **self._timing())
 
     def _describe(self, info: dict[str, Any]) -> LeftoverProcess:
         launcher = self._channel.proc.pid

@@ -53,10 +53,12 @@ class SentSignal:
 
     signal: int
     at: float  #: seconds after the first signal
-    to: str  #: "process" or "group"
+    to: str  #: "process" or "group"; "self": the program sent it to itself (a sweep)
     delivered: bool  #: False: the program (or its group) was already gone
 
     def __str__(self) -> str:
+        if self.to == "self":
+            return f"{signal_name(self.signal)} sent by the program to itself at +{self.at:.3f} s"
         where = "the process group" if self.to == "group" else "the process"
         gone = "" if self.delivered else " (already gone: not delivered)"
         return f"{signal_name(self.signal)} to {where} at +{self.at:.3f} s{gone}"
@@ -299,11 +301,30 @@ def _no_timeline_hint(result: ShutdownResult) -> str:
     )
 
 
+_ARG_WIDTH = 60
+
+
+def _short_arg(arg: str) -> str:
+    """One argument as the report shows it: a snippet by its first line and its length, a long
+    argument shortened in the middle (a path keeps its start and its file name)."""
+    if "\n" in arg:
+        lines = [line.strip() for line in arg.splitlines() if line.strip()]
+        first = lines[0] if lines else ""
+        if len(first) > 40:
+            first = first[:37] + "..."
+        return f"<code: {first} ({len(lines)} lines)>"
+    if len(arg) <= _ARG_WIDTH:
+        return arg
+    tail = _ARG_WIDTH * 2 // 3
+    return arg[: _ARG_WIDTH - tail - 3] + "..." + arg[-tail:]
+
+
 def _short_command(command: Sequence[str]) -> str:
     parts = []
     for arg in command:
-        one = arg if "\n" not in arg and len(arg) <= 60 else "<code>"
-        parts.append(one if one and " " not in one else repr(one))
+        one = _short_arg(arg)
+        shown = one.startswith("<code: ") or (one and " " not in one)
+        parts.append(one if shown else repr(one))
     return " ".join(parts)
 
 

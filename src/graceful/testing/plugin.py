@@ -20,7 +20,8 @@ def shutdown() -> Iterator[Shutdown]:
     """Start programs, signal them and check how they ended (``graceful.testing``).
 
     ``shutdown.start(...)`` returns a running :class:`graceful.testing.Program`;
-    ``shutdown.run(...)`` starts, signals and returns a :class:`graceful.testing.ShutdownResult`.
+    ``shutdown.run(...)`` starts, signals and returns a :class:`graceful.testing.ShutdownResult`;
+    ``shutdown.sweep(...)`` signals the program at every line of its own code, one run each.
     Every program started during the test is killed at its end, with everything it started.
     """
     from ._fixture import Shutdown
