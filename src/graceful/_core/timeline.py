@@ -22,7 +22,7 @@ import time
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
 
 if TYPE_CHECKING:
@@ -35,6 +35,14 @@ ENV = "GRACEFUL_TIMELINE"
 
 _t0: Optional[float] = None
 _queue: list[tuple[str, dict[str, Any]]] = []
+#: Called with each record's facts (the receipt's collector, ``_core.receipt``); must not block.
+_observers: list[Callable[[dict[str, Any]], object]] = []
+
+
+def on_record(observer: Callable[[dict[str, Any]], object]) -> None:
+    """Have ``observer(facts)`` called with every record from now on (once per observer)."""
+    if observer not in _observers:
+        _observers.append(observer)
 
 
 def logger() -> Optional[logging.Logger]:
@@ -70,6 +78,8 @@ def record(
     t = round(elapsed() if at is None else at, 6)
     facts = {"event": event, "t": t, "pid": os.getpid(), **facts}
     _write_line(facts)
+    for observer in _observers:
+        observer(facts)
     _queue.append((message, facts))
     if not defer:
         flush()
