@@ -27,8 +27,10 @@ import _signal  # type: ignore[import-not-found]
 import sys
 import time
 
+from . import budget as _budget
 from . import ending as _ending
 from . import protect as _protect
+from . import receipt as _receipt
 from . import signals as _signals
 from . import threads as _threads
 from . import timeline as _timeline
@@ -155,6 +157,8 @@ class Shutdown:
         self.signal: Optional[int] = None
         self.started_at: Optional[float] = None
         self.deadline: Optional[float] = None
+        #: The deadline fitted inside a budget from above (``_core.budget``), if any.
+        self.budget_deadline: Optional[float] = None
         self.drain_until: Optional[float] = None
         self._seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._redelivered = [0, 0]
@@ -184,6 +188,8 @@ class Shutdown:
                 self.options = options
                 self.last_options = options
         _timeline.prepare()
+        _budget.prepare(options)
+        _receipt.prepare()
 
     def set_handled(self, handled: frozenset[int]) -> None:
         with self._lock:
@@ -283,19 +289,29 @@ class Shutdown:
         self.started_at = now
         self._next_redelivery = now + REDELIVER_INTERVAL
         _timeline.start(now)
-        drain = self.options.drain if self.phase < Phase.CLEANING else 0.0
-        self._emit("stopping", signal=sig, drain=drain, timeout=self.options.timeout)
+        fitted = _budget.fit(now, self.options)
+        drain = self.options.drain if fitted is None else fitted[0]
+        drain = drain if self.phase < Phase.CLEANING else 0.0
+        timeout = self.options.timeout
+        if fitted is not None:
+            self.budget_deadline = fitted[1]
+        ends_by = self.budget_deadline
+        if ends_by is None and timeout is not None:
+            ends_by = now + drain + timeout
+        self._emit("stopping", signal=sig, drain=drain, timeout=timeout, ends_by=ends_by)
         # On the timeline now, whoever heard it (the file line is written at once; the log line
         # waits for a thread that may log): the process may be gone before the watcher looks.
         name = _signals.name(sig)
         _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
+        if fitted is not None:
+            _budget.record(now, fitted)
         if drain:
             _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
         if self.phase in (Phase.CLEANING, Phase.ENDING):
             self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
-        elif self.options.drain > 0:
+        elif drain > 0:
             self.phase = Phase.DRAINING
-            self.drain_until = now + self.options.drain
+            self.drain_until = now + drain
             _set_public("draining", True)
         else:
             self.phase = Phase.SIGNALLED
@@ -305,6 +321,8 @@ class Shutdown:
         assert self.options is not None
         timeout = self.options.timeout
         self.deadline = None if timeout is None else now + timeout
+        if self.budget_deadline is not None:
+            self.deadline = self.budget_deadline
 
     def _report(self, sig: int, verdict: int) -> None:
         """What the watcher heard, on the timeline (queued: the watcher never blocks on logs)."""
@@ -387,7 +405,8 @@ class Shutdown:
             self._deferred = True  # the handler ran long ago: deliver the signal again
             self._next_redelivery = now
         _timeline.record("drain_end", "drain over: the shutdown begins", defer=True)
-        self._emit("drain_end", timeout=self.options.timeout if self.options else None)
+        timeout = self.options.timeout if self.options else None
+        self._emit("drain_end", timeout=timeout, ends_by=self.deadline)
 
     def request_end_drain(self) -> bool:
         """``graceful.end_drain()``: True if a drain was in progress."""
@@ -528,6 +547,8 @@ class Shutdown:
         registry = _registry()
         running = None if registry is None else registry.current()
         timeout = self.options.timeout if self.options is not None else None
+        if self.budget_deadline is not None and self.started_at is not None:
+            timeout = self.budget_deadline - self.started_at  # fitted to the budget from above
         sig = self.signal or _signal.SIGTERM
         if running is not None:
             where = f"cleanup {running.describe()} was still running"
