@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ._fixture import Shutdown
     from ._output import LinePattern
     from ._program import NotReady, Program, run, start
+    from ._receipt import read_receipts
     from ._result import LeftoverProcess, SentSignal, ShutdownResult, SignalLike
 
 _WHERE = {
@@ -28,6 +29,7 @@ _WHERE = {
     "Shutdown": "._fixture",
     "ShutdownResult": "._result",
     "SignalLike": "._result",
+    "read_receipts": "._receipt",
     "run": "._program",
     "start": "._program",
 }
@@ -41,6 +43,7 @@ __all__ = [
     "Shutdown",
     "ShutdownResult",
     "SignalLike",
+    "read_receipts",
     "run",
     "start",
 ]
