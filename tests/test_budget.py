@@ -469,3 +469,25 @@ def test_nothing_is_left_in_the_session_after_a_stop(trees: list[Tree], tmp_path
     assert backend["end"]["how"] == app["end"]["how"] == "deadline"  # type: ignore[index]
     assert ended - sent < SUPERVISOR_KILL + LATE
     assert sys.platform.startswith("linux")
+
+
+@pytest.mark.parametrize("kind", ["flat", "main"])  # the two others cost a minute each
+def test_a_signal_at_every_step_under_a_budget_ends_by_it(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """test_every_step's sweep, with a budget to read and fit and a receipt to write: the new
+    steps on the signal's way (``budget.fit``, the file read, the receipt) lose no signal."""
+    import test_every_step as every_step
+
+    deadline = tmp_path / "deadline"
+    deadline.write_text(f"{time.monotonic() + 600:.6f}\n")
+    report = tmp_path / "receipts.jsonl"
+    monkeypatch.setenv("GRACEFUL_DEADLINE", f"expect=30,file={deadline}")
+    monkeypatch.setenv("GRACEFUL_REPORT", str(report))
+    every_step.test_a_signal_at_every_step_ends_by_it(tmp_path, kind)
+    from graceful.testing import read_receipts
+
+    receipts = read_receipts(report)
+    assert len(receipts) > 20
+    budgets = [r["budget"] for r in receipts if r["budget"] is not None]
+    assert budgets, "no run fitted the budget"

@@ -23,7 +23,6 @@ import time
 
 from .._process.launcher import C_SIGNAL as _signal
 from . import ending, launch
-from . import run_budget as budget
 from .run_options import PDEATH_SIGNAL
 
 TYPE_CHECKING = False  # typing and contextlib cost start-up time; annotations are strings here
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from . import procfs
+    from .run_budget import Budget
     from .run_options import Options
 
 #: Never blocked: raised by the supervisor's own faults, which must not be hidden.
@@ -53,6 +53,8 @@ IDLE = 1.0
 KILL_GRACE = 2.0
 #: What spawn(supervise=True) reads on the report fd once the command runs.
 READY = "ready"
+#: A budget or a receipts' file inherited from a supervisor above.
+_BUDGET_ENV = frozenset(("GRACEFUL_DEADLINE", "GRACEFUL_REPORT"))
 
 
 def _say(text: str) -> None:
@@ -99,10 +101,14 @@ class Supervisor:
         #: Signals that are only forwarded (no stop signal), and what each is sent as: while the
         #: command runs, :meth:`_wait` sends these on the spot.
         self.plain: dict[int, int] = {}
-        #: The stop budget (``--grace``, ``--drain``, or one inherited): see :mod:`.budget`.
-        self.budget: Optional[budget.Budget] = None
-        if opts.grace is not None or opts.drain or opts.report or budget.inherited_text():
-            self.budget = budget.Budget(opts)
+        #: The stop budget (``--grace``, ``--drain``, one inherited) and the receipt: see
+        #: :mod:`.run_budget`, imported only then (a plain run pays nothing for it).
+        self.budget: Optional[Budget] = None
+        environ = os.environ
+        if opts.grace is not None or opts.drain or opts.report or _BUDGET_ENV & environ.keys():
+            from .run_budget import Budget
+
+            self.budget = Budget(opts)
 
     # --- start ------------------------------------------------------------------------------
 

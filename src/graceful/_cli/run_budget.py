@@ -28,11 +28,6 @@ DEADLINE_ENV = "GRACEFUL_DEADLINE"
 REPORT_ENV = "GRACEFUL_REPORT"
 
 
-def inherited_text() -> Optional[str]:
-    """The budget (or the receipts' file) this supervisor inherited (cheap: nothing imported)."""
-    return os.environ.get(DEADLINE_ENV) or os.environ.get(REPORT_ENV) or None
-
-
 def _say(text: str) -> None:
     try:
         os.write(2, f"graceful run: {text}\n".encode("utf-8", "replace"))

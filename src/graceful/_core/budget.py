@@ -22,8 +22,9 @@ The variable is one line of ``key=value`` pairs, separated by commas::
   given: :func:`budget_remaining` before the stop).
 
 Unknown keys are ignored; a program without graceful ignores the variable. Nothing here is
-imported by ``import graceful``: the shutdown machine imports it, and calls :func:`prepare`
-when a guard is armed and :func:`fit` at the first signal.
+imported by ``import graceful``, nor by a guard where the variable is not set: the shutdown
+machine imports it at a guard's entry (never in a handler) and calls :func:`prepare` then, and
+:func:`fit` at the first signal.
 """
 
 from __future__ import annotations

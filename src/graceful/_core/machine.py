@@ -27,10 +27,8 @@ import _signal  # type: ignore[import-not-found]
 import sys
 import time
 
-from . import budget as _budget
 from . import ending as _ending
 from . import protect as _protect
-from . import receipt as _receipt
 from . import signals as _signals
 from . import threads as _threads
 from . import timeline as _timeline
@@ -188,8 +186,7 @@ class Shutdown:
                 self.options = options
                 self.last_options = options
         _timeline.prepare()
-        _budget.prepare(options)
-        _receipt.prepare()
+        _prepare_budget_and_receipt(options)
 
     def set_handled(self, handled: frozenset[int]) -> None:
         with self._lock:
@@ -289,7 +286,8 @@ class Shutdown:
         self.started_at = now
         self._next_redelivery = now + REDELIVER_INTERVAL
         _timeline.start(now)
-        fitted = _budget.fit(now, self.options)
+        budget = sys.modules.get(_BUDGET)  # loaded at the guard's entry if there is one
+        fitted = None if budget is None else budget.fit(now, self.options)
         drain = self.options.drain if fitted is None else fitted[0]
         drain = drain if self.phase < Phase.CLEANING else 0.0
         timeout = self.options.timeout
@@ -303,8 +301,8 @@ class Shutdown:
         # waits for a thread that may log): the process may be gone before the watcher looks.
         name = _signals.name(sig)
         _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
-        if fitted is not None:
-            _budget.record(now, fitted)
+        if budget is not None and fitted is not None:
+            budget.record(now, fitted)
         if drain:
             _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
         if self.phase in (Phase.CLEANING, Phase.ENDING):
@@ -597,6 +595,25 @@ class Shutdown:
 
 def _nothing() -> None:
     pass
+
+
+#: Loaded at a guard's entry only where ``GRACEFUL_DEADLINE`` is set: an idle guard pays nothing.
+_BUDGET = "graceful._core.budget"
+
+
+def _prepare_budget_and_receipt(options: Options) -> None:
+    """At a guard's entry (main thread, never in a handler): load and prepare the stop budget
+    (``GRACEFUL_DEADLINE``) and the receipt (``GRACEFUL_REPORT``) if the environment asks."""
+    import os
+
+    if os.environ.get("GRACEFUL_DEADLINE"):
+        from . import budget
+
+        budget.prepare(options)
+    if os.environ.get("GRACEFUL_REPORT"):
+        from . import receipt
+
+        receipt.prepare()
 
 
 def _survives_fork(listener: object) -> bool:

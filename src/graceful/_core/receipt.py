@@ -69,7 +69,7 @@ def _summary(end: dict[str, Any]) -> dict[str, Any]:
             for r in _records
             if r.get("event") in ("signal", "second_signal")
         ],
-        "budget": budget[0] if budget else None,
+        "budget": _without(budget[0], "event", "pid") if budget else None,
         "drain": drain,
         "cleanups": [
             {k: r.get(k) for k in ("t", "name", "kind", "duration", "ok", "error")}
@@ -82,6 +82,10 @@ def _summary(end: dict[str, Any]) -> dict[str, Any]:
         "left": None if deadline is None else round(deadline - time.monotonic(), 6),
         "steps": list(_records),
     }
+
+
+def _without(facts: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: v for k, v in facts.items() if k not in keys}
 
 
 def write(end: dict[str, Any]) -> None:
