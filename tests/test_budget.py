@@ -9,6 +9,7 @@ a late answer is still inside the grace.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -491,3 +492,81 @@ def test_a_signal_at_every_step_under_a_budget_ends_by_it(
     assert len(receipts) > 20
     budgets = [r["budget"] for r in receipts if r["budget"] is not None]
     assert budgets, "no run fitted the budget"
+
+
+SUPERVISED_STUBBORN = f"""
+import subprocess, sys, time, graceful
+backend = graceful.spawn(
+    [sys.executable, "-u", "-c", {STUBBORN!r}], supervise=True, stdout=subprocess.PIPE, text=True
+)
+assert backend.stdout.readline() == "ready\\n"
+
+@graceful.main
+def main():
+    print("ready", flush=True)
+    while True:
+        time.sleep(1)
+
+main()
+"""
+
+
+def test_a_supervised_backend_is_killed_by_its_own_supervisor_a_level_earlier(
+    trees: list[Tree], tmp_path: Path
+) -> None:
+    """``--grace 4``: the outer supervisor SIGKILLs at 3.5 s; the app's supervised backend gets
+    the budget a level down (3.0 s) and its supervisor SIGKILLs the stubborn backend at its
+    margin before that (2.5 s), before the app's own deadline (3.25 s) or its tracker would."""
+    tree = Tree(tmp_path, ["--grace", "4"], app=SUPERVISED_STUBBORN)
+    trees.append(tree)
+    sent, ended, killed = kubelet(tree.child.proc, 4.0)
+    assert not killed
+    inner, app, outer = tree.receipts()
+    assert (inner["who"], app["who"], outer["who"]) == ("graceful run", "graceful", "graceful run")
+    assert "less=0.5" in inner["budget"]["inherited"]  # type: ignore[index]
+    cut = inner["t0"] + inner["budget"]["kill_at"] - outer["t0"]  # type: ignore[index,operator]
+    assert cut == pytest.approx(2.5, abs=0.05)
+    assert [k["t"] for k in inner["killed"]] == [  # type: ignore[union-attr]
+        pytest.approx(inner["budget"]["kill_at"], abs=0.1)  # type: ignore[index]
+    ]
+    assert app["end"]["how"] == "reraise"  # type: ignore[index]
+    assert outer["killed"] == []
+    assert ended - sent < 3.5
+
+
+def test_a_deadline_that_passed_by_the_signal_leaves_the_own_timeout(tmp_path: Path) -> None:
+    """No file at the guard's entry (no stop yet); by the signal it holds a time already past:
+    the program keeps its own timeout, and its timeline says why."""
+    deadline = tmp_path / "deadline"
+    timeline = tmp_path / "timeline.jsonl"
+    code = f"""
+import time, graceful
+graceful.register(print, "cleanup ran", flush=True)
+with graceful.guard():
+    open({str(deadline)!r}, "w").write(f"{{time.monotonic() - 1:.6f}}\\n")
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+    env = {"GRACEFUL_DEADLINE": f"file={deadline}", "GRACEFUL_TIMELINE": str(timeline)}
+    proc = subprocess.Popen(
+        [PY, "-u", "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert out == "cleanup ran\n"
+    assert err == ""  # nothing to warn about at the entry: the stop had not begun
+    records = [json.loads(line) for line in timeline.read_text().splitlines()]
+    (budget,) = [r for r in records if r["event"] == "budget"]
+    assert "the deadline passed" in budget["refused"]

@@ -260,14 +260,21 @@ def fit(now: float, options: Options) -> Optional[tuple[float, float]]:
         return None
     try:
         end = budget.end_by()
-    except ValueError:
+    except ValueError as exc:
+        _unused(str(exc))
         return None
     if end is None:
         return None  # the file is not there: this stop did not come from the budget's owner
     deadline = end - OWN
     if deadline <= now:
+        _unused(f"{ENV}={budget.text!r}: the deadline passed {now - deadline:.3g} s ago")
         return None
     return min(options.drain, (deadline - now) / 2), deadline
+
+
+def _unused(reason: str) -> None:
+    """On the timeline (queued: the signal path logs nothing): the own timeout applies."""
+    _timeline.record("budget", f"budget not used: {reason}", defer=True, refused=reason)
 
 
 def record(now: float, fitted: tuple[float, float]) -> None:
