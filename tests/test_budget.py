@@ -274,10 +274,11 @@ main()
 """
 
 
-def run_program(env: dict[str, str], args: str = "", sig: bool = True) -> tuple[int, str, float]:
-    """A graceful program with a hung cleanup, SIGTERMed once ready: (rc, stderr, seconds)."""
+def stop_once_ready(code: str, env: dict[str, str]) -> tuple[int, str, str, float]:
+    """Run ``code``, SIGTERM it after its "ready" line: (rc, stdout after it, stderr, seconds
+    from the signal to its end)."""
     proc = subprocess.Popen(
-        [PY, "-u", "-c", textwrap.dedent(PROGRAM.format(args=args))],
+        [PY, "-u", "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -288,12 +289,34 @@ def run_program(env: dict[str, str], args: str = "", sig: bool = True) -> tuple[
         assert proc.stdout.readline() == "ready\n"
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=TIMEOUT)
-        return proc.returncode, err, time.monotonic() - sent
+        out, err = proc.communicate(timeout=TIMEOUT)
+        return proc.returncode, out, err, time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def run_program(env: dict[str, str], args: str = "") -> tuple[int, str, float]:
+    """A graceful program with a hung cleanup, SIGTERMed once ready: (rc, stderr, seconds)."""
+    rc, _, err, took = stop_once_ready(PROGRAM.format(args=args), env)
+    return rc, err, took
+
+
+def output(code: str, deadline: str = "") -> str:
+    """What ``python -c code`` prints with ``GRACEFUL_DEADLINE=deadline`` (unset if empty)."""
+    env = {k: v for k, v in os.environ.items() if k != "GRACEFUL_DEADLINE"}
+    if deadline:
+        env["GRACEFUL_DEADLINE"] = deadline
+    proc = subprocess.run(
+        [PY, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    return proc.stdout
 
 
 def test_a_default_timeout_fits_an_absolute_deadline() -> None:
@@ -352,29 +375,14 @@ def test_a_fifo_named_as_the_deadline_file_never_blocks(tmp_path: Path) -> None:
 
 
 def test_no_budget_no_change() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GRACEFUL_DEADLINE"}
-    proc = subprocess.run(
-        [PY, "-c", "import graceful; print(graceful.budget_remaining(7), graceful.deadline())"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=TIMEOUT,
-        check=True,
-    )
-    assert proc.stdout.split() == ["7", "None"]
+    code = "import graceful; print(graceful.budget_remaining(7), graceful.deadline())"
+    assert output(code).split() == ["7", "None"]
 
 
 def test_budget_remaining_before_the_stop_is_what_a_server_should_be_given() -> None:
     code = "import graceful; print(graceful.budget_remaining(30), graceful.deadline())"
-    proc = subprocess.run(
-        [PY, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GRACEFUL_DEADLINE": "expect=5.5,less=0.5,file=/nonexistent/x"},
-        timeout=TIMEOUT,
-        check=True,
-    )
-    assert proc.stdout.split() == ["4.75", "None"]
+    deadline = "expect=5.5,less=0.5,file=/nonexistent/x"
+    assert output(code, deadline).split() == ["4.75", "None"]
 
 
 # --- the supervisor refuses a budget that cannot hold ------------------------------------------
@@ -435,8 +443,7 @@ def test_the_supervisor_refuses_a_deadline_file_that_holds_no_time(tmp_path: Pat
 
 
 def test_spawn_passes_the_budget_a_level_down() -> None:
-    code = textwrap.dedent(
-        """
+    code = """
         import subprocess, sys, graceful
         show = [sys.executable, "-c", "import os; print(os.environ['GRACEFUL_DEADLINE'])"]
         p = graceful.spawn(show, stdout=subprocess.PIPE, text=True)
@@ -447,16 +454,8 @@ def test_spawn_passes_the_budget_a_level_down() -> None:
         print(q.stdout.read().strip())
         q.wait()
         """
-    )
-    proc = subprocess.run(
-        [PY, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GRACEFUL_DEADLINE": "expect=3,less=0.5,file=/a,b"},
-        timeout=TIMEOUT,
-        check=True,
-    )
-    assert proc.stdout.splitlines() == ["expect=3,less=1,file=/a,b", "at=9"]
+    lines = output(code, "expect=3,less=0.5,file=/a,b").splitlines()
+    assert lines == ["expect=3,less=1,file=/a,b", "at=9"]
 
 
 def test_nothing_is_left_in_the_session_after_a_stop(trees: list[Tree], tmp_path: Path) -> None:
@@ -548,23 +547,8 @@ with graceful.guard():
     time.sleep(60)
 """
     env = {"GRACEFUL_DEADLINE": f"file={deadline}", "GRACEFUL_TIMELINE": str(timeline)}
-    proc = subprocess.Popen(
-        [PY, "-u", "-c", code],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **env},
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == -signal.SIGTERM, err
+    rc, out, err, _ = stop_once_ready(code, env)
+    assert rc == -signal.SIGTERM, err
     assert out == "cleanup ran\n"
     assert err == ""  # nothing to warn about at the entry: the stop had not begun
     records = [json.loads(line) for line in timeline.read_text().splitlines()]

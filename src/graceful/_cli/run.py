@@ -108,7 +108,7 @@ class Supervisor:
         if opts.grace is not None or opts.drain or opts.report or _BUDGET_ENV & environ.keys():
             from .run_budget import Budget
 
-            self.budget = Budget(opts)
+            self.budget = Budget(opts, _say, _name)
 
     # --- start ------------------------------------------------------------------------------
 

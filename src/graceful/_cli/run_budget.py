@@ -18,7 +18,7 @@ import time
 
 TYPE_CHECKING = False  # typing costs the supervisor's start-up time; annotations are strings
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
     from .run_options import Options
 
@@ -28,32 +28,24 @@ DEADLINE_ENV = "GRACEFUL_DEADLINE"
 REPORT_ENV = "GRACEFUL_REPORT"
 
 
-def _say(text: str) -> None:
-    try:
-        os.write(2, f"graceful run: {text}\n".encode("utf-8", "replace"))
-    except OSError:
-        pass
-
-
-def _name(sig: int) -> str:
-    from .._core import signals as _signals
-
-    return _signals.name(sig)
-
-
-def _how(status: int) -> dict[str, Any]:
+def _how(status: int, name: Callable[[int], str]) -> dict[str, Any]:
     if os.WIFSIGNALED(status):
-        return {"how": "signal", "signal": _name(os.WTERMSIG(status))}
+        return {"how": "signal", "signal": name(os.WTERMSIG(status))}
     return {"how": "exit", "exit_code": os.waitstatus_to_exitcode(status)}
 
 
 class Budget:
     """One run's budget: when to forward, when to SIGKILL, and what happened, for the receipt."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(
+        self, opts: Options, say: Callable[[str], None], name: Callable[[int], str]
+    ) -> None:
+        """``say`` writes a line on stderr; ``name`` names a signal (the supervisor's own)."""
         from .._core import budget as core
 
         self.opts = opts
+        self._say = say
+        self._name = name
         self.core = core
         self.inherited = core.inherited()[0]  # checked by run_options.build: usable
         #: Where the receipt goes: --report, or the file a supervisor above named.
@@ -113,14 +105,14 @@ class Budget:
                 os.write(fd, b"ready\n")
                 os.close(fd)
             except OSError as exc:
-                _say(f"cannot write --ready-file {self.opts.ready_file!r}: {exc.strerror}")
+                self._say(f"cannot write --ready-file {self.opts.ready_file!r}: {exc.strerror}")
 
     # --- the stop -------------------------------------------------------------------------------
 
     def stop_signal(self, sig: int, target: int, now: float) -> bool:
         """A stop signal arrived; True if it is held (the drain), False to forward it now."""
         self.signals.append(
-            {"t": now, "signal": _name(sig), "event": "received", "to": os.getpid()}
+            {"t": now, "signal": self._name(sig), "event": "received", "to": os.getpid()}
         )
         if self.first_at is not None:
             if self.held is None:
@@ -137,7 +129,7 @@ class Budget:
             try:
                 self.core.write_file(self.file, self.kill_at)
             except OSError as exc:
-                _say(f"cannot publish the deadline in {self.file!r}: {exc.strerror}")
+                self._say(f"cannot publish the deadline in {self.file!r}: {exc.strerror}")
         self._tell_systemd(now)
         if not self.opts.quiet:
             self._announce(sig, now)
@@ -159,7 +151,7 @@ class Budget:
             try:
                 end = self.inherited.end_by()
             except ValueError as exc:
-                _say(f"{exc}: using this supervisor's own budget")
+                self._say(f"{exc}: using this supervisor's own budget")
                 end = None
             if end is not None:
                 above = end - opts.margin
@@ -198,7 +190,7 @@ class Budget:
             )
         if self.file is not None and self.kill_at is not None:
             parts.append(f"{DEADLINE_ENV} deadline published")
-        _say(f"{_name(sig)}: " + "; ".join(parts or ["no SIGKILL"]))
+        self._say(f"{self._name(sig)}: " + "; ".join(parts or ["no SIGKILL"]))
 
     def drain_over(self, now: float, status: Optional[int]) -> Optional[int]:
         """The held signal, once the drain is over (None otherwise, or if the command ended)."""
@@ -216,11 +208,11 @@ class Budget:
         return held
 
     def forwarded(self, sig: int, pid: int, now: float) -> None:
-        self.signals.append({"t": now, "signal": _name(sig), "event": "forwarded", "to": pid})
+        self.signals.append({"t": now, "signal": self._name(sig), "event": "forwarded", "to": pid})
 
     def reaped(self, pid: int, status: int, now: float) -> None:
         role = "command" if pid == self.child else "orphan"
-        entry = {"pid": pid, "role": role, "t": now, **_how(status)}
+        entry = {"pid": pid, "role": role, "t": now, **_how(status, self._name)}
         entry["killed"] = pid in self.killed
         self.ended.append(entry)
 
@@ -280,7 +272,7 @@ class Budget:
             "drain": drain,
             "killed": [{"pid": p, "t": rel(t)} for p, t in sorted(self.killed.items())],
             "ended": [{**e, "t": rel(e["t"])} for e in self.ended],
-            "exit": None if status is None else _how(status),
+            "exit": None if status is None else _how(status, self._name),
             "total": rel(now),
             "left": None if end_of_budget is None else round(end_of_budget - now, 6),
         }
@@ -294,4 +286,4 @@ class Budget:
             finally:
                 os.close(fd)
         except OSError as exc:
-            _say(f"cannot write the receipt to {self.report!r}: {exc.strerror}")
+            self._say(f"cannot write the receipt to {self.report!r}: {exc.strerror}")
