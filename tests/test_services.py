@@ -164,13 +164,15 @@ def test_systemd_hears_ready_then_stopping_with_an_extended_timeout(
         stopping = sock.recv(4096).decode().split("\n")
         drain_over = sock.recv(4096).decode().split("\n")
         assert child.finish() == -signal.SIGTERM
-    # Drain 0.5 s + deadline 3 s + a margin of 1 s; then, when the drain is over, 3 s + 1 s.
-    assert stopping == [
-        "STOPPING=1",
-        "STATUS=stopping after SIGTERM",
-        "EXTEND_TIMEOUT_USEC=4500000",
-    ]
-    assert drain_over == ["EXTEND_TIMEOUT_USEC=4000000"]
+    # Drain 0.5 s + deadline 3 s + a margin of 1 s; then, when the drain is over, 3 s + 1 s:
+    # what is really left when the watcher sends it (a moment later than the signal).
+    assert stopping[:2] == ["STOPPING=1", "STATUS=stopping after SIGTERM"]
+    assert len(stopping) == 3
+    assert stopping[2].startswith("EXTEND_TIMEOUT_USEC=")
+    assert 4_300_000 <= int(stopping[2].split("=")[1]) <= 4_500_000
+    (extend,) = drain_over
+    assert extend.startswith("EXTEND_TIMEOUT_USEC=")
+    assert 3_800_000 <= int(extend.split("=")[1]) <= 4_000_000
 
 
 def test_a_missing_notify_socket_changes_nothing(tmp_path: Path) -> None:

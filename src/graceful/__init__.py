@@ -21,6 +21,8 @@ _WHERE = {
     "Signalled": "_core.errors",
     "ashutdown": "_integrations.frameworks",
     "at_fork": "_process.fork",
+    "budget_remaining": "_core.budget",
+    "deadline": "_core.budget",
     "die_with_parent": "_process.parent_death",
     "draining": "_core.machine",
     "end_drain": "_core.machine",
@@ -46,6 +48,8 @@ __all__ = [
     "__version__",
     "ashutdown",
     "at_fork",
+    "budget_remaining",
+    "deadline",
     "die_with_parent",
     "draining",
     "end_drain",
@@ -80,6 +84,7 @@ def __dir__() -> list[str]:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
+    from ._core.budget import budget_remaining, deadline
     from ._core.errors import RegistrationClosed, Signalled
     from ._core.guard import Guard, guard
     from ._core.machine import draining, end_drain, shutdown_event

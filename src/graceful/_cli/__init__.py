@@ -119,6 +119,42 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
+        "--grace",
+        metavar="SECONDS",
+        type=_checked(ro.parse_seconds, "--grace"),
+        help=(
+            "the whole stop budget from the first stop signal (drain included): the tree is "
+            "SIGKILLed at its end less --margin; passed down in GRACEFUL_DEADLINE (replaces "
+            "--timeout)"
+        ),
+    )
+    run.add_argument(
+        "--drain",
+        metavar="SECONDS",
+        type=_checked(ro.parse_seconds, "--drain"),
+        default=0.0,
+        help="hold the first stop signal this long before forwarding it (not ready meanwhile)",
+    )
+    run.add_argument(
+        "--margin",
+        metavar="SECONDS",
+        type=_checked(ro.parse_seconds, "--margin"),
+        default=ro.DEFAULT_MARGIN,
+        help=f"with --grace: SIGKILL this long before its end (default: {ro.DEFAULT_MARGIN:g})",
+    )
+    run.add_argument(
+        "--ready-file",
+        metavar="FILE",
+        type=_checked(ro.parse_path, "--ready-file"),
+        help="exists while the command runs and is not draining (a readiness probe's test -f)",
+    )
+    run.add_argument(
+        "--report",
+        metavar="FILE",
+        type=_checked(ro.parse_path, "--report"),
+        help="append a JSON receipt of the stop to FILE (GRACEFUL_REPORT for the command too)",
+    )
+    run.add_argument(
         "--stop-signals",
         metavar="LIST",
         type=_checked(_valid(ro.parse_signal_list), "--stop-signals"),
@@ -267,6 +303,11 @@ _RUN_VALUES = {
     "--parent-pid": "parent_pid",
     "--report-fd": "report_fd",
     "--executable": "executable",
+    "--grace": "grace",
+    "--drain": "drain",
+    "--margin": "margin",
+    "--ready-file": "ready_file",
+    "--report": "report",
 }
 
 
@@ -356,6 +397,11 @@ def _set_run_value(values: dict[str, object], key: str, text: str, name: str, ro
     elif key in ("timeout", "orphan_timeout"):
         values[key] = ro.parse_timeout(text, name)
         return
+    elif key in ("grace", "drain", "margin"):
+        values[key] = ro.parse_seconds(text, name)
+        return
+    elif key in ("ready_file", "report"):
+        ro.parse_path(text, name)
     elif key in ("parent_pid", "report_fd"):
         values[key] = int(text)
         return
@@ -414,6 +460,11 @@ def _argparse_run(top: argparse.ArgumentParser, args: argparse.Namespace) -> Opt
             own_group=args.own_group,
             verbose=args.verbose,
             quiet=args.quiet,
+            grace=args.grace,
+            drain=args.drain,
+            margin=args.margin,
+            ready_file=args.ready_file,
+            report=args.report,
         )
     except ValueError as exc:
         run.error(str(exc))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Optional
 
     from . import procfs
+    from .run_budget import Budget
     from .run_options import Options
 
 #: Never blocked: raised by the supervisor's own faults, which must not be hidden.
@@ -52,6 +53,8 @@ IDLE = 1.0
 KILL_GRACE = 2.0
 #: What spawn(supervise=True) reads on the report fd once the command runs.
 READY = "ready"
+#: A budget or a receipts' file inherited from a supervisor above.
+_BUDGET_ENV = frozenset(("GRACEFUL_DEADLINE", "GRACEFUL_REPORT"))
 
 
 def _say(text: str) -> None:
@@ -98,6 +101,14 @@ class Supervisor:
         #: Signals that are only forwarded (no stop signal), and what each is sent as: while the
         #: command runs, :meth:`_wait` sends these on the spot.
         self.plain: dict[int, int] = {}
+        #: The stop budget (``--grace``, ``--drain``, one inherited) and the receipt: see
+        #: :mod:`.run_budget`, imported only then (a plain run pays nothing for it).
+        self.budget: Optional[Budget] = None
+        environ = os.environ
+        if opts.grace is not None or opts.drain or opts.report or _BUDGET_ENV & environ.keys():
+            from .run_budget import Budget
+
+            self.budget = Budget(opts, _say, _name)
 
     # --- start ------------------------------------------------------------------------------
 
@@ -116,6 +127,8 @@ class Supervisor:
         if not self._prepare():
             ending.die_by(_signal.SIGTERM)  # our parent is gone: start nothing, end as it asked
             return 128 + int(_signal.SIGTERM)
+        if self.budget is not None:
+            self.budget.before_start()  # the command's GRACEFUL_DEADLINE and GRACEFUL_REPORT
         try:
             child = launch.start(self.opts.command, self.opts.executable, self.ignored)
         except OSError as exc:
@@ -136,10 +149,14 @@ class Supervisor:
         if self.opts.verbose:
             _say(f"started PID {self.child}: {' '.join(self.opts.command)}")
         self._detach_stdio()
+        if self.budget is not None:
+            self.budget.started(self.child)
         try:
             self._loop()
         finally:
             self._take_terminal_back()
+            if self.budget is not None:
+                self.budget.finish(self.status)
         assert self.status is not None
         return ending.exit_like(self.status)
 
@@ -242,6 +259,9 @@ class Supervisor:
             self._reap()
             now = time.monotonic()
             self._check_parent(now)
+            held = None if self.budget is None else self.budget.drain_over(now, self.status)
+            if held is not None:
+                self._forward_stop(held, now)
             if self.status is not None:
                 left = self._leftovers()
                 if not left:
@@ -297,6 +317,8 @@ class Supervisor:
             wait = POLL if now - max(marks) < 1.0 else SLOW_POLL
         if self.kill_at is not None:
             wait = min(wait, max(0.0, self.kill_at - now))
+        if self.budget is not None and self.budget.drain_until is not None:
+            wait = min(wait, max(0.0, self.budget.drain_until - now))
         return wait
 
     def _reap(self) -> None:
@@ -308,6 +330,8 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.budget is not None:
+                self.budget.reaped(pid, status, time.monotonic())
             if pid == self.child:
                 self.status = status
                 self.ended_at = time.monotonic()
@@ -324,11 +348,33 @@ class Supervisor:
                 _say(f"received {_name(sig)}: not forwarded")
             return
         target = self.opts.remap.get(sig, sig)
+        stop = sig in self.opts.stop or target in self.opts.stop
+        if stop and self.budget is not None:
+            now = time.monotonic()
+            if self.budget.stop_signal(sig, target, now):
+                self.kill_at = self.budget.kill_at
+                return  # held: the drain, or a second stop signal that ends it (forwarded next)
+            self._forward_stop(target, now, sig)
+            return
         self._send_command(target)
         if self.opts.verbose:
             self._say_forwarded(sig, target)
-        if sig in self.opts.stop or target in self.opts.stop:
+        if stop:
             self._stop(target, time.monotonic(), self.opts.timeout)
+
+    def _forward_stop(self, target: int, now: float, sig: Optional[int] = None) -> None:
+        """Under a budget: forward a stop signal (after the drain); the SIGKILL time is set."""
+        assert self.budget is not None
+        self._send_command(target)
+        self.budget.forwarded(target, self.child, now)
+        if self.opts.verbose:
+            self._say_forwarded(target if sig is None else sig, target)
+        if self.budget.kill_at is None:  # no budget (--report alone): the --timeout countdown
+            self._stop(target, now, self.opts.timeout)
+            self.budget.kill_at = self.kill_at
+        else:
+            self._stop(target, now, None)
+            self.kill_at = self.budget.kill_at
 
     def _say_forwarded(self, sig: int, target: int) -> None:
         mapped = f" as {_name(target)}" if target != sig else ""
@@ -455,6 +501,8 @@ class Supervisor:
                 pass
         for p in left:
             self._send_by_identity(p, _signal.SIGKILL)
+        if self.budget is not None:
+            self.budget.killed_now([p.pid for p in left], now)
         if self.killed_at is None:
             self.killed_at = now
             if not self.opts.quiet and left:

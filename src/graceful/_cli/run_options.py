@@ -7,6 +7,7 @@ can build the same command line from numbers and the supervisor can be tested wi
 from __future__ import annotations
 
 import _thread
+import os
 
 from .._process.launcher import C_SIGNAL as _signal
 
@@ -23,6 +24,9 @@ DEFAULT_STOP = ("INT", "QUIT", "TERM")
 DEFAULT_TIMEOUT = 8.0
 #: After the parent died (``--die-with-parent``): nobody waits for a slow ending any more.
 DEFAULT_ORPHAN_TIMEOUT = 0.5
+#: With ``--grace``: the tree is SIGKILLed this long before the grace ends, so that it is reaped,
+#: and the receipt written, before the orchestrator's own SIGKILL.
+DEFAULT_MARGIN = 0.5
 
 #: The supervisor's own parent-death signal: one nobody else sends, so a parent *thread* that
 #: exits (PR_SET_PDEATHSIG fires then too) is told apart from a parent that died. Linux only.
@@ -42,14 +46,19 @@ class Options:
     __slots__ = (
         "command",
         "die_with_parent",
+        "drain",
         "executable",
         "forward",
+        "grace",
         "group",
+        "margin",
         "orphan_timeout",
         "own_group",
         "parent_pid",
         "quiet",
+        "ready_file",
         "remap",
+        "report",
         "report_fd",
         "stop",
         "subreaper",
@@ -75,6 +84,11 @@ class Options:
         own_group: bool = False,
         verbose: int = 0,
         quiet: bool = False,
+        grace: Optional[float] = None,
+        drain: float = 0.0,
+        margin: float = DEFAULT_MARGIN,
+        report: Optional[str] = None,
+        ready_file: Optional[str] = None,
     ) -> None:
         self.command = command
         self.executable = executable
@@ -91,6 +105,13 @@ class Options:
         self.own_group = own_group
         self.verbose = verbose
         self.quiet = quiet
+        #: The whole stop budget from the first stop signal (``--grace``), the part of it spent
+        #: draining before the signal is forwarded, and what is kept for the SIGKILL and reaping.
+        self.grace = grace
+        self.drain = drain
+        self.margin = margin
+        self.report = report
+        self.ready_file = ready_file
 
     def _fields(self) -> tuple[object, ...]:
         return tuple(getattr(self, name) for name in self.__slots__)
@@ -175,6 +196,66 @@ def parse_timeout(text: str, what: str) -> Optional[float]:
     return check_timeout(value, what, "seconds", none="'none'")
 
 
+def parse_seconds(text: str, what: str) -> float:
+    """Seconds >= 0, finite (a budget has an end)."""
+    value = parse_timeout(text, what)
+    if value is None:
+        raise ValueError(f"{what}: expected seconds such as 6 or 0.5, got {text!r}")
+    return value
+
+
+def parse_path(text: str, what: str) -> str:
+    """A file name; ``-`` would read as an option, and an empty one names nothing."""
+    if not text.strip():
+        raise ValueError(f"{what}: expected a file name, got {text!r}")
+    return text
+
+
+def _check_budget(rest: dict[str, object]) -> None:
+    """Refuse, at start, a budget that cannot hold: what to write instead, not a hang later."""
+    grace = rest.get("grace")
+    drain = rest.get("drain", 0.0)
+    margin = rest.get("margin", DEFAULT_MARGIN)
+    assert isinstance(drain, float)
+    assert isinstance(margin, float)
+    if grace is not None:
+        assert isinstance(grace, float)
+        if "timeout" in rest and rest["timeout"] is not DEFAULT_TIMEOUT:
+            raise ValueError(
+                "--grace and --timeout: give one; --grace is the whole budget from the first "
+                "stop signal (drain and SIGKILL included), --timeout only the time after it is "
+                "forwarded"
+            )
+        if grace <= margin:
+            raise ValueError(
+                f"--grace {grace:g} is not longer than the margin ({margin:g} s, --margin) kept "
+                "for the SIGKILL and reaping: nothing would be left for the command; give a "
+                "longer --grace or a shorter --margin"
+            )
+        if drain >= grace - margin:
+            raise ValueError(
+                f"--drain {drain:g} leaves nothing of --grace {grace:g} (less the {margin:g} s "
+                "margin) for the command to stop in; give a shorter --drain or a longer --grace"
+            )
+        rest["timeout"] = grace - margin - drain  # after the forward, until the SIGKILL
+    from .._core import budget as _budget
+
+    if os.environ.get(_budget.ENV):
+        inherited, error = _budget.inherited()
+        if error is not None:
+            raise ValueError(f"{error}; fix or unset it")
+        assert inherited is not None
+        end = inherited.end_by()  # ValueError for a file that does not hold a time
+        import time
+
+        if end is not None and end <= time.monotonic() + margin:
+            raise ValueError(
+                f"{_budget.ENV}={inherited.text!r} lies in the past (or within the "
+                f"{margin:g} s margin): the layer above has already given up on this command; "
+                "unset it, or start the command before the stop"
+            )
+
+
 def _defaults(names: tuple[str, ...]) -> Optional[frozenset[int]]:
     """A default list as :func:`parse_signal_list` reads it, looked up by name: parsing imports
     ``_core.signals`` and with it ``signal``, which builds its enums (0.5 ms of start-up). None
@@ -212,6 +293,8 @@ def build(
         )
     remap = dict(parse_map(m) for m in maps)
     forward = forward | frozenset(remap)  # a mapped signal is forwarded, rewritten
+    if rest.get("grace") is not None or rest.get("drain") or "GRACEFUL_DEADLINE" in os.environ:
+        _check_budget(rest)
     if rest.get("die_with_parent") and PDEATH_SIGNAL in forward:
         from .._core import signals as _signals
 

@@ -49,6 +49,7 @@ def protect_exit() -> None:
         on_signal="exit" if last.on_signal == "exit" else "reraise",
         exit_code=last.exit_code if last.on_signal == "exit" else None,
         on_second_signal=last.on_second_signal,
+        budgeted=last.budgeted,
     )
     guard = Guard(options, at_exit=True)
     try:

@@ -28,6 +28,7 @@ CHILD_STEPS = (
     ("graceful._core.machine", "resetting the shutdown state in a forked child"),
     ("graceful._core.ending", "resetting the ending in a forked child"),
     ("graceful._core.timeline", "resetting the timeline in a forked child"),
+    ("graceful._core.receipt", "forgetting the parent's receipt in a forked child"),
     ("graceful._core.watcher", "closing the inherited signal watcher pipe"),
     ("graceful._core.guard", "making inherited guards inert in a forked child"),
     ("graceful._process.backends", "forgetting the parent's backends"),

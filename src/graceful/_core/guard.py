@@ -25,7 +25,7 @@ from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
-from .options import Options
+from .options import DEFAULT_TIMEOUT, Options
 from .protect import exception_in_flight, exit_path, protection
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -461,7 +461,7 @@ def _signal_name(sig: int) -> str:
 
 def guard(
     *signals: SignalLike,
-    timeout: Optional[float] = 5.0,
+    timeout: Optional[float] = DEFAULT_TIMEOUT,
     on_signal: Literal["reraise", "exit", "raise"] = "reraise",
     exit_code: Optional[int] = None,
     on_second_signal: Literal["force", "ignore"] = "force",

@@ -155,6 +155,8 @@ class Shutdown:
         self.signal: Optional[int] = None
         self.started_at: Optional[float] = None
         self.deadline: Optional[float] = None
+        #: The deadline fitted inside a budget from above (``_core.budget``), if any.
+        self.budget_deadline: Optional[float] = None
         self.drain_until: Optional[float] = None
         self._seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._redelivered = [0, 0]
@@ -169,7 +171,8 @@ class Shutdown:
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
         self._breaks_inline = False
-        self._announcement: Optional[tuple[int, float]] = None  # (signal, drain) to record
+        # (signal, drain, time, fitted budget) to record once the lock is released
+        self._announcement: Optional[tuple[int, float, float, Optional[tuple[float, float]]]] = None
 
     # --- set-up by guards ---------------------------------------------------------------------
 
@@ -185,6 +188,7 @@ class Shutdown:
                 self.options = options
                 self.last_options = options
         _timeline.prepare()
+        _prepare_budget_and_receipt(options)
 
     def set_handled(self, handled: frozenset[int]) -> None:
         with self._lock:
@@ -285,14 +289,24 @@ class Shutdown:
         self.started_at = now
         self._next_redelivery = now + REDELIVER_INTERVAL
         _timeline.start(now)
-        drain = self.options.drain if self.phase < Phase.CLEANING else 0.0
-        self._emit("stopping", signal=sig, drain=drain, timeout=self.options.timeout)
-        self._announcement = (sig, drain)  # recorded once the lock is released: see _announce
+        budget = sys.modules.get(_BUDGET)  # loaded at the guard's entry if there is one
+        fitted = None if budget is None else budget.fit(now, self.options)
+        drain = self.options.drain if fitted is None else fitted[0]
+        drain = drain if self.phase < Phase.CLEANING else 0.0
+        timeout = self.options.timeout
+        if fitted is not None:
+            self.budget_deadline = fitted[1]
+        ends_by = self.budget_deadline
+        if ends_by is None and timeout is not None:
+            ends_by = now + drain + timeout
+        self._emit("stopping", signal=sig, drain=drain, timeout=timeout, ends_by=ends_by)
+        # recorded once the lock is released: see _announce
+        self._announcement = (sig, drain, now, fitted if budget is not None else None)
         if self.phase in (Phase.CLEANING, Phase.ENDING):
             self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
-        elif self.options.drain > 0:
+        elif drain > 0:
             self.phase = Phase.DRAINING
-            self.drain_until = now + self.options.drain
+            self.drain_until = now + drain
             _set_public("draining", True)
         else:
             self.phase = Phase.SIGNALLED
@@ -305,9 +319,12 @@ class Shutdown:
         announcement, self._announcement = self._announcement, None
         if announcement is None:
             return
-        sig, drain = announcement
+        sig, drain, now, fitted = announcement
         name = _signals.name(sig)
         _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
+        budget = sys.modules.get(_BUDGET)
+        if budget is not None and fitted is not None:
+            budget.record(now, fitted)
         if drain:
             _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
 
@@ -315,6 +332,8 @@ class Shutdown:
         assert self.options is not None
         timeout = self.options.timeout
         self.deadline = None if timeout is None else now + timeout
+        if self.budget_deadline is not None:
+            self.deadline = self.budget_deadline
 
     def _report(self, sig: int, verdict: int) -> None:
         """What the watcher heard, on the timeline (queued: the watcher never blocks on logs)."""
@@ -398,7 +417,8 @@ class Shutdown:
             self._deferred = True  # the handler ran long ago: deliver the signal again
             self._next_redelivery = now
         _timeline.record("drain_end", "drain over: the shutdown begins", defer=True)
-        self._emit("drain_end", timeout=self.options.timeout if self.options else None)
+        timeout = self.options.timeout if self.options else None
+        self._emit("drain_end", timeout=timeout, ends_by=self.deadline)
 
     def request_end_drain(self) -> bool:
         """``graceful.end_drain()``: True if this call ends a drain in progress (once per drain:
@@ -550,6 +570,8 @@ class Shutdown:
         registry = _registry()
         running = None if registry is None else registry.current()
         timeout = self.options.timeout if self.options is not None else None
+        if self.budget_deadline is not None and self.started_at is not None:
+            timeout = self.budget_deadline - self.started_at  # fitted to the budget from above
         sig = self.signal or _signal.SIGTERM
         if running is not None:
             where = f"cleanup {running.describe()} was still running"
@@ -598,6 +620,25 @@ class Shutdown:
 
 def _nothing() -> None:
     pass
+
+
+#: Loaded at a guard's entry only where ``GRACEFUL_DEADLINE`` is set: an idle guard pays nothing.
+_BUDGET = "graceful._core.budget"
+
+
+def _prepare_budget_and_receipt(options: Options) -> None:
+    """At a guard's entry (main thread, never in a handler): load and prepare the stop budget
+    (``GRACEFUL_DEADLINE``) and the receipt (``GRACEFUL_REPORT``) if the environment asks."""
+    import os
+
+    if os.environ.get("GRACEFUL_DEADLINE"):
+        from . import budget
+
+        budget.prepare(options)
+    if os.environ.get("GRACEFUL_REPORT"):
+        from . import receipt
+
+        receipt.prepare()
 
 
 def _survives_fork(listener: object) -> bool:

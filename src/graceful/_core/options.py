@@ -32,6 +32,7 @@ class Options:
     """The outermost guard's policy for a shutdown. Immutable; compare and hash by value."""
 
     __slots__ = (
+        "budgeted",
         "drain",
         "exit_code",
         "on_second_signal",
@@ -61,6 +62,9 @@ class Options:
     override_ignored: bool
     #: Seconds the program keeps running after the first signal, with ``graceful.draining`` set.
     drain: float
+    #: ``timeout`` was left at its default: a budget inherited from above (``GRACEFUL_DEADLINE``,
+    #: ``_core.budget``) decides the deadline and caps the drain instead.
+    budgeted: bool
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class Options:
         on_second_signal: OnSecondSignal = "force",
         override_ignored: bool = False,
         drain: float = 0.0,
+        budgeted: bool = False,
     ) -> None:
         """Store already-checked values; use :meth:`parse` for what a user passed."""
         values = {
@@ -82,6 +87,7 @@ class Options:
             "on_second_signal": on_second_signal,
             "override_ignored": override_ignored,
             "drain": drain,
+            "budgeted": budgeted,
         }
         for key, value in values.items():
             object.__setattr__(self, key, value)
@@ -130,6 +136,7 @@ class Options:
             on_second_signal=on_second_signal,  # type: ignore[arg-type]
             override_ignored=check_bool(override_ignored, what, "override_ignored"),
             drain=checked_drain,
+            budgeted=timeout is DEFAULT_TIMEOUT,  # the object itself: left at its default
         )
 
     @property
@@ -161,4 +168,4 @@ class Options:
         return f"Options({parts})"
 
 
-DEFAULT = Options()
+DEFAULT = Options(budgeted=True)

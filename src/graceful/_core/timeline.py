@@ -62,6 +62,14 @@ _quote: Optional[Callable[[str], str]] = None  # a str as a JSON string (json's 
 #: the cleanups': reading the environment is most of a cleanup record's cost), and our PID.
 _path: Optional[str] = None
 _pid = os.getpid()
+#: Called with each record's facts (the receipt's collector, ``_core.receipt``); must not block.
+_observers: list[Callable[[dict[str, Any]], object]] = []
+
+
+def on_record(observer: Callable[[dict[str, Any]], object]) -> None:
+    """Have ``observer(facts)`` called with every record from now on (once per observer)."""
+    if observer not in _observers:
+        _observers.append(observer)
 
 
 def logger() -> Optional[logging.Logger]:
@@ -107,8 +115,9 @@ def elapsed() -> float:
 
 
 def wanted() -> bool:
-    """Whether a record would be kept: a timeline file, or a logger that logs INFO."""
-    if _path:
+    """Whether a record would be kept: a timeline file, an observer (the receipt), or a logger
+    that logs INFO."""
+    if _path or _observers:
         return True
     log = logger()
     return log is not None and log.isEnabledFor(20)  # logging.INFO
@@ -126,6 +135,8 @@ def record(
 
 def _record(facts: dict[str, Any], message: str, defer: bool, wait: float = 0.0) -> None:
     _write_line(facts)
+    for observer in _observers:
+        observer(facts)
     if "logging" not in sys.modules:
         return  # nobody configured logging: nobody would read the line
     _queue.append((message, facts, time.time()))
@@ -290,10 +301,10 @@ def cleanup(name: str, duration: float, error: Optional[BaseException], kind: st
                 pass
         else:
             _write(path, line)
-    if "logging" not in sys.modules:
-        return
-    log = logger()
-    if log is None or not log.isEnabledFor(20):  # logging.INFO
+    log = logger() if "logging" in sys.modules else None
+    if log is not None and not log.isEnabledFor(20):  # logging.INFO
+        log = None
+    if log is None and not _observers:
         return
     facts = {
         "event": "cleanup",
@@ -305,6 +316,10 @@ def cleanup(name: str, duration: float, error: Optional[BaseException], kind: st
         "ok": ok,
         "error": failure,
     }
+    for observer in _observers:
+        observer(facts)
+    if log is None:
+        return
     text = "ok" if ok else f"raised {failure}"
     _queue.append((f"{kind} {name}: {text} ({duration:.3f} s)", facts, time.time()))
     flush()

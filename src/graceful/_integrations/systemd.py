@@ -1,8 +1,9 @@
 """systemd's notify protocol, spoken directly: one datagram of ``KEY=VALUE`` lines to
 ``$NOTIFY_SOCKET`` (``@`` at its start names the abstract namespace), as ``man sd_notify`` says.
 
-On the first signal graceful sends ``STOPPING=1`` and ``EXTEND_TIMEOUT_USEC`` covering the drain
-and the deadline (plus a margin), and again when the drain ends, so systemd's own stop timeout
+On the first signal graceful sends ``STOPPING=1`` and ``EXTEND_TIMEOUT_USEC`` covering the time
+left until the process will be gone (the drain and the deadline, or the budget from above, plus a
+margin), and again when the drain ends, so systemd's own stop timeout
 (``TimeoutStopSec``) never SIGKILLs a shutdown that is inside graceful's deadline.
 ``graceful.notify_ready()`` sends ``READY=1``. Nothing is sent when ``NOTIFY_SOCKET`` is unset, and
 a broken socket never breaks a shutdown: the send is non-blocking and its errors are swallowed.
@@ -11,6 +12,7 @@ a broken socket never breaks a shutdown: the send is non-blocking and its errors
 from __future__ import annotations
 
 import os
+import time
 
 from .._core.machine import machine
 from .._core.signals import name
@@ -67,15 +69,16 @@ def _on_shutdown(event: str, facts: dict[str, Any]) -> None:
     """The machine's listener (watcher thread): tell systemd what the shutdown needs."""
     if _address() is None:
         return
-    timeout = facts.get("timeout")
+    ends_by = facts.get("ends_by")  # when the process will be gone, at the latest
+    # From the real time left (a budget from above may have cut it), not a fixed sum.
+    extend = None if ends_by is None else _usec(max(0.0, ends_by - time.monotonic()) + MARGIN)
     if event == "stopping":
         lines = ["STOPPING=1", f"STATUS=stopping after {name(facts['signal'])}"]
-        if timeout is not None:
-            extend = facts.get("drain", 0.0) + timeout + MARGIN
-            lines.append(f"EXTEND_TIMEOUT_USEC={_usec(extend)}")
+        if extend is not None:
+            lines.append(f"EXTEND_TIMEOUT_USEC={extend}")
         notify(*lines)
-    elif event == "drain_end" and timeout is not None:
-        notify(f"EXTEND_TIMEOUT_USEC={_usec(timeout + MARGIN)}")
+    elif event == "drain_end" and extend is not None:
+        notify(f"EXTEND_TIMEOUT_USEC={extend}")
 
 
 machine.add_listener(_on_shutdown)

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 
+from .._core import budget as _budget
 from .._core import dispositions as _dispositions
 from .._core import signals as _signals
 from .._core.checks import check_signal, check_timeout
@@ -118,6 +119,7 @@ def spawn(
             "interpreter; start the child with subprocess.Popen and graceful.track() instead"
         )
     executable, argv = _target(args, popen_kwargs.pop("shell", False), popen_kwargs)
+    _budget.pass_down(popen_kwargs)  # the stop budget, a level down, in the child's env
     pdeathsig = sig if die_with_parent else 0
     tracked_sig, tracked_timeout, tracked_group = sig, timeout, group
     command: Callable[[int, int], list[str]]

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._fixture import Shutdown
     from ._output import LinePattern
     from ._program import NotReady, Program, run, start
+    from ._receipt import read_receipts
     from ._result import LeftoverProcess, SentSignal, ShutdownResult, SignalLike
     from ._sweep import RUN_DIR, sweep
     from ._sweep_result import SweepFailed, SweepPoint, SweepResult, SweepRun
@@ -32,6 +33,7 @@ _WHERE = {
     "Shutdown": "._fixture",
     "ShutdownResult": "._result",
     "SignalLike": "._result",
+    "read_receipts": "._receipt",
     "SweepFailed": "._sweep_result",
     "SweepPoint": "._sweep_result",
     "SweepResult": "._sweep_result",
@@ -51,6 +53,7 @@ __all__ = [
     "Shutdown",
     "ShutdownResult",
     "SignalLike",
+    "read_receipts",
     "SweepFailed",
     "SweepPoint",
     "SweepResult",
