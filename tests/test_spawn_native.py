@@ -49,7 +49,7 @@ exec /bin/sh "$@"
 """
 # The parent: spawns the program through the (wrapped) fast path, says so, and waits to die.
 PARENT = """
-import sys, time, graceful
+import os, sys, time, graceful
 from graceful._process import native_launch
 step, fifo, wrapper = sys.argv[1:]
 if step == "before-prctl":
@@ -60,9 +60,10 @@ fast = native_launch.command(
     sig=15, lifeline=-1, executable="sh", argv=["sh"], found=b"/bin/sh", env=None
 )
 proc = graceful.spawn(["sh", "-c", f"echo ran; read x < {fifo}"])
-print("chain", proc.pid, fast is not None, flush=True)
+# One write per line: the program writes to the same pipe.
+os.write(1, f"chain {proc.pid} {fast is not None}\\n".encode())
 if step == "alive":
-    print("status", proc.wait(), flush=True)
+    os.write(1, f"status {proc.wait()}\\n".encode())
 else:
     time.sleep(60)
 """
@@ -236,7 +237,7 @@ def fast(executable="sh", argv=("sh",), found=b"/bin/sh", env=None, sig=15):
     got = n.command(
         sig=sig, lifeline=-1, executable=executable, argv=list(argv), found=found, env=env
     )
-    return "native" if got and got[0] == n.setpriv() else "popen" if got else "launcher"
+    return "native" if got and got[0][0] == n.setpriv() else "popen" if got else "launcher"
 print("clean", fast())
 print("no die_with_parent", fast(sig=0))
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
@@ -326,3 +327,35 @@ def test_exec_failures_are_reported_as_before(tmp_path: Path) -> None:
     errnos = ["8", "8", "8", "2"]
     kinds = ["OSError"] * 3 + ["FileNotFoundError"]
     assert lines[4:] == [f"{n} {k} {e}" for n, k, e in zip(names, kinds, errnos)], lines
+
+
+ENVIRONMENTS = """
+import os, subprocess, graceful
+show = ["sh", "-c", "env | LC_ALL=C sort"]
+def environment(**kwargs):
+    proc = graceful.spawn(show, stdout=subprocess.PIPE, errors="surrogateescape", **kwargs)
+    lines = proc.stdout.read().splitlines()
+    proc.stdout.close()
+    proc.wait()
+    note = [l for l in lines if l.startswith("GRACEFUL_PARENT=")]
+    assert len(note) == 1 and note[0].split("=")[1].split(":")[1] == str(os.getpid()), note
+    return [l for l in lines if not l.startswith(("GRACEFUL_PARENT=", "PWD=", "SHLVL=", "_="))]
+def expected(env):
+    return sorted(f"{k}={v}" for k, v in env.items() if k not in ("PWD", "SHLVL", "_"))
+os.environ.pop("LC_ALL", None)
+print(environment() == expected(os.environ))
+os.environ["LC_ALL"] = "C.UTF-8"
+print(environment() == expected(os.environ))
+given = {"PATH": os.environ["PATH"], "A": "1", "LC_ALL": ""}
+print(environment(env=given) == expected(given))
+given = {b"PATH": os.environb[b"PATH"], b"B": b"\\xff", b"LC_ALL": b"fr_FR.UTF-8 x"}
+as_given = ["PATH=" + os.environ["PATH"], "B=\\udcff", "LC_ALL=fr_FR.UTF-8 x"]
+print(environment(env=given) == sorted(as_given))
+"""
+
+
+def test_the_program_gets_exactly_its_environment_and_the_note() -> None:
+    # setpriv runs with LC_ALL=C (faster); the shell puts the program's LC_ALL back, or unsets it.
+    with Child(ENVIRONMENTS) as child:
+        assert child.finish() == 0, child.stderr
+    assert child.lines == ["True"] * 4, (child.lines, child.stderr)

@@ -151,7 +151,7 @@ def spawn(
     if not supervise:
         found = _check_executable(executable, popen_kwargs.get("env"), popen_kwargs.get("cwd"))
 
-    def native(lifeline: int) -> Optional[list[str]]:
+    def native(lifeline: int) -> Optional[tuple[list[str], Any]]:
         """setpriv and /bin/sh instead of the Python launcher, where they keep every guarantee."""
         if supervise:
             return None
@@ -308,7 +308,7 @@ def _start(
     args: Any,
     *,
     command: Callable[[int, int], list[str]],
-    native: Callable[[int], Optional[list[str]]],
+    native: Callable[[int], Optional[tuple[list[str], Any]]],
     lifeline: bool,
     supervised: bool,
     group: bool,
@@ -332,6 +332,7 @@ def _start(
     fast = None if wait else native(life)
     mask = None
     if fast is not None:  # no Python in the child: the signals keep their default actions
+        kwargs["env"] = fast[1]
         kwargs["restore_signals"] = True
     elif not supervised:
         # Launcher children start with every signal blocked: its interpreter never sees one (on
@@ -342,7 +343,8 @@ def _start(
     try:
         try:
             try:
-                proc = subprocess.Popen(fast or command(err_write, life), **kwargs)
+                argv = command(err_write, life) if fast is None else fast[0]
+                proc = subprocess.Popen(argv, **kwargs)
             finally:
                 _dispositions.set_mask(mask)
         finally:
