@@ -1,14 +1,17 @@
 """``GRACEFUL_DISABLE``: hide Linux parts from graceful so that its fallback paths run.
 
-A testing and diagnostic switch, read once at import: ``GRACEFUL_DISABLE=pidfd,pdeathsig,proc``
-(a comma-separated list, any case, spaces allowed). With a part hidden, graceful behaves as on a
-system that lacks it (see `graceful docs portability`):
+A testing and diagnostic switch, read once at import:
+``GRACEFUL_DISABLE=pidfd,pdeathsig,proc,setpriv`` (a comma-separated list, any case, spaces
+allowed). With a part hidden, graceful behaves as on a system that lacks it (see
+`graceful docs portability`):
 
 * ``pidfd``: no process file descriptors. Children are signalled and reaped by PID, after a
   ``waitid(WNOWAIT)`` check that the PID is still our unreaped child; a parent's death is noticed
   through a lifeline pipe or by polling ``os.getppid()``.
 * ``pdeathsig``: ``PR_SET_PDEATHSIG`` is never armed by ``die_with_parent``; the watcher thread
   alone notices the parent's death.
+* ``setpriv``: ``spawn`` never starts its backend through util-linux ``setpriv`` and ``/bin/sh``
+  (``native_launch``); its Python launcher runs, as where setpriv is missing.
 * ``proc``: ``/proc`` is not read. A process group whose leader has exited gets SIGKILL at once,
   since graceful cannot tell whether other members are still running.
 
@@ -21,7 +24,7 @@ import os
 
 ENV = "GRACEFUL_DISABLE"
 #: The parts that can be hidden.
-PARTS = ("pidfd", "pdeathsig", "proc")
+PARTS = ("pidfd", "pdeathsig", "proc", "setpriv")
 
 
 def parse(raw: str) -> frozenset[str]:

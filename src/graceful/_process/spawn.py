@@ -41,6 +41,7 @@ from .._core import signals as _signals
 from .._core.checks import check_signal, check_timeout
 from .._core.protect import not_interruptible
 from . import launcher as _launcher
+from . import native_launch as _native
 from . import parent_death as _parent_death
 from . import pidfd as _pidfd
 from .backends import track
@@ -148,13 +149,28 @@ def spawn(
                 errfd, lifeline, pdeathsig=pdeathsig, group=group, executable=executable, argv=argv
             )
 
+    found = None
     if not supervise:
-        _check_executable(executable, popen_kwargs.get("env"), popen_kwargs.get("cwd"))
+        found = _check_executable(executable, popen_kwargs.get("env"), popen_kwargs.get("cwd"))
+
+    def native(lifeline: int) -> Optional[tuple[list[str], Any]]:
+        """setpriv and /bin/sh instead of the Python launcher, where they keep every guarantee."""
+        if supervise:
+            return None
+        return _native.command(
+            sig=pdeathsig,
+            lifeline=lifeline,
+            executable=executable,
+            argv=argv,
+            found=found,
+            env=popen_kwargs.get("env"),
+        )
 
     def start() -> subprocess.Popen[Any]:
         return _start(
             args,
             command=command,
+            native=native,
             lifeline=pdeathsig != 0 and not supervise and not _pidfd.AVAILABLE,
             supervised=supervise,
             group=group,
@@ -269,9 +285,10 @@ def _must_wait(kwargs: dict[str, Any], *, supervised: bool, group: bool) -> bool
     return False
 
 
-def _check_executable(executable: str, env: Any, cwd: Any) -> None:
+def _check_executable(executable: str, env: Any, cwd: Any) -> bytes:
     """Raise what ``Popen`` would if ``executable`` cannot be run: the launcher's ``execvp``
-    looks it up the same way (``env``'s PATH, relative to ``cwd``), after ``spawn`` returned."""
+    looks it up the same way (``env``'s PATH, relative to ``cwd``), after ``spawn`` returned.
+    Returns the file that will be run."""
     path_var = None  # the launcher inherits our PATH
     if env is not None:  # the launcher's environment is env
         value = env.get("PATH", env.get(b"PATH"))
@@ -282,7 +299,7 @@ def _check_executable(executable: str, env: Any, cwd: Any) -> None:
         if cwd is not None and not os.path.isabs(path):
             path = os.path.join(os.fsencode(cwd), path)
         if os.access(path, os.X_OK) and not os.path.isdir(path):
-            return
+            return os.fsencode(path)
         if error == 0 and os.path.exists(path):
             error = errno.EACCES  # as execve: the first error that is not ENOENT is the one
     error = error or errno.ENOENT
@@ -293,6 +310,7 @@ def _start(
     args: Any,
     *,
     command: Callable[[int, int], list[str]],
+    native: Callable[[int], Optional[tuple[list[str], Any]]],
     lifeline: bool,
     supervised: bool,
     group: bool,
@@ -313,14 +331,22 @@ def _start(
         err_read, err_write = os.pipe()
         extra_fds.append(err_write)
     _pass_fds(kwargs, extra_fds)
-    # Launcher children start with every signal blocked: its interpreter never sees one (on
-    # 3.13 a SIGINT during its start-up is an exit status 1, not a death by SIGINT); it resets
-    # the dispositions, then empties the mask, and a signal sent meanwhile ends it by default.
-    mask = None if supervised else _dispositions.block(_dispositions.ASYNC_SIGNALS)
+    fast = None if wait else native(life)
+    mask = None
+    if fast is not None:  # no Python in the child: the signals keep their default actions
+        kwargs["env"] = fast[1]
+        kwargs["restore_signals"] = True
+    elif not supervised:
+        # Launcher children start with every signal blocked: its interpreter never sees one (on
+        # 3.13 a SIGINT during its start-up is an exit status 1, not a death by SIGINT); it
+        # resets the dispositions, then empties the mask, and a signal sent meanwhile ends it by
+        # default.
+        mask = _dispositions.block(_dispositions.ASYNC_SIGNALS)
     try:
         try:
             try:
-                proc = subprocess.Popen(command(err_write, life), **kwargs)
+                argv = command(err_write, life) if fast is None else fast[0]
+                proc = subprocess.Popen(argv, **kwargs)
             finally:
                 _dispositions.set_mask(mask)
         finally:
