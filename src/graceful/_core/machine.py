@@ -436,6 +436,8 @@ class Shutdown:
         with self._lock:
             if self._breaks_started or (self.signal is None and not external):
                 return
+            if self.phase == Phase.DRAINING and not external:
+                return  # the watcher looked before the first signal set DRAINING: not yet
             self._breaks_started = True
             if self.phase in (Phase.SIGNALLED, Phase.DRAINING):
                 self.phase = Phase.BREAKING

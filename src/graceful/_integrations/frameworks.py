@@ -18,7 +18,8 @@ from .._core.options import DEFAULT_TIMEOUT, Options
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Optional
+    from types import FrameType
+    from typing import Callable, Optional
 
 _FINAL = "the program's shutdown hook has run them (graceful.shutdown())"
 
@@ -57,3 +58,20 @@ async def ashutdown(*, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
         await _cleanups.run_all(_registry.cleanups, final=_FINAL)
     finally:
         machine.end_external()
+
+
+def shutdown_then_die(timeout: Optional[float]) -> Callable[[int, Optional[FrameType]], None]:
+    """A signal handler for a process a framework ends by a signal at its default action (a
+    celery pool process on a cold shutdown, uvicorn's worker re-raising the signal it stopped
+    on): graceful's shutdown, then the death it was sent."""
+    import signal
+
+    def handler(sig: int, frame: Optional[FrameType]) -> None:
+        signal.signal(sig, signal.SIG_IGN)  # a repeat now is no second shutdown
+        try:
+            shutdown(timeout=timeout)
+        finally:
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    return handler

@@ -1,0 +1,322 @@
+"""The conformance matrix's runner: one server, with or without graceful, one signal plan, a slow
+request in flight; what happened to the request, the cleanups, the exit, the processes.
+
+Each cell starts a real server (tests/server_programs/) on a free port of 127.0.0.1 through
+graceful.testing, waits for its readiness line, starts a slow request, waits until the app has
+it, then sends the plan's signals. The drain plan probes the readiness endpoint and sends a late
+request while the server drains.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from graceful import testing
+
+PROGRAMS = Path(__file__).parent / "server_programs"
+SLOW = 1.5  # seconds the slow request takes
+DRAIN = 1.0  # seconds of drain in the drain plan
+STOP_TIMEOUT = 20.0  # a server still running this long after the first signal is SIGKILLed
+SECOND_AFTER = 0.3  # seconds between the two signals of a "twice" plan
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    argv: Callable[[str], list[str]]  # mode -> command
+    ready: re.Pattern[str]
+    env: tuple[tuple[str, str], ...] = ()
+    cleanups: int = 1  # processes with a cleanup: 2 for gunicorn (master and worker)
+    hup_reloads: bool = False  # SIGHUP reloads the workers: the plan then stops it with SIGTERM
+    tasks: bool = False  # a task queue (celery): the in-flight work is a task, no readiness
+
+
+def _script(name: str) -> Callable[[str], list[str]]:
+    return lambda mode: [sys.executable, "-u", str(PROGRAMS / name)]
+
+
+def _gunicorn(app: str) -> Callable[[str], list[str]]:
+    return lambda mode: [sys.executable, "-u", "-m", "gunicorn", "-c", "gunicorn.conf.py", app]
+
+
+SERVERS = {
+    s.name: s
+    for s in (
+        Server("uvicorn", _script("serve_uvicorn.py"), re.compile(r"Uvicorn running on")),
+        Server("hypercorn", _script("serve_hypercorn.py"), re.compile(r"Running on http")),
+        Server("aiohttp", _script("serve_aiohttp.py"), re.compile(r"Running on http")),
+        Server(
+            "gunicorn gthread",
+            _gunicorn("wsgi_app:app"),
+            re.compile(r"^worker ready$"),
+            env=(("WORKER_CLASS", "gthread"),),
+            cleanups=2,
+            hup_reloads=True,
+        ),
+        Server(
+            "gunicorn sync",
+            _gunicorn("wsgi_app:app"),
+            re.compile(r"^worker ready$"),
+            env=(("WORKER_CLASS", "sync"),),
+            cleanups=2,
+            hup_reloads=True,
+        ),
+        Server(
+            "gunicorn UvicornWorker",
+            _gunicorn("asgi_app:app"),
+            re.compile(r"^worker ready$"),
+            env=(("WORKER_CLASS", "uvicorn.workers.UvicornWorker"),),
+            cleanups=2,
+            hup_reloads=True,
+        ),
+        Server(
+            "celery prefork",
+            lambda mode: [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "tasks",
+                "worker",
+                "-P",
+                "prefork",
+                "-c",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--without-heartbeat",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            re.compile(r"ready\.$"),
+            cleanups=2,
+            hup_reloads=True,
+            tasks=True,
+        ),
+    )
+}
+
+#: The signal plans: the signals sent (the second SECOND_AFTER s after the first), or a drain.
+PLANS = {
+    "TERM": ("TERM",),
+    "INT": ("INT",),
+    "HUP": ("HUP",),
+    "QUIT": ("QUIT",),
+    "TERM twice": ("TERM", "TERM"),
+    "INT twice": ("INT", "INT"),
+    "TERM, drain": ("TERM",),
+}
+MODES = ("alone", "graceful")
+
+
+@dataclass
+class Cell:
+    server: str
+    mode: str
+    plan: str
+    request: str = ""  # the in-flight request: "200", or how it failed
+    cleanups: int = 0
+    ended: str = ""  # "SIGTERM", "exit 0", "killed"
+    orphans: int = 0
+    elapsed: float = 0.0
+    ready: str = ""  # drain plan: the readiness probe during the drain
+    late: str = ""  # drain plan: a new request during the drain
+    result: Optional[testing.ShutdownResult] = field(default=None, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.server, self.mode, self.plan)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str, timeout: float = 15.0) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return str(conn.getresponse().status)
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError):
+        return "cut"
+    except OSError as exc:
+        return type(exc).__name__
+    finally:
+        conn.close()
+
+
+def describe_end(result: testing.ShutdownResult) -> str:
+    if result.timed_out:
+        return "hangs"
+    if result.signal is not None:
+        return _signal_name(result.signal)
+    return f"exit {result.exit_code}"
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    return signal.Signals(number).name
+
+
+def run_cell(server_name: str, mode: str, plan: str, broker: str = "") -> Cell:
+    server = SERVERS[server_name]
+    cell = Cell(server_name, mode, plan)
+    port = free_port()
+    drain = plan.endswith("drain")
+    queue = f"q{port}"  # cells share one Redis: each its own queue
+    env = dict(
+        os.environ,
+        MODE=mode,
+        PORT=str(port),
+        DRAIN=str(DRAIN if drain else 0),
+        SLOW=str(SLOW),
+        BROKER=broker,
+        PYTHONPATH=str(PROGRAMS),
+        PYTHONDONTWRITEBYTECODE="1",
+        **dict(server.env),
+    )
+    argv = server.argv(mode) + (["-Q", queue] if server.tasks else [])
+    with testing.start(
+        command=argv, ready=server.ready, env=env, cwd=PROGRAMS, ready_timeout=30
+    ) as program:
+        outcome: list[str] = []
+        if server.tasks:
+            work = lambda: outcome.append(run_task(broker, queue))  # noqa: E731
+        else:
+            work = lambda: outcome.append(get(port, "/slow"))  # noqa: E731
+        client = threading.Thread(target=work)
+        client.start()
+        try:
+            program.wait_for("request started", timeout=15)
+            signals = PLANS[plan]
+            reloads = ""
+            if drain:
+                program.send(signals[0])
+                if not server.tasks:
+                    cell.ready = _probe_while_draining(port, program)
+                    cell.late = get(port, "/", timeout=5) if program.running else "refused"
+                result = program.wait(STOP_TIMEOUT)
+            elif plan == "HUP" and server.hup_reloads:
+                program.send("HUP")
+                client.join(STOP_TIMEOUT)
+                if not server.tasks:
+                    program.wait_for(server.ready, timeout=15)  # gunicorn's new worker
+                reloads = "reloads; "
+                result = program.stop("TERM", timeout=STOP_TIMEOUT)
+            else:
+                result = program.stop(*signals, interval=SECOND_AFTER, timeout=STOP_TIMEOUT)
+        finally:
+            client.join(STOP_TIMEOUT + 5)
+    cell.result = result
+    cell.request = outcome[0] if outcome else "no answer"
+    cell.cleanups = sum(line.startswith("cleanup ran") for line in result.stdout.splitlines())
+    cell.ended = reloads + describe_end(result)
+    cell.orphans = len(result.orphans)
+    cell.elapsed = result.elapsed
+    return cell
+
+
+def run_task(broker: str, queue: str) -> str:
+    """Send ``tasks.slow``; "done" once its result is stored, or "lost" if it never is."""
+    import json
+
+    import redis
+    from celery import Celery
+
+    app = Celery(broker=broker)
+    try:
+        task_id = app.send_task("tasks.slow", queue=queue).id
+    finally:
+        app.close()
+    store = redis.Redis.from_url(broker)
+    try:
+        deadline = time.monotonic() + STOP_TIMEOUT + 5
+        while time.monotonic() < deadline:
+            stored = store.get(f"celery-task-meta-{task_id}")
+            if stored is not None:
+                meta = json.loads(stored)
+                return "done" if meta.get("result") == "done" else str(meta.get("status")).lower()
+            time.sleep(0.05)  # the result store's own view, polled
+        return "lost"
+    finally:
+        store.close()
+
+
+def _probe_while_draining(port: int, program: testing.Program) -> str:
+    """The readiness probe, until it fails (503, refused) or the server ends: its first failure."""
+    deadline = time.monotonic() + DRAIN * 3 + 5
+    while program.running and time.monotonic() < deadline:
+        answer = get(port, "/ready", timeout=5)
+        if answer != "200":
+            return answer
+        time.sleep(0.02)  # a probe, like a kubelet's: the server's own view, polled
+    return "200 throughout"
+
+
+def run_cells(keys: list[tuple[str, str, str]], parallel: int, broker: str = "") -> list[Cell]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    if any(SERVERS[server].tasks for server, _, _ in keys):
+        # celery's lazy module is not safe to import from several threads at once: import here.
+        from celery import Celery  # noqa: F401
+    with ThreadPoolExecutor(parallel) as pool:
+        return list(pool.map(lambda key: run_cell(*key, broker=broker), keys))
+
+
+def summary(cells: list[Cell]) -> str:
+    lines = []
+    for c in cells:
+        drain = f" ready={c.ready} late={c.late}" if c.plan.endswith("drain") else ""
+        lines.append(
+            f"{c.server:24} {c.mode:8} {c.plan:12} request={c.request:9} cleanups={c.cleanups} "
+            f"ended={c.ended:8} orphans={c.orphans} {c.elapsed:5.2f}s{drain}"
+        )
+    return "\n".join(lines)
+
+
+def report(cell: Cell) -> Any:
+    return cell.result.report() if cell.result is not None else ""
+
+
+class Redis:
+    """A real redis-server on a free port of 127.0.0.1, in a temporary directory, for celery."""
+
+    def __init__(self, directory: Path) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server not found: scripts/test installs it (apt)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.program = testing.start(
+            command=[
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            ready=re.compile(r"Ready to accept connections"),
+        )
+
+    def stop(self) -> None:
+        self.program.stop("TERM")
