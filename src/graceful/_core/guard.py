@@ -186,10 +186,9 @@ class Guard:
         return f"<graceful.Guard {state} {self.options!r}>"
 
     async def __aenter__(self) -> Guard:
-        """In a running event loop: install through the loop; the block is the current task."""
-        from .._asyncio import guard as _async_guard
-
-        return await _async_guard.enter(self)
+        """In a running event loop: install through the loop's library (asyncio, or trio); the
+        block is the current task."""
+        return await _async_driver().enter(self)  # type: ignore[no-any-return]
 
     async def __aexit__(
         self,
@@ -197,9 +196,7 @@ class Guard:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> bool:
-        from .._asyncio import guard as _async_guard
-
-        return await _async_guard.exit(self, exc)
+        return await _async_driver().exit(self, exc)  # type: ignore[no-any-return]
 
     def _cancel_task(self) -> None:
         """A signal ends the block that is a task: cancel it, and wake its loop."""
@@ -439,12 +436,33 @@ def _check_no_running_loop() -> None:
     """A plain ``with`` guard inside a coroutine would raise Signalled into the event loop's own
     code (between two callbacks, say): inside a running loop the guard must be ``async with``."""
     asyncio = sys.modules.get("asyncio")
-    if asyncio is not None and asyncio.events._get_running_loop() is not None:
+    running = asyncio is not None and asyncio.events._get_running_loop() is not None
+    if running or _in_trio():
         raise RuntimeError(
             "graceful.guard(): an event loop is running in this thread; use `async with "
             "graceful.guard():` inside a coroutine (a signal then cancels the task that entered "
             "it), or @graceful.main on your `async def main()`"
         )
+
+
+def _in_trio() -> bool:
+    """A trio task runs in this thread (trio itself, or anyio on trio). Never imports trio: a
+    program that has not imported it is not running it."""
+    lowlevel = getattr(sys.modules.get("trio"), "lowlevel", None)  # None while trio loads
+    in_task = getattr(lowlevel, "in_trio_task", None)  # trio >= 0.23
+    return in_task is not None and bool(in_task())
+
+
+def _async_driver() -> Any:
+    """The driver of the library running this coroutine: trio's for a trio task (trio, anyio on
+    trio), asyncio's otherwise (asyncio, uvloop, anyio on asyncio). Each is loaded on first use."""
+    if _in_trio():
+        from .._trio import driver as trio_driver
+
+        return trio_driver
+    from .._asyncio import guard as asyncio_driver
+
+    return asyncio_driver
 
 
 def _signal_of(sig: int) -> int:

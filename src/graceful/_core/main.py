@@ -49,6 +49,7 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
     override_ignored: bool = False,
     drain: float = 0.0,
     loop_factory: Optional[Callable[[], AbstractEventLoop]] = None,
+    backend: Literal["asyncio", "trio"] = "asyncio",
 ) -> Callable[
     [Callable[_P, Union[Optional[int], Awaitable[Optional[int]]]]], Callable[_P, NoReturn]
 ]: ...
@@ -66,6 +67,7 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
     override_ignored: object = False,
     drain: object = 0.0,
     loop_factory: Optional[Callable[[], Any]] = None,
+    backend: object = "asyncio",
 ) -> Any:
     """Run ``func`` inside :func:`graceful.guard` and exit with its result.
 
@@ -79,6 +81,8 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
     does (``loop_factory=`` for uvloop and friends): a signal cancels the main task, so
     ``async with`` blocks and ``finally`` clauses unwind; then the other tasks are cancelled,
     the cleanups run in that loop (``async def`` ones awaited), and the process ends as above.
+    ``backend="trio"`` runs it with ``trio.run`` instead (as ``anyio.run(..., backend=)``
+    names it): a signal cancels the main task's cancel scope.
     """
     options = Options.parse(
         signals,
@@ -91,6 +95,16 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
         drain=drain,
     )
 
+    if backend not in ("asyncio", "trio"):
+        raise ValueError(
+            f"@graceful.main: backend must be 'asyncio' or 'trio', got {backend!r} (anyio "
+            "programs choose the one they run on, as with anyio.run(..., backend=))"
+        )
+    if backend == "trio" and loop_factory is not None:
+        raise TypeError(
+            "@graceful.main: loop_factory chooses an asyncio event loop; trio has none to "
+            "choose: drop loop_factory, or use backend='asyncio'"
+        )
     if loop_factory is not None and not callable(loop_factory):
         raise TypeError(
             f"@graceful.main: loop_factory must be a callable that returns an event loop (such "
@@ -102,14 +116,19 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
 
             @functools.wraps(f)
             def run_async(*args: Any, **kwargs: Any) -> NoReturn:
+                if backend == "trio":
+                    from .._trio import driver
+
+                    driver.run(f, args, kwargs, options)
                 from .._asyncio import runner
 
                 runner.run(f, args, kwargs, options, loop_factory)
 
             return run_async
-        if loop_factory is not None:
+        if loop_factory is not None or backend != "asyncio":
             raise TypeError(
-                "@graceful.main: loop_factory applies to an `async def` main only; "
+                f"@graceful.main: {'loop_factory' if loop_factory is not None else 'backend'} "
+                "applies to an `async def` main only; "
                 f"{getattr(f, '__qualname__', f)!r} is a plain function"
             )
 

@@ -1,0 +1,266 @@
+"""The trio driver: ``async with graceful.guard()`` inside ``trio.run`` (or ``anyio.run`` on
+trio), and ``@graceful.main(backend="trio")``.
+
+The guard installs graceful's own Python handler (as the synchronous guard does) and wraps its
+block in a trio cancel scope. A guarded signal never raises into the block: the handler asks the
+run, through its token (signal- and thread-safe), to cancel that scope, so the block unwinds the
+trio way (``finally`` clauses, ``async with`` exits, nurseries). Its exit closes the scope (the
+``Cancelled`` ends there, or becomes ``Signalled`` for the enclosing block), and then, shielded
+from any other cancellation and bounded only by the deadline, does what the asyncio guard does:
+break callbacks, the block's cleanups, the registered cleanups (``async def`` ones awaited in
+this run), and the end of the process by the signal. trio's wakeup fd stays trio's: the watcher
+thread only keeps the deadline. What the handler replaced (trio's own SIGINT handler, say) comes
+back at the exit where graceful's handler is still installed.
+"""
+
+from __future__ import annotations
+
+import _signal  # type: ignore[import-not-found]
+import sys
+import time
+
+import trio
+
+from .._core import dispositions as _dispositions
+from .._core import guard as _guard
+from .._core import registry as _registry
+from .._core import timeline as _timeline
+from .._core import watcher as _watcher
+from .._core.checks import check_main_thread, check_posix
+from .._core.errors import Signalled, signalled
+from .._core.guard import Guard, _handler
+from .._core.machine import BREAK_SHARE, BREAK_WAIT_WITHOUT_DEADLINE, Phase, machine
+from .._core.options import Options
+
+TYPE_CHECKING = False  # typing costs import time; annotations are strings here
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn, Optional
+
+#: How often the exit looks whether the break thread is done (it sets a thread's event).
+BREAK_POLL = 0.005
+
+
+class Block:
+    """The guarded block as the core's handler sees it (``Guard._task`` and ``Guard._loop``):
+    ``done()``, ``cancel()`` and ``call_soon_threadsafe()``, for a cancel scope in a trio run."""
+
+    __slots__ = ("closed", "scope", "token")
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.token = trio.lowlevel.current_trio_token()
+        self.closed = False  # the scope is exited: a signal now cancels nothing
+
+    def done(self) -> bool:
+        return self.closed
+
+    def cancel(self) -> None:
+        """From the signal handler: a scope is not signal-safe, the run's token is."""
+        self.call_soon_threadsafe(self._cancel)
+
+    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+        try:
+            self.token.run_sync_soon(callback)
+        except trio.RunFinishedError:
+            pass  # the run is over: nothing left to cancel
+
+    def _cancel(self) -> None:
+        if not self.closed:
+            self.scope.cancel()
+
+
+async def enter(guard: Guard) -> Guard:
+    check_main_thread("async with graceful.guard()")
+    check_posix("async with graceful.guard()")
+    if guard._active:
+        raise RuntimeError(
+            "this Guard is already active; use a new graceful.guard() for a nested block"
+        )
+    options = guard.options
+    sigs = tuple(
+        s for s in options.signums if options.override_ignored or not _dispositions.is_ignored(s)
+    )
+    block = Block()
+    blocked = _dispositions.block(sigs)  # the handler never sees half a guard
+    try:
+        _watcher.start_thread()  # the deadline's thread; the wakeup fd stays trio's
+        machine.arm(options, _handler)
+        machine.set_handled(machine.handled | frozenset(sigs))
+        guard._late = machine.phase >= Phase.CLEANING
+        guard._task = guard._loop = block
+        guard._saved = _dispositions.install(sigs, _handler)
+        guard._held = frozenset(sigs)
+        guard._active = True
+        guard.signal = None
+        _guard.push(guard)
+        block.scope.__enter__()
+    except BaseException:
+        guard._task = guard._loop = None
+        guard._undo_enter()
+        _dispositions.set_mask(blocked)
+        raise
+    # A signal that came meanwhile reaches the handler now: it cancels the scope.
+    _dispositions.set_mask(blocked)
+    if machine.want_raise() and not guard._late:
+        machine.mark_raised()
+        block.scope.cancel()  # a shutdown began before the block: it ends at its first await
+    return guard
+
+
+async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
+    """``Guard.__exit__`` for a trio task; the same steps, the waiting ones awaited."""
+    if not guard._active:
+        return False
+    block: Block = guard._task
+    block.closed = True
+    passing = exc
+    try:
+        tb = None if exc is None else exc.__traceback__
+        if block.scope.__exit__(None if exc is None else type(exc), exc, tb):
+            exc = None  # ended in the scope: our cancellation (or nothing was passing)
+    except BaseException as rest:  # a group without its Cancelled: the rest goes on
+        exc = rest
+    ours_cancel = block.scope.cancelled_caught
+    if ours_cancel and exc is None and machine.signal is not None:
+        exc = signalled(machine.signal)  # the cancellation was our doing: say what it was
+    with trio.CancelScope(shield=True):  # the deadline, which ends the process, bounds it
+        leaving = await _end_block(guard, exc)
+    if leaving is None:
+        return True  # nothing leaves the block (the Cancelled, if any, ended in its scope)
+    if leaving is passing:
+        return False  # what was passing goes on, untouched
+    raise leaving from leaving.__cause__  # not from the Cancelled it replaces
+
+
+async def _end_block(guard: Guard, exc: Optional[BaseException]) -> Optional[BaseException]:
+    """The steps of the exit, given what leaves the block now; returns what must leave the
+    guard (or ends the process)."""
+    outermost = _guard.active()[0] is guard
+    ours = not guard._late
+    if outermost and ours and machine.phase == Phase.DRAINING:
+        machine.end_drain()
+    if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
+        await _wait_for_breaks()
+    if guard._block_cleanups is not None:
+        await run_all(guard._block_cleanups)
+    if not outermost:
+        try:
+            guard._exit_inner(exc)
+        except Signalled as late:
+            return late  # the block ended as the signal came: the enclosing block gets it
+        return exc
+    return await _end_outermost(guard, exc, ours)
+
+
+async def _end_outermost(
+    guard: Guard, exc: Optional[BaseException], ours: bool
+) -> Optional[BaseException]:
+    """The registered cleanups (after a signal, or at the program's end), then the process ends
+    by the signal; with none, what the guard replaced comes back, as its last act."""
+    ran = False
+    sig = machine.signal if ours else None
+    while True:
+        if not ran and (sig is not None or guard._program):
+            machine.enter_cleaning()
+            final = None
+            if sig is not None and guard.options.on_signal != "raise":
+                final = "this process is ending by a signal"
+            await run_all(_registry.cleanups, final=final)
+            ran = True
+        if sig is not None:
+            break
+        # Put back what we replaced, as the last act, with our signals blocked: one that comes
+        # now is the previous disposition's once they are unblocked, and one that came before
+        # has been handled (pthread_sigmask runs the pending handlers) and is looked at here.
+        blocked = _dispositions.block(guard._held)
+        try:
+            sig = machine.signal if ours else None
+            if sig is None:
+                guard._close()
+                if guard._program:
+                    machine.end_episode()  # a normal end's cleaning is over
+                machine.disarm()
+        finally:
+            _dispositions.set_mask(blocked)
+        if sig is None:
+            return exc
+        if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
+            await _wait_for_breaks()
+    guard._ended_by(sig)
+    if sig == _signal.SIGINT:
+        _ki_handler_as_default(guard)
+    try:
+        guard._end(sig, exc)  # ends the process, or raises SystemExit or Signalled
+    except Signalled as raised:
+        return raised
+    return exc  # on_signal="raise", and the Signalled is passing already
+
+
+def _ki_handler_as_default(guard: Guard) -> None:
+    """trio's SIGINT handler is its stand-in for Python's ``default_int_handler`` (trio itself
+    puts that back when its run ends): the ending, which dies by SIGINT where it finds Python's,
+    must not re-raise the signal into trio's, which would only raise ``KeyboardInterrupt``."""
+    for saved in guard._saved:
+        if saved.sig == _signal.SIGINT and getattr(saved.handler, "__module__", "") == _TRIO_KI:
+            saved.handler = _signal.default_int_handler
+
+
+#: The module of trio's SIGINT handler (``KIManager.install``).
+_TRIO_KI = "trio._core._ki"
+
+
+async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:
+    """``Registry.run_all`` in a trio run, inside the exit's shielded scope."""
+    while True:
+        entry = registry.take()
+        if entry is None:
+            if final is None or registry.close(final):
+                return
+            continue
+        started = _registry.starting(entry)
+        error: Optional[BaseException] = None
+        try:
+            result: Any = entry.func(*entry.args, **entry.kwargs)
+            if _registry.is_coroutine(result):
+                await result
+        except BaseException as exc:
+            error = exc
+        _registry.finished(entry, registry.kind, started, error)
+
+
+async def _wait_for_breaks() -> None:
+    """``Shutdown.wait_for_breaks`` without blocking the run (the break thread runs apart)."""
+    if machine.breaks_pending_inline():
+        machine.wait_for_breaks()  # no thread could start: they run here, now
+        return
+    machine.begin_breaks()
+    options = machine.options
+    timeout = options.timeout if options is not None else None
+    share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
+    started = machine.started_at if machine.started_at is not None else time.monotonic()
+    done = machine.breaks_done
+    with trio.move_on_after(max(0.0, started + share - time.monotonic())):
+        while not done.is_set():
+            await trio.sleep(BREAK_POLL)
+    if not done.is_set():
+        _timeline.log_warning(
+            "graceful: break callbacks still running after %.3g s (their share of the "
+            "deadline); the cleanups start now while they go on",
+            share,
+        )
+
+
+def run(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: Options
+) -> NoReturn:
+    """``@graceful.main(backend="trio")``: ``trio.run`` with the program's guard around main."""
+    status = trio.run(_program, func, args, kwargs, options)
+    _timeline.end("normal", None, status if isinstance(status, int) else 0)
+    sys.exit(status)
+
+
+async def _program(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: Options
+) -> Any:
+    async with Guard(options, program=True):
+        return await func(*args, **kwargs)
