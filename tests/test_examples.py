@@ -79,6 +79,16 @@ def run_file(tmp_path: Path, name: str) -> Child:
 # --- what each example promises ----------------------------------------------------------------
 
 
+def readme_main(tmp_path: Path) -> None:
+    """SIGTERM in a query that never ends: the break callback interrupts it at once, the cleanup
+    closes the connection, and the program dies by SIGTERM, without a traceback."""
+    with run_file(tmp_path, "readme-main") as child:
+        child.wait_for("querying")
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    assert child.stderr == ""
+
+
 def readme_guard(tmp_path: Path) -> None:
     """A signal inside the block: the cleanup runs, the process dies by the signal, and the line
     after the block is not reached."""
@@ -181,6 +191,7 @@ def pool(name: str) -> Callable[[Path], None]:
 
 
 BEHAVIOUR: dict[str, Callable[[Path], None]] = {
+    "readme-main": readme_main,
     "backends-executor": pool("backends-executor"),
     "backends-pool": pool("backends-pool"),
     "readme-guard": readme_guard,
