@@ -93,8 +93,8 @@ def test_track_rejects_what_it_cannot_stop() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"signal": "TERM"}, TypeError, "signal number such as signal.SIGTERM"),
-        ({"signal": True}, TypeError, "signal number"),
+        ({"signal": "STOP"}, ValueError, "SIGSTOP does not end a process"),
+        ({"signal": True}, TypeError, "a signal.Signals, an int or a name such as 'TERM'"),
         ({"signal": 0}, ValueError, "only probes"),
         ({"signal": 12345}, ValueError, "not a signal on this platform"),
         ({"timeout": -1}, ValueError, ">= 0 seconds"),

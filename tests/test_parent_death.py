@@ -395,8 +395,10 @@ def test_spawned_children_start_with_default_signals_and_an_empty_mask() -> None
 
 
 def test_die_with_parent_checks_its_signal() -> None:
-    with pytest.raises(TypeError, match=r"signal number such as signal\.SIGTERM"):
-        die_with_parent("TERM")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"a signal\.Signals, an int or a name such as 'TERM'"):
+        die_with_parent(1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="SIGCONT does not end a process"):
+        die_with_parent("CONT")
     with pytest.raises(ValueError, match="only probes"):
         die_with_parent(0)
     with pytest.raises(ValueError, match="method must be one of"):

@@ -26,6 +26,8 @@ TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any, Optional, Union
 
+    from .._core.signals import SignalLike
+
 if TYPE_CHECKING:
     import subprocess
     from concurrent.futures import ProcessPoolExecutor
@@ -175,7 +177,7 @@ tracker = Tracker()
 def track(
     proc: _P,
     *,
-    signal: int = _signal.SIGTERM,
+    signal: SignalLike = _signal.SIGTERM,
     timeout: Optional[float] = 5.0,
     group: bool = False,
 ) -> _P:

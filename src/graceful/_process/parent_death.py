@@ -38,6 +38,8 @@ TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
+    from .._core.signals import SignalLike
+
 #: How often the last-resort method looks at ``os.getppid()``.
 POLL_INTERVAL = 0.1
 METHODS = ("pidfd", "lifeline", "poll")
@@ -95,7 +97,7 @@ _lock = threading.Lock()
 _state: Optional[_State] = None
 
 
-def die_with_parent(signal: int = _signal.SIGTERM) -> None:
+def die_with_parent(signal: SignalLike = _signal.SIGTERM) -> None:
     """Get ``signal`` when the parent process dies, however it dies (SIGKILL, a crash).
 
     Call it early in a child program, ideally from the main thread, then let your guard handle

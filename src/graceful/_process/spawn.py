@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     import subprocess
     from typing import Any, Callable, Optional, TypeVar
 
+    from .._core.signals import SignalLike
+
     _T = TypeVar("_T")
 
 #: How long spawn waits for the launcher to exec the program (a loaded machine is slow).
@@ -72,7 +74,7 @@ def spawn(
     args: Any,
     *,
     die_with_parent: bool = True,
-    signal: int = _signal.SIGTERM,
+    signal: SignalLike = _signal.SIGTERM,
     timeout: Optional[float] = 5.0,
     group: bool = False,
     supervise: bool = False,
