@@ -286,6 +286,20 @@ def test_the_program_runs_as_it_would_without_the_sweep(shutdown: Shutdown, tmp_
         assert counted[5] == expected[5] == "None None"
 
 
+def test_a_module_and_a_command(shutdown: Shutdown, tmp_path: Path) -> None:
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("from app import work\nwork.run()\n")
+    (package / "work.py").write_text("def run():\n    x = 1\n    return x\n")
+    by_module = shutdown.sweep(module="app", cwd=tmp_path, where="run")
+    assert [p.id for p in by_module.points] == ["app/work.py:2#1", "app/work.py:3#1"]
+    by_command = shutdown.sweep(command=[sys.executable, str(package / "work.py")], where="work.py")
+    assert [p.id for p in by_command.points] == ["work.py:1#1"]  # the def line; run() is not called
+    for run in by_module.runs + by_command.runs:
+        run.result.died_by("TERM")
+
+
 def test_refusals_say_what_to_do(shutdown: Shutdown, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"SIGKILL: it cannot be caught"):
         shutdown.sweep(code="pass", signal="KILL")
@@ -305,6 +319,8 @@ def test_refusals_say_what_to_do(shutdown: Shutdown, tmp_path: Path) -> None:
         shutdown.sweep(code="pass", then=("INT", "later"))
     with pytest.raises(ValueError, match=r"command= has no \.py file"):
         shutdown.sweep(command=["sleep", "0"])
+    with pytest.raises(SweepFailed, match=r"the budget of 0\.001 s ran out before the first"):
+        shutdown.sweep(code="x = 1\n", budget=0.001)
     with pytest.raises(SweepFailed, match=r"the counting run .* ran no line to sweep"):
         shutdown.sweep(code="x = 1\n", where=range(5, 6))
 
