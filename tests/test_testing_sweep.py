@@ -99,7 +99,9 @@ def test_a_half_written_transfer_is_found_and_named(shutdown: Shutdown, tmp_path
     assert [r.point.id for r in info.value.result.runs] == ["bank.py:15#2"]
 
     # The fix: one transaction per transfer. Every line now keeps the money.
-    fixed = shutdown.sweep(script=bank(tmp_path, transaction=True), check=money_is_kept)
+    fixed = shutdown.sweep(
+        script=bank(tmp_path, transaction=True), where="main", check=money_is_kept
+    )
     assert not fixed.failures
     assert fixed.not_covered == []
     assert "not covered: nothing, every point ran" in fixed.summary()
