@@ -391,7 +391,9 @@ def _call_check(check: Check, result: ShutdownResult, run: SweepRun) -> Optional
             check(result, run)
         else:
             check(result)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # pytest.fail() and pytest.skip() raise BaseExceptions too
         text = str(exc)
         return text if isinstance(exc, AssertionError) and text else f"{type(exc).__name__}: {exc}"
     return None
