@@ -302,6 +302,21 @@ def test_a_module_and_a_command(shutdown: Shutdown, tmp_path: Path) -> None:
         run.result.died_by("TERM")
 
 
+def test_each_run_has_its_own_directory(shutdown: Shutdown) -> None:
+    code = "import os, sys\nopen(os.path.join(sys.argv[1], 'mark'), 'w').close()\nx = 1\n"
+    dirs: list[str] = []
+
+    def check(result: ShutdownResult, run: SweepRun) -> None:
+        result.died_by("TERM")
+        assert result.command[-1] == run.dir
+        assert os.path.exists(os.path.join(run.dir, "mark")) == (run.point.line == 3)
+        dirs.append(run.dir)
+
+    swept = shutdown.sweep(code=code, args=[graceful.testing.RUN_DIR], check=check)
+    assert len(set(dirs)) == len(dirs) == len(swept.runs) == 3
+    assert not any(os.path.exists(d) for d in dirs)  # removed after each check
+
+
 def test_refusals_say_what_to_do(shutdown: Shutdown, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"SIGKILL: it cannot be caught"):
         shutdown.sweep(code="pass", signal="KILL")
