@@ -99,7 +99,9 @@ def test_a_half_written_transfer_is_found_and_named(shutdown: Shutdown, tmp_path
     assert [r.point.id for r in info.value.result.runs] == ["bank.py:15#2"]
 
     # The fix: one transaction per transfer. Every line now keeps the money.
-    fixed = shutdown.sweep(script=bank(tmp_path, transaction=True), check=money_is_kept)
+    fixed = shutdown.sweep(
+        script=bank(tmp_path, transaction=True), where="main", check=money_is_kept
+    )
     assert not fixed.failures
     assert fixed.not_covered == []
     assert "not covered: nothing, every point ran" in fixed.summary()
@@ -286,6 +288,35 @@ def test_the_program_runs_as_it_would_without_the_sweep(shutdown: Shutdown, tmp_
         assert counted[5] == expected[5] == "None None"
 
 
+def test_a_module_and_a_command(shutdown: Shutdown, tmp_path: Path) -> None:
+    package = tmp_path / "app"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("from app import work\nwork.run()\n")
+    (package / "work.py").write_text("def run():\n    x = 1\n    return x\n")
+    by_module = shutdown.sweep(module="app", cwd=tmp_path, where="run")
+    assert [p.id for p in by_module.points] == ["app/work.py:2#1", "app/work.py:3#1"]
+    by_command = shutdown.sweep(command=[sys.executable, str(package / "work.py")], where="work.py")
+    assert [p.id for p in by_command.points] == ["work.py:1#1"]  # the def line; run() is not called
+    for run in by_module.runs + by_command.runs:
+        run.result.died_by("TERM")
+
+
+def test_each_run_has_its_own_directory(shutdown: Shutdown) -> None:
+    code = "import os, sys\nopen(os.path.join(sys.argv[1], 'mark'), 'w').close()\nx = 1\n"
+    dirs: list[str] = []
+
+    def check(result: ShutdownResult, run: SweepRun) -> None:
+        result.died_by("TERM")
+        assert result.command[-1] == run.dir
+        assert os.path.exists(os.path.join(run.dir, "mark")) == (run.point.line == 3)
+        dirs.append(run.dir)
+
+    swept = shutdown.sweep(code=code, args=[graceful.testing.RUN_DIR], check=check)
+    assert len(set(dirs)) == len(dirs) == len(swept.runs) == 3
+    assert not any(os.path.exists(d) for d in dirs)  # removed after each check
+
+
 def test_refusals_say_what_to_do(shutdown: Shutdown, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"SIGKILL: it cannot be caught"):
         shutdown.sweep(code="pass", signal="KILL")
@@ -305,6 +336,8 @@ def test_refusals_say_what_to_do(shutdown: Shutdown, tmp_path: Path) -> None:
         shutdown.sweep(code="pass", then=("INT", "later"))
     with pytest.raises(ValueError, match=r"command= has no \.py file"):
         shutdown.sweep(command=["sleep", "0"])
+    with pytest.raises(SweepFailed, match=r"the budget of 0\.001 s ran out before the first"):
+        shutdown.sweep(code="x = 1\n", budget=0.001)
     with pytest.raises(SweepFailed, match=r"the counting run .* ran no line to sweep"):
         shutdown.sweep(code="x = 1\n", where=range(5, 6))
 

@@ -11,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import importlib.machinery
 import inspect
+import itertools
 import linecache
 import os
 import re
@@ -305,14 +306,13 @@ class _Sweeper:
         self.common = [("root", r) for r in target.roots] + [("exclude", e) for e in _excluded()]
         if "PYTHONPATH" in self.env:
             self.common.append(("pythonpath", self.env["PYTHONPATH"]))
-        self.serial = 0
+        self.serial = itertools.count(1)  # next() is atomic: runs start from several threads
 
     def run(
         self, settings: list[tuple[str, ...]]
     ) -> tuple[ShutdownResult, list[tuple[str, list[str]]], str]:
         """One run with the tracer's ``settings``: the result, the tracer's report, the dir."""
-        self.serial += 1
-        name = os.path.join(self.workdir, f"run{self.serial}")
+        name = os.path.join(self.workdir, f"run{next(self.serial)}")
         run_dir = name + ".dir"
         os.mkdir(run_dir)
         with open(name + ".settings", "w", encoding="utf-8", errors="surrogateescape") as f:
@@ -391,7 +391,9 @@ def _call_check(check: Check, result: ShutdownResult, run: SweepRun) -> Optional
             check(result, run)
         else:
             check(result)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # pytest.fail() and pytest.skip() raise BaseExceptions too
         text = str(exc)
         return text if isinstance(exc, AssertionError) and text else f"{type(exc).__name__}: {exc}"
     return None
@@ -491,6 +493,12 @@ def sweep(
         state.result.seconds = time.monotonic() - began
     if state.result.failures:
         raise SweepFailed(state.result.report(), state.result)
+    if not state.result.runs:
+        raise SweepFailed(
+            f"sweep: the budget of {budget:g} s ran out before the first run (the counting run "
+            f"took {per_run:.1f} s): give budget= more seconds\n\n{state.result.summary()}",
+            state.result,
+        )
     return state.result
 
 
