@@ -323,7 +323,7 @@ def test_a_default_timeout_fits_an_absolute_deadline() -> None:
     at = time.monotonic() + 6.0  # this process's share ends there; its own deadline 0.25 s before
     rc, err, took = run_program({"GRACEFUL_DEADLINE": f"at={at:.6f},less=4"})
     assert rc == -signal.SIGTERM, err
-    assert "deadline" in err
+    assert "shutdown deadline of" in err
     assert took < 2.0 + LATE  # 6 - 4 - 0.25 - start-up
 
 
