@@ -554,3 +554,58 @@ with graceful.guard():
     records = [json.loads(line) for line in timeline.read_text().splitlines()]
     (budget,) = [r for r in records if r["event"] == "budget"]
     assert "the deadline passed" in budget["refused"]
+
+
+def test_budget_remaining_during_the_stop_counts_down_to_the_deadline() -> None:
+    at = time.monotonic() + 5.0
+    code = """
+    import time, graceful
+    @graceful.register
+    def show():
+        print(round(graceful.deadline() - time.monotonic(), 1), graceful.budget_remaining() > 4)
+    @graceful.main
+    def main():
+        print("ready", flush=True)
+        time.sleep(60)
+    main()
+    """
+    rc, out, err, _ = stop_once_ready(code, {"GRACEFUL_DEADLINE": f"at={at:.6f}"})
+    assert rc == -signal.SIGTERM, err
+    left, more_than_4 = out.split()
+    assert 4.0 < float(left) <= 4.75
+    assert more_than_4 == "True"
+
+
+LEAVES_A_DAEMON = """
+import os, signal, sys, time
+if os.fork() == 0:  # the daemon: its parent exits at once, the supervisor adopts it
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+        print("ready", flush=True)
+        time.sleep(60)
+        os._exit(1)
+    os._exit(0)
+os.wait()
+time.sleep(60)
+"""
+
+
+def test_the_receipt_says_who_was_told_to_stop_without_a_budget(
+    trees: list[Tree], tmp_path: Path
+) -> None:
+    """``--report`` and ``--ready-file`` alone: the old countdown, and a receipt of it."""
+    ready = tmp_path / "ready"
+    tree = Tree(tmp_path, ["--ready-file", str(ready)], app=LEAVES_A_DAEMON)
+    trees.append(tree)
+    assert ready.exists()
+    tree.child.send(signal.SIGTERM)
+    assert tree.child.finish(TIMEOUT) == -signal.SIGTERM
+    assert not ready.exists()
+    (receipt,) = tree.receipts()
+    events = [(s["event"], s["signal"]) for s in receipt["signals"]]  # type: ignore[union-attr]
+    assert events[:2] == [("received", "SIGTERM"), ("forwarded", "SIGTERM")]
+    assert ("told", "SIGTERM") in events  # the adopted daemon
+    assert receipt["budget"]["kill_at"] == pytest.approx(8.0)  # type: ignore[index]
+    assert receipt["budget"]["passed_down"] is None  # type: ignore[index]
+    roles = sorted(e["role"] for e in receipt["ended"])  # type: ignore[union-attr]
+    assert roles == ["command", "orphan"], receipt

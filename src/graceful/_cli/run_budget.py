@@ -210,6 +210,10 @@ class Budget:
     def forwarded(self, sig: int, pid: int, now: float) -> None:
         self.signals.append({"t": now, "signal": self._name(sig), "event": "forwarded", "to": pid})
 
+    def told(self, sig: int, pid: int, now: float) -> None:
+        """An adopted orphan, or what the command left behind, was told to stop."""
+        self.signals.append({"t": now, "signal": self._name(sig), "event": "told", "to": pid})
+
     def reaped(self, pid: int, status: int, now: float) -> None:
         role = "command" if pid == self.child else "orphan"
         entry = {"pid": pid, "role": role, "t": now, **_how(status, self._name)}
