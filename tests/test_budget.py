@@ -609,3 +609,19 @@ def test_the_receipt_says_who_was_told_to_stop_without_a_budget(
     assert receipt["budget"]["passed_down"] is None  # type: ignore[index]
     roles = sorted(e["role"] for e in receipt["ended"])  # type: ignore[union-attr]
     assert roles == ["command", "orphan"], receipt
+
+
+@pytest.mark.parametrize("option", ["--ready-file", "--report"])
+def test_a_fifo_named_as_a_file_of_the_supervisor_never_blocks(option: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [*GRACEFUL, "run", option, str(fifo), "--", PY, "-c", "print('ran')"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran\n"
+    assert "No such device or address" in proc.stderr
