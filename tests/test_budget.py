@@ -46,6 +46,15 @@ def trees() -> Iterator[list[Tree]]:
         tree.child.__exit__(None, None, None)
 
 
+def wait_for_file(path: Path) -> None:
+    """The supervisor writes the readiness file once it knows the exec worked: a moment after
+    the command may have printed its own readiness line. Bounded."""
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.01)
+
+
 def start_tree(trees: list[Tree], tmp_path: Path, **env: str) -> Tree:
     options = ["--grace", str(GRACE), "--drain", str(DRAIN)]
     tree = Tree(tmp_path, options, env=env)
@@ -185,6 +194,7 @@ def test_the_readiness_file_goes_at_the_first_signal_and_the_command_still_runs(
     ready = tmp_path / "ready"
     tree = Tree(tmp_path, ["--grace", "4", "--drain", "1.5", "--ready-file", str(ready)])
     trees.append(tree)
+    wait_for_file(ready)
     assert ready.read_text() == "ready\n"
     tree.child.send(signal.SIGTERM)
     deadline = time.monotonic() + 1.0
@@ -597,7 +607,7 @@ def test_the_receipt_says_who_was_told_to_stop_without_a_budget(
     ready = tmp_path / "ready"
     tree = Tree(tmp_path, ["--ready-file", str(ready)], app=LEAVES_A_DAEMON)
     trees.append(tree)
-    assert ready.exists()
+    wait_for_file(ready)
     tree.child.send(signal.SIGTERM)
     assert tree.child.finish(TIMEOUT) == -signal.SIGTERM
     assert not ready.exists()
