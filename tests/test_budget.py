@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable, Optional
 
 import pytest
 
@@ -34,7 +35,7 @@ SUPERVISOR_KILL = GRACE - MARGIN  # 5.5
 APP_DEADLINE = SUPERVISOR_KILL - 0.25  # 5.25
 BACKEND_DEADLINE = SUPERVISOR_KILL - 0.5 - 0.25  # 4.75
 #: How late a step may be on a busy machine (each bound below stays inside the grace).
-LATE = 0.4
+LATE = 0.6
 
 
 @pytest.fixture
@@ -245,9 +246,11 @@ def test_systemd_gets_the_real_remaining_budget_and_never_kills(
     assert main, messages
     fields, at = main[0]
     assert fields["STOPPING"] == "1"
-    # What was really left: until the SIGKILL at 5.5 s, plus the margin.
+    # What was really left: until the SIGKILL at 5.5 s, plus the margin, counted from when the
+    # supervisor took the signal (a moment after it was sent, longer on a busy machine).
     extend = int(fields["EXTEND_TIMEOUT_USEC"]) / 1e6
-    assert extend == pytest.approx(SUPERVISOR_KILL + MARGIN - (at - sent), abs=0.15)
+    assert extend <= SUPERVISOR_KILL + MARGIN
+    assert at + extend >= sent + SUPERVISOR_KILL + MARGIN - 0.05
     assert session_members(tree.pid) == []
 
 
@@ -284,9 +287,11 @@ main()
 """
 
 
-def stop_once_ready(code: str, env: dict[str, str]) -> tuple[int, str, str, float]:
-    """Run ``code``, SIGTERM it after its "ready" line: (rc, stdout after it, stderr, seconds
-    from the signal to its end)."""
+def stop_once_ready(
+    code: str, env: dict[str, str], before_signal: Optional[Callable[[], None]] = None
+) -> tuple[int, str, str, float]:
+    """Run ``code``, SIGTERM it after its "ready" line (and ``before_signal()``): (rc, stdout
+    after it, stderr, seconds from the signal to its end)."""
     proc = subprocess.Popen(
         [PY, "-u", "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE,
@@ -297,6 +302,8 @@ def stop_once_ready(code: str, env: dict[str, str]) -> tuple[int, str, str, floa
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
+        if before_signal is not None:
+            before_signal()
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -330,11 +337,26 @@ def output(code: str, deadline: str = "") -> str:
 
 
 def test_a_default_timeout_fits_an_absolute_deadline() -> None:
+    # at= is fixed before the program starts: a slow start eats into it, never past it.
     at = time.monotonic() + 6.0  # this process's share ends there; its own deadline 0.25 s before
     rc, err, took = run_program({"GRACEFUL_DEADLINE": f"at={at:.6f},less=4"})
     assert rc == -signal.SIGTERM, err
     assert "shutdown deadline of" in err
-    assert took < 2.0 + LATE  # 6 - 4 - 0.25 - start-up
+    assert took < 1.75 + LATE  # 6 - 4 - 0.25, less the start-up
+
+
+def test_a_default_timeout_fits_a_deadline_published_at_the_stop(tmp_path: Path) -> None:
+    deadline = tmp_path / "deadline"
+
+    def publish() -> None:  # as graceful run does: after the program started, before the signal
+        deadline.write_text(f"{time.monotonic() + 1.5:.6f}\n")
+
+    rc, _, err, took = stop_once_ready(
+        PROGRAM.format(args=""), {"GRACEFUL_DEADLINE": f"file={deadline}"}, publish
+    )
+    assert rc == -signal.SIGTERM, err
+    assert "shutdown deadline of 1." in err  # 1.5 - 0.25, less the moment to the signal
+    assert 1.0 < took < 1.25 + LATE
 
 
 def test_an_explicit_timeout_wins_and_a_warning_says_it_does_not_fit() -> None:
@@ -566,8 +588,8 @@ with graceful.guard():
     assert "the deadline passed" in budget["refused"]
 
 
-def test_budget_remaining_during_the_stop_counts_down_to_the_deadline() -> None:
-    at = time.monotonic() + 5.0
+def test_budget_remaining_during_the_stop_counts_down_to_the_deadline(tmp_path: Path) -> None:
+    deadline = tmp_path / "deadline"
     code = """
     import time, graceful
     @graceful.register
@@ -579,7 +601,11 @@ def test_budget_remaining_during_the_stop_counts_down_to_the_deadline() -> None:
         time.sleep(60)
     main()
     """
-    rc, out, err, _ = stop_once_ready(code, {"GRACEFUL_DEADLINE": f"at={at:.6f}"})
+    rc, out, err, _ = stop_once_ready(
+        code,
+        {"GRACEFUL_DEADLINE": f"file={deadline}"},
+        lambda: deadline.write_text(f"{time.monotonic() + 5:.6f}"),
+    )
     assert rc == -signal.SIGTERM, err
     left, more_than_4 = out.split()
     assert 4.0 < float(left) <= 4.75
