@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable, Optional
 
 import pytest
 
@@ -34,7 +35,7 @@ SUPERVISOR_KILL = GRACE - MARGIN  # 5.5
 APP_DEADLINE = SUPERVISOR_KILL - 0.25  # 5.25
 BACKEND_DEADLINE = SUPERVISOR_KILL - 0.5 - 0.25  # 4.75
 #: How late a step may be on a busy machine (each bound below stays inside the grace).
-LATE = 0.4
+LATE = 0.6
 
 
 @pytest.fixture
@@ -44,6 +45,15 @@ def trees() -> Iterator[list[Tree]]:
     for tree in made:
         kill_session(tree.pid)
         tree.child.__exit__(None, None, None)
+
+
+def wait_for_file(path: Path) -> None:
+    """The supervisor writes the readiness file once it knows the exec worked: a moment after
+    the command may have printed its own readiness line. Bounded."""
+    deadline = time.monotonic() + TIMEOUT
+    while not path.exists():
+        assert time.monotonic() < deadline, f"no {path}"
+        time.sleep(0.01)
 
 
 def start_tree(trees: list[Tree], tmp_path: Path, **env: str) -> Tree:
@@ -185,6 +195,7 @@ def test_the_readiness_file_goes_at_the_first_signal_and_the_command_still_runs(
     ready = tmp_path / "ready"
     tree = Tree(tmp_path, ["--grace", "4", "--drain", "1.5", "--ready-file", str(ready)])
     trees.append(tree)
+    wait_for_file(ready)
     assert ready.read_text() == "ready\n"
     tree.child.send(signal.SIGTERM)
     deadline = time.monotonic() + 1.0
@@ -235,9 +246,11 @@ def test_systemd_gets_the_real_remaining_budget_and_never_kills(
     assert main, messages
     fields, at = main[0]
     assert fields["STOPPING"] == "1"
-    # What was really left: until the SIGKILL at 5.5 s, plus the margin.
+    # What was really left: until the SIGKILL at 5.5 s, plus the margin, counted from when the
+    # supervisor took the signal (a moment after it was sent, longer on a busy machine).
     extend = int(fields["EXTEND_TIMEOUT_USEC"]) / 1e6
-    assert extend == pytest.approx(SUPERVISOR_KILL + MARGIN - (at - sent), abs=0.15)
+    assert extend <= SUPERVISOR_KILL + MARGIN
+    assert at + extend >= sent + SUPERVISOR_KILL + MARGIN - 0.05
     assert session_members(tree.pid) == []
 
 
@@ -274,9 +287,11 @@ main()
 """
 
 
-def stop_once_ready(code: str, env: dict[str, str]) -> tuple[int, str, str, float]:
-    """Run ``code``, SIGTERM it after its "ready" line: (rc, stdout after it, stderr, seconds
-    from the signal to its end)."""
+def stop_once_ready(
+    code: str, env: dict[str, str], before_signal: Optional[Callable[[], None]] = None
+) -> tuple[int, str, str, float]:
+    """Run ``code``, SIGTERM it after its "ready" line (and ``before_signal()``): (rc, stdout
+    after it, stderr, seconds from the signal to its end)."""
     proc = subprocess.Popen(
         [PY, "-u", "-c", textwrap.dedent(code)],
         stdout=subprocess.PIPE,
@@ -287,6 +302,8 @@ def stop_once_ready(code: str, env: dict[str, str]) -> tuple[int, str, str, floa
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "ready\n"
+        if before_signal is not None:
+            before_signal()
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=TIMEOUT)
@@ -320,11 +337,26 @@ def output(code: str, deadline: str = "") -> str:
 
 
 def test_a_default_timeout_fits_an_absolute_deadline() -> None:
+    # at= is fixed before the program starts: a slow start eats into it, never past it.
     at = time.monotonic() + 6.0  # this process's share ends there; its own deadline 0.25 s before
     rc, err, took = run_program({"GRACEFUL_DEADLINE": f"at={at:.6f},less=4"})
     assert rc == -signal.SIGTERM, err
-    assert "deadline" in err
-    assert took < 2.0 + LATE  # 6 - 4 - 0.25 - start-up
+    assert "shutdown deadline of" in err
+    assert took < 1.75 + LATE  # 6 - 4 - 0.25, less the start-up
+
+
+def test_a_default_timeout_fits_a_deadline_published_at_the_stop(tmp_path: Path) -> None:
+    deadline = tmp_path / "deadline"
+
+    def publish() -> None:  # as graceful run does: after the program started, before the signal
+        deadline.write_text(f"{time.monotonic() + 1.5:.6f}\n")
+
+    rc, _, err, took = stop_once_ready(
+        PROGRAM.format(args=""), {"GRACEFUL_DEADLINE": f"file={deadline}"}, publish
+    )
+    assert rc == -signal.SIGTERM, err
+    assert "shutdown deadline of 1." in err  # 1.5 - 0.25, less the moment to the signal
+    assert 1.0 < took < 1.25 + LATE
 
 
 def test_an_explicit_timeout_wins_and_a_warning_says_it_does_not_fit() -> None:
@@ -554,3 +586,78 @@ with graceful.guard():
     records = [json.loads(line) for line in timeline.read_text().splitlines()]
     (budget,) = [r for r in records if r["event"] == "budget"]
     assert "the deadline passed" in budget["refused"]
+
+
+def test_budget_remaining_during_the_stop_counts_down_to_the_deadline(tmp_path: Path) -> None:
+    deadline = tmp_path / "deadline"
+    code = """
+    import time, graceful
+    @graceful.register
+    def show():
+        print(round(graceful.deadline() - time.monotonic(), 1), graceful.budget_remaining() > 4)
+    @graceful.main
+    def main():
+        print("ready", flush=True)
+        time.sleep(60)
+    main()
+    """
+    rc, out, err, _ = stop_once_ready(
+        code,
+        {"GRACEFUL_DEADLINE": f"file={deadline}"},
+        lambda: deadline.write_text(f"{time.monotonic() + 5:.6f}"),
+    )
+    assert rc == -signal.SIGTERM, err
+    left, more_than_4 = out.split()
+    assert 4.0 < float(left) <= 4.75
+    assert more_than_4 == "True"
+
+
+LEAVES_A_DAEMON = """
+import os, signal, sys, time
+if os.fork() == 0:  # the daemon: its parent exits at once, the supervisor adopts it
+    if os.fork() == 0:
+        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+        print("ready", flush=True)
+        time.sleep(60)
+        os._exit(1)
+    os._exit(0)
+os.wait()
+time.sleep(60)
+"""
+
+
+def test_the_receipt_says_who_was_told_to_stop_without_a_budget(
+    trees: list[Tree], tmp_path: Path
+) -> None:
+    """``--report`` and ``--ready-file`` alone: the old countdown, and a receipt of it."""
+    ready = tmp_path / "ready"
+    tree = Tree(tmp_path, ["--ready-file", str(ready)], app=LEAVES_A_DAEMON)
+    trees.append(tree)
+    wait_for_file(ready)
+    tree.child.send(signal.SIGTERM)
+    assert tree.child.finish(TIMEOUT) == -signal.SIGTERM
+    assert not ready.exists()
+    (receipt,) = tree.receipts()
+    events = [(s["event"], s["signal"]) for s in receipt["signals"]]  # type: ignore[union-attr]
+    assert events[:2] == [("received", "SIGTERM"), ("forwarded", "SIGTERM")]
+    assert ("told", "SIGTERM") in events  # the adopted daemon
+    assert receipt["budget"]["kill_at"] == pytest.approx(8.0)  # type: ignore[index]
+    assert receipt["budget"]["passed_down"] is None  # type: ignore[index]
+    roles = sorted(e["role"] for e in receipt["ended"])  # type: ignore[union-attr]
+    assert roles == ["command", "orphan"], receipt
+
+
+@pytest.mark.parametrize("option", ["--ready-file", "--report"])
+def test_a_fifo_named_as_a_file_of_the_supervisor_never_blocks(option: str, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.run(
+        [*GRACEFUL, "run", option, str(fifo), "--", PY, "-c", "print('ran')"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran\n"
+    assert "No such device or address" in proc.stderr

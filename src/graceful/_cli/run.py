@@ -105,7 +105,13 @@ class Supervisor:
         #: :mod:`.run_budget`, imported only then (a plain run pays nothing for it).
         self.budget: Optional[Budget] = None
         environ = os.environ
-        if opts.grace is not None or opts.drain or opts.report or _BUDGET_ENV & environ.keys():
+        if (
+            opts.grace is not None
+            or opts.drain
+            or opts.report
+            or opts.ready_file
+            or _BUDGET_ENV & environ.keys()
+        ):
             from .run_budget import Budget
 
             self.budget = Budget(opts, _say, _name)
@@ -156,6 +162,7 @@ class Supervisor:
         finally:
             self._take_terminal_back()
             if self.budget is not None:
+                self._reap()  # zombies the loop no longer counts, so the receipt has their end
                 self.budget.finish(self.status)
         assert self.status is not None
         return ending.exit_like(self.status)
@@ -438,6 +445,8 @@ class Supervisor:
             except ProcessLookupError:
                 pass
             self.told.add(p.pid)
+            if self.budget is not None:
+                self.budget.told(sig, p.pid, time.monotonic())
 
     def _leftovers(self) -> list[procfs.Stat]:
         """Live processes below us, and in the command's process group."""
@@ -488,6 +497,8 @@ class Supervisor:
         for p in new:
             self._send_by_identity(p, sig)
             self.told.add(p.pid)
+            if self.budget is not None:
+                self.budget.told(sig, p.pid, now)
         if self.kill_at is None and self.opts.timeout is not None:
             self.kill_at = now + self.opts.timeout
 

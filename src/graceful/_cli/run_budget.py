@@ -101,7 +101,8 @@ class Budget:
         self.child = child
         if self.opts.ready_file is not None:
             try:
-                fd = os.open(self.opts.ready_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC
+                fd = os.open(self.opts.ready_file, flags, 0o644)  # a FIFO: ENXIO, not a hang
                 os.write(fd, b"ready\n")
                 os.close(fd)
             except OSError as exc:
@@ -209,6 +210,10 @@ class Budget:
 
     def forwarded(self, sig: int, pid: int, now: float) -> None:
         self.signals.append({"t": now, "signal": self._name(sig), "event": "forwarded", "to": pid})
+
+    def told(self, sig: int, pid: int, now: float) -> None:
+        """An adopted orphan, or what the command left behind, was told to stop."""
+        self.signals.append({"t": now, "signal": self._name(sig), "event": "told", "to": pid})
 
     def reaped(self, pid: int, status: int, now: float) -> None:
         role = "command" if pid == self.child else "orphan"
