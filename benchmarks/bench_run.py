@@ -3,10 +3,15 @@
 * start-up: ``TOOL -- true``, from ``Popen`` to ``waitpid``, the tools alternating (a blocking
   wait: ``subprocess.run(timeout=...)`` polls and rounded every figure up to 1, 3, 7, 15, 31 or
   63 ms, see ``Context.time_process``);
+* start-up in instructions (callgrind, the supervisor's own process): the wall figure is a
+  CPU-bound Python start against a 1.5 ms C program, so its difference grows with the machine's
+  load; the instruction count does not (see FINDINGS.md, "graceful run start-up");
 * signal forwarding latency: each tool runs the same responder (SIGUSR1 blocked, taken with
   ``sigwaitinfo``, which writes ``time.monotonic()`` at once); this process sends SIGUSR1 to the
-  tool and reads the time its child got it, the tools alternating signal by signal; the median
-  per round (ratio per round) and the p99 of all samples;
+  tool and reads the time its child got it, the tools alternating signal by signal. Each of
+  several sessions starts the tools afresh; the figure is the median of each session's median
+  (min-max: the spread across sessions, each session an independent run) and the p99 of all
+  samples;
 * RSS of the running tool (VmRSS);
 * exit-status fidelity: the return code the parent sees, against the bare command's.
 
@@ -29,10 +34,13 @@ from _measure import (
     Figure,
     Stats,
     delta_target,
+    instructions,
+    loadavg,
     ratio_target,
     reap,
     rss_mib,
     unavailable,
+    valgrind,
     value_target,
     wait_line,
 )
@@ -206,6 +214,30 @@ def statuses(ctx: Context, tools: dict[str, list[str]]) -> dict[str, dict[str, i
     return out
 
 
+def sessions(
+    ctx: Context, tools: dict[str, list[str]], count: int, per_session: int
+) -> tuple[dict[str, list[list[float]]], dict[str, list[float]], dict[str, list[float]]]:
+    """``count`` independent forwarding runs (fresh tool processes each): latencies in ms,
+    [session][sample] per tool; RSS MiB per session; the load average before each session."""
+    lat: dict[str, list[list[float]]] = {t: [] for t in tools}
+    rss: dict[str, list[float]] = {t: [] for t in tools}
+    loads: list[float] = []
+    for _ in range(count):
+        loads.append(loadavg()[0])
+        one, mem, _threads_seen = forwarding(ctx, tools, 1, per_session)
+        for t in tools:
+            lat[t].append(one[t][0])
+            rss[t].extend(mem[t])
+    return lat, rss, {"load": loads}
+
+
+def startup_instructions(ctx: Context, tools: dict[str, list[str]]) -> dict[str, float]:
+    """Instructions (millions) of each tool's own process for ``TOOL -- true`` (callgrind)."""
+    if valgrind() is None:
+        return {}
+    return {t: instructions(ctx, [*tools[t], "true"]) / 1e6 for t in tools}
+
+
 def run(ctx: Context) -> list[Figure]:
     tools, origin = locate_tools(ctx)
     used = "; ".join(f"{k}: {v}" for k, v in origin.items())
@@ -213,8 +245,12 @@ def run(ctx: Context) -> list[Figure]:
     figures: list[Figure] = []
     have_graceful = "graceful run" in tools
     have_tini = "tini" in tools
+    load_before = loadavg()[0]
     ups = startup(ctx, tools, ctx.rounds(30, 10))
-    lat, rss, _threads_seen = forwarding(ctx, tools, ctx.rounds(5, 2), ctx.rounds(100, 20))
+    load = f"load average {load_before:.2f} -> {loadavg()[0]:.2f}"
+    counted = startup_instructions(ctx, tools)
+    lat, rss, meta = sessions(ctx, tools, ctx.rounds(7, 2), ctx.rounds(100, 20))
+    session_loads = ", ".join(f"{x:.2f}" for x in meta["load"])
     status = statuses(ctx, tools)
 
     def med_per_round(name: str) -> list[float]:
@@ -251,9 +287,21 @@ def run(ctx: Context) -> list[Figure]:
                 ups[name],
                 ups["tini"],
                 delta_target(25.0, "ms") if is_g else None,
-                note=f"bare `true`: {_median(ups['bare']):.1f} ms",
+                note=f"bare `true`: {_median(ups['bare']):.1f} ms; {load}",
             )
         )
+        if name in counted and "tini" in counted:
+            figures.append(
+                Figure.paired(
+                    NAME,
+                    f"{name}: start-up, instructions (callgrind)",
+                    "tini -s -- true",
+                    "M instr",
+                    [counted[name]],
+                    [counted["tini"]],
+                    note="the tool's own process; load-independent",
+                )
+            )
         figures.append(
             Figure.paired(
                 NAME,
@@ -263,6 +311,8 @@ def run(ctx: Context) -> list[Figure]:
                 med_per_round(name),
                 med_per_round("tini"),
                 ratio_target(1.25) if is_g else None,
+                note=f"median [min-max] of {len(lat[name])} sessions' medians, each from fresh "
+                f"processes; load average at each session: {session_loads}",
             )
         )
         p99 = Stats.of(pooled(name))

@@ -166,9 +166,16 @@ def test_the_program_gets_default_signals_an_empty_mask_and_the_same_privileges(
     assert lines["fast"] == "True", parent.lines
     assert lines["status"] == "0", parent.lines
     popen, spawned = ast.literal_eval(lines["popen"]), ast.literal_eval(lines["spawn"])
-    assert "SigBlk:\t0000000000000000" in spawned, spawned
-    assert "SigIgn:\t0000000000000000" in spawned, spawned
-    assert spawned == popen  # capabilities, no_new_privs, seccomp: setpriv changed nothing
+    fields = dict(line.split(":\t") for line in spawned if line)
+    # Signals 32 and 33 belong to the C library: on 3.13 a program exec'd by another one can
+    # inherit them as ignored, through either launcher (see test_parent_death), and no program
+    # can reset them. Every other signal is at its default, and none is blocked.
+    libc_owned = (1 << 31) | (1 << 32)
+    assert int(fields["SigBlk"], 16) == 0, spawned
+    assert int(fields["SigIgn"], 16) & ~libc_owned == 0, spawned
+    same = [line for line in spawned if not line.startswith("SigIgn")]
+    assert same == [line for line in popen if not line.startswith("SigIgn")]  # setpriv changed
+    # no capability, no_new_privs, no seccomp filter
 
 
 def test_every_signal_has_a_name_setpriv_takes() -> None:

@@ -1,9 +1,11 @@
 """``graceful.spawn``: ``subprocess.Popen`` + ``track`` + parent-death protection.
 
-The child first runs the launcher (``_launcher.py``) in a fresh interpreter, which sets up what
-must happen between fork and exec (default signals, empty mask, process group, PR_SET_PDEATHSIG,
-the check that the parent is still alive) and then execs the program. No ``preexec_fn``: Python
-code between fork and exec can deadlock when the parent has threads.
+The child first runs a launcher, which sets up what must happen between fork and exec (default
+signals, empty mask, process group, PR_SET_PDEATHSIG, the check that the parent is still alive)
+and then execs the program: util-linux ``setpriv`` and ``/bin/sh`` where they keep every
+guarantee (``native_launch.py``: three execs, no interpreter), else ``launcher.py`` in a fresh
+interpreter. No ``preexec_fn``: Python code between fork and exec can deadlock when the parent
+has threads.
 
 ``spawn`` does not wait for the launcher (a second interpreter start is 20 to 60 times a
 ``Popen``): it returns as soon as ``Popen`` does, and stays race-free where it matters. The
