@@ -192,3 +192,36 @@ def test_a_guard_around_a_lifespan_is_refused_not_left_serving(tmp_path: Path) -
     assert "Uvicorn running" not in result.stderr  # it never served
     assert result.exit_code not in (None, 0), result.report()
     result.no_orphans()
+
+
+def readme_kubernetes_recipe() -> str:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Running under Kubernetes", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_kubernetes_recipe_works_around_a_real_uvicorn(tmp_path: Path) -> None:
+    import re
+
+    from graceful import testing
+
+    port = servers_support.free_port()
+    code = readme_kubernetes_recipe()
+    # As printed, but on a free port of 127.0.0.1 and with a 1 s drain.
+    for printed, here in (
+        ('host="0.0.0.0", port=8000', f'host="127.0.0.1", port={port}'),
+        ("drain=10", "drain=1"),
+    ):
+        assert code.count(printed) == 1, printed
+        code = code.replace(printed, here)
+    (tmp_path / "service.py").write_text(code)
+    with testing.start(
+        script=tmp_path / "service.py", ready=re.compile("Uvicorn running on"), ready_timeout=30
+    ) as program:
+        assert servers_support.get(port, "/ready") == "200"
+        program.send("TERM")
+        assert servers_support.get(port, "/ready") == "503"  # draining: the probe fails...
+        assert servers_support.get(port, "/docs") == "200"  # ...and requests are still served
+        result = program.wait(20)
+    result.died_by("TERM").no_orphans().ended_within(1 + 5)
+    assert [e["event"] for e in result.timeline][:3] == ["signal", "drain_start", "drain_end"]
