@@ -25,7 +25,7 @@ from graceful import testing
 PROGRAMS = Path(__file__).parent / "server_programs"
 SLOW = 1.5  # seconds the slow request takes
 DRAIN = 1.0  # seconds of drain in the drain plan
-STOP_TIMEOUT = 20.0  # a server still running this long after the first signal is SIGKILLed
+STOP_TIMEOUT = 15.0  # a server still running this long after the first signal is SIGKILLed
 SECOND_AFTER = 0.3  # seconds between the two signals of a "twice" plan
 
 
@@ -38,6 +38,7 @@ class Server:
     cleanups: int = 1  # processes with a cleanup: 2 for gunicorn (master and worker)
     hup_reloads: bool = False  # SIGHUP reloads the workers: the plan then stops it with SIGTERM
     tasks: bool = False  # a task queue (celery): the in-flight work is a task, no readiness
+    under_main: bool = False  # graceful's recipe runs it under @graceful.main: ends by the signal
 
 
 def _script(name: str) -> Callable[[str], list[str]]:
@@ -51,9 +52,43 @@ def _gunicorn(app: str) -> Callable[[str], list[str]]:
 SERVERS = {
     s.name: s
     for s in (
-        Server("uvicorn", _script("serve_uvicorn.py"), re.compile(r"Uvicorn running on")),
-        Server("hypercorn", _script("serve_hypercorn.py"), re.compile(r"Running on http")),
-        Server("aiohttp", _script("serve_aiohttp.py"), re.compile(r"Running on http")),
+        Server(
+            "uvicorn",
+            _script("serve_uvicorn.py"),
+            re.compile(r"Uvicorn running on"),
+            under_main=True,
+        ),
+        Server(
+            "uvicorn --workers 2",
+            lambda mode: [
+                sys.executable,
+                "-u",
+                "-m",
+                "uvicorn",
+                "asgi_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--workers",
+                "2",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            re.compile(r"Application startup complete"),
+            env=(("LIFESPAN_RECIPE", "1"),),
+            cleanups=2,
+            hup_reloads=True,
+        ),
+        Server(
+            "hypercorn",
+            _script("serve_hypercorn.py"),
+            re.compile(r"Running on http"),
+            under_main=True,
+        ),
+        Server(
+            "aiohttp", _script("serve_aiohttp.py"), re.compile(r"Running on http"), under_main=True
+        ),
         Server(
             "gunicorn gthread",
             _gunicorn("wsgi_app:app"),
@@ -187,7 +222,8 @@ def run_cell(server_name: str, mode: str, plan: str, broker: str = "") -> Cell:
         PYTHONDONTWRITEBYTECODE="1",
         **dict(server.env),
     )
-    argv = server.argv(mode) + (["-Q", queue] if server.tasks else [])
+    argv = [a.replace("{port}", str(port)) for a in server.argv(mode)]
+    argv += ["-Q", queue] if server.tasks else []
     with testing.start(
         command=argv, ready=server.ready, env=env, cwd=PROGRAMS, ready_timeout=30
     ) as program:
@@ -334,6 +370,8 @@ def _work(cell: Cell) -> str:
 
 
 def _cleanups(cell: Cell) -> str:
+    if cell.ended.startswith("reloads"):
+        return str(cell.cleanups)  # the reloaded workers' too
     return f"{cell.cleanups}/{SERVERS[cell.server].cleanups}"
 
 
@@ -345,10 +383,37 @@ def _drain(cell: Cell) -> str:
     return f"ready {cell.ready}, late {cell.late}"
 
 
+def row(alone: Cell, ours: Cell) -> str:
+    """The table's row for one server and plan."""
+    if alone.plan.endswith("drain"):
+        cells = [alone.server, alone.plan, _drain(alone), "", "", _drain(ours), "", ""]
+    else:
+        cells = [alone.server, alone.plan]
+        for c in (alone, ours):
+            cells += [_work(c), _cleanups(c), c.ended]
+    return "| " + " | ".join(cells) + " |"
+
+
+def row_of(cells: list[Cell], server: str, plan: str) -> Optional[str]:
+    by_key = {c.key: c for c in cells}
+    alone = by_key.get((server, "alone", plan))
+    ours = by_key.get((server, "graceful", plan))
+    return None if alone is None or ours is None else row(alone, ours)
+
+
+def rows(document: str) -> dict[tuple[str, str], str]:
+    """The rows docs/servers.md holds, by server and plan."""
+    found = {}
+    for line in document.partition(BEGIN)[2].partition(END)[0].splitlines():
+        parts = [p.strip() for p in line.strip().strip("|").split("|")]
+        if len(parts) > 2 and parts[0] in SERVERS:
+            found[(parts[0], parts[1])] = line
+    return found
+
+
 def table(cells: list[Cell]) -> str:
     """One row per server and plan: the in-flight work, the cleanups that ran (of those
     registered), how the process ended; alone, then with graceful's recipe."""
-    by_key = {c.key: c for c in cells}
     lines = [
         "| server | signal | alone: in flight | cleanups | ends | graceful: in flight | "
         "cleanups | ends |",
@@ -356,17 +421,9 @@ def table(cells: list[Cell]) -> str:
     ]
     for server in SERVERS:
         for plan in PLANS:
-            alone = by_key.get((server, "alone", plan))
-            ours = by_key.get((server, "graceful", plan))
-            if alone is None or ours is None:
-                continue
-            if plan.endswith("drain"):
-                row = [server, plan, _drain(alone), "", "", _drain(ours), "", ""]
-            else:
-                row = [server, plan]
-                for c in (alone, ours):
-                    row += [_work(c), _cleanups(c), c.ended]
-            lines.append("| " + " | ".join(row) + " |")
+            line = row_of(cells, server, plan)
+            if line is not None:
+                lines.append(line)
     return "\n".join(lines) + "\n"
 
 
