@@ -1,9 +1,14 @@
 """An ASGI app: /slow takes SLOW seconds, /ready fails while draining. Without graceful its
-lifespan shutdown is the cleanup (the best a server offers alone)."""
+lifespan shutdown is the cleanup (the best a server offers alone); run by uvicorn's command with
+graceful, the lifespan registers the cleanup and calls ``graceful.ashutdown()``."""
 
 import asyncio
+import os
 
 from common import GRACEFUL, SLOW, cleanup, draining, say
+
+#: Run by uvicorn's command: graceful's recipe is the lifespan's (register, then ashutdown()).
+LIFESPAN_RECIPE = GRACEFUL and os.environ.get("LIFESPAN_RECIPE") == "1"
 
 
 async def app(scope, receive, send):
@@ -11,10 +16,18 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if LIFESPAN_RECIPE:
+                    import graceful
+
+                    graceful.register(cleanup)
                 await send({"type": "lifespan.startup.complete"})
             else:
                 if not GRACEFUL:
                     cleanup()
+                elif LIFESPAN_RECIPE:
+                    import graceful
+
+                    await graceful.ashutdown()  # the recipe for uvicorn's command
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     status, body = 200, b"ok"

@@ -42,6 +42,7 @@ async def enter(guard: Guard) -> Guard:
     sigs = tuple(
         s for s in options.signums if options.override_ignored or not _dispositions.is_ignored(s)
     )
+    _check_no_server_owns(sigs)
     restore: list[Callable[[], object]] = []
     try:
         _watcher.start_thread()  # the deadline's thread; the loop owns the wakeup fd
@@ -65,6 +66,27 @@ async def enter(guard: Guard) -> Guard:
             machine.disarm()
         raise
     return guard
+
+
+def _check_no_server_owns(sigs: tuple[int, ...]) -> None:
+    """A server that installed its own Python handler (uvicorn's ``Server.handle_exit``) owns
+    the signal in this loop: taking it would run the cleanups at the first signal and leave the
+    server serving with closed resources. Refuse, and say what to use instead."""
+    for sig in sigs:
+        handler = signal.getsignal(sig)
+        if not callable(handler) or handler in (_handler, signal.default_int_handler):
+            continue
+        inner = getattr(handler, "func", handler)  # functools.partial (asyncio.Runner's SIGINT)
+        if getattr(inner, "__module__", "").startswith(("asyncio", "graceful")):
+            continue  # the loop's own (add_signal_handler, asyncio.run's Ctrl-C), or graceful's
+        raise RuntimeError(
+            f"async with graceful.guard(): {signal.Signals(sig).name} is handled by "
+            f"{getattr(handler, '__qualname__', handler)!r}, a server that owns the signals in "
+            "this loop; a guard here would run the cleanups at the first signal while the "
+            "server serves on. Call `await graceful.ashutdown()` from the server's shutdown hook "
+            "(after a lifespan's yield), or run the server with graceful.integrations "
+            "(docs/servers.md)"
+        )
 
 
 def _replace(loop: asyncio.AbstractEventLoop, sig: int, guard: Guard) -> Callable[[], None]:

@@ -1,0 +1,237 @@
+"""Issue 22: graceful inside the servers people run (graceful.integrations).
+
+The core subset of the conformance matrix (tests/test_servers_matrix.py runs all of it): each
+server with graceful's recipe, a slow request in flight, then SIGTERM with a drain (a real
+readiness probe on 127.0.0.1, a late request during the drain) and SIGTERM alone. Plus the
+helpers' refusals and celery's strong references.
+"""
+
+from __future__ import annotations
+
+import gc
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+import servers_support
+from helpers import run
+
+HTTP_SERVERS = ["uvicorn", "hypercorn", "aiohttp", "gunicorn gthread", "gunicorn UvicornWorker"]
+
+
+SERVED = ("200", "done")
+
+
+def check_graceful_cell(
+    cell: servers_support.Cell, alone: Optional[servers_support.Cell] = None
+) -> None:
+    """What graceful promises under a server: the request in flight is served (where the server
+    alone serves it: gunicorn's SIGINT and SIGQUIT are quick stops by design), each process's
+    cleanups run exactly once, the process ends as it should (by the signal under @main; as the
+    server alone ends it otherwise), nothing is left behind, in time."""
+    server = servers_support.SERVERS[cell.server]
+    result = cell.result
+    assert result is not None
+    report = result.report()
+    if alone is None or alone.request in SERVED:
+        assert cell.request in SERVED, report
+    assert cell.cleanups == server.cleanups, report
+    pids = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("cleanup")]
+    assert len(pids) == len(set(pids)), report  # once per process
+    if server.under_main:
+        result.died_by(servers_support.PLANS[cell.plan][0])
+    elif alone is not None and alone.result is not None and not alone.result.timed_out:
+        result.exited_with(alone.result.exit_code if alone.result.exit_code is not None else 0)
+    else:
+        result.exited_with(0)
+    result.no_orphans()
+    bound = servers_support.SLOW + servers_support.DRAIN + 5.0  # the servers' own 5 s timeouts
+    result.ended_within(bound)
+
+
+@pytest.mark.parametrize("server", HTTP_SERVERS)
+def test_drain_under_a_server_that_owns_the_signals(server: str) -> None:
+    cell = servers_support.run_cell(server, "graceful", "TERM, drain")
+    report = cell.result.report() if cell.result else ""
+    # The readiness probe failed during the drain while the server still served a late request.
+    assert cell.ready == "503", report
+    assert cell.late == "200", report
+    check_graceful_cell(cell)
+    # The drain lasted its time: the shutdown began once it was over.
+    assert cell.result is not None
+    if not server.startswith("gunicorn"):
+        drain = cell.result.events("drain_end")
+        assert drain, report
+        assert drain[0]["t"] >= servers_support.DRAIN * 0.9, report
+
+
+@pytest.mark.parametrize("server", HTTP_SERVERS)
+def test_sigterm_with_a_request_in_flight(server: str) -> None:
+    check_graceful_cell(servers_support.run_cell(server, "graceful", "TERM"))
+
+
+# --- the helpers' refusals ----------------------------------------------------------------------
+
+
+def test_uvicorn_helpers_refuse_what_is_not_a_server() -> None:
+    from graceful.integrations import uvicorn as graceful_uvicorn
+
+    with pytest.raises(TypeError, match=r"pass a uvicorn\.Server"):
+        graceful_uvicorn.run(object())
+
+
+def test_aiohttp_run_app_refuses_handle_signals() -> None:
+    from aiohttp import web
+
+    from graceful.integrations import aiohttp as graceful_aiohttp
+
+    with pytest.raises(TypeError, match="handle_signals is graceful's to set"):
+        graceful_aiohttp.run_app(web.Application(), handle_signals=True)
+
+
+def test_gunicorn_hooks_check_their_options() -> None:
+    from graceful.integrations import gunicorn as graceful_gunicorn
+
+    with pytest.raises(ValueError, match="drain"):
+        graceful_gunicorn.hooks(drain=-1)
+    with pytest.raises((TypeError, ValueError), match="timeout"):
+        graceful_gunicorn.hooks(timeout="soon")  # type: ignore[arg-type]
+    assert sorted(graceful_gunicorn.hooks()) == sorted(
+        ["when_ready", "post_fork", "post_worker_init", "worker_exit", "on_exit"]
+    )
+
+
+def test_stopping_refuses_a_non_callable_and_another_thread() -> None:
+    from graceful.integrations import stopping
+
+    with pytest.raises(TypeError):
+        stopping("stop")  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def enter() -> None:
+        try:
+            with stopping(lambda sig: None):
+                pass
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "main thread" in str(errors[0])
+
+
+def test_stopping_puts_back_the_handlers_it_replaced() -> None:
+    from graceful.integrations import stopping
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with stopping(lambda sig: None) as stopper:
+        assert signal.getsignal(signal.SIGTERM) is stopper
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_celery_install_keeps_strong_references_and_connects_once() -> None:
+    from celery import signals
+
+    import graceful.integrations.celery
+
+    def receivers(sig: object) -> int:
+        """Live receivers: celery keeps a weak reference (called to get the function) unless
+        connected with weak=False."""
+        import weakref
+
+        live = [r[1]() if isinstance(r[1], weakref.ReferenceType) else r[1] for r in sig.receivers]  # type: ignore[attr-defined]
+        return sum(1 for r in live if r is not None)
+
+    before = receivers(signals.worker_process_shutdown)
+    graceful.integrations.celery.install()
+    graceful.integrations.celery.install()  # twice: connected once
+    gc.collect()
+    assert receivers(signals.worker_process_shutdown) == before + 1
+    assert receivers(signals.worker_shutdown) >= 1
+
+
+def test_integrations_import_no_server() -> None:
+    # The helpers import their server when called, never at import.
+    child = run(
+        """
+        import sys
+        import graceful.integrations, graceful.integrations.uvicorn
+        import graceful.integrations.aiohttp, graceful.integrations.gunicorn
+        import graceful.integrations.celery
+        servers = {"uvicorn", "aiohttp", "gunicorn", "celery", "hypercorn"}
+        print(sorted(servers & set(sys.modules)))
+        print("ready")
+        """
+    )
+    assert child.proc.returncode == 0, child
+    assert child.lines[0] == "[]"
+
+
+LIFESPAN_GUARD = """
+import contextlib, graceful
+from fastapi import FastAPI
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    async with graceful.guard():   # uvicorn owns SIGTERM here: refused, with what to do instead
+        yield
+
+app = FastAPI(lifespan=lifespan)
+"""
+
+
+def test_a_guard_around_a_lifespan_is_refused_not_left_serving(tmp_path: Path) -> None:
+    from graceful import testing
+
+    (tmp_path / "app.py").write_text(LIFESPAN_GUARD)
+    result = testing.run(
+        command=[sys.executable, "-m", "uvicorn", "app:app", "--port", "0"],
+        cwd=tmp_path,
+        signal=None,
+        timeout=30,
+    )
+    assert "SIGINT is handled by 'Server.handle_exit'" in result.stderr, result.report()
+    assert "await graceful.ashutdown()" in result.stderr
+    assert "Uvicorn running" not in result.stderr  # it never served
+    assert result.exit_code not in (None, 0), result.report()
+    result.no_orphans()
+
+
+def readme_kubernetes_recipe() -> str:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Running under Kubernetes", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_kubernetes_recipe_works_around_a_real_uvicorn(tmp_path: Path) -> None:
+    import re
+
+    from graceful import testing
+
+    port = servers_support.free_port()
+    code = readme_kubernetes_recipe()
+    # As printed, but on a free port of 127.0.0.1 and with a 1 s drain.
+    for printed, here in (
+        ('host="0.0.0.0", port=8000', f'host="127.0.0.1", port={port}'),
+        ("drain=10", "drain=1"),
+    ):
+        assert code.count(printed) == 1, printed
+        code = code.replace(printed, here)
+    (tmp_path / "service.py").write_text(code)
+    with testing.start(
+        script=tmp_path / "service.py", ready=re.compile("Uvicorn running on"), ready_timeout=30
+    ) as program:
+        assert servers_support.get(port, "/ready") == "200"
+        program.send("TERM")
+        assert servers_support.get(port, "/ready") == "503"  # draining: the probe fails...
+        assert servers_support.get(port, "/docs") == "200"  # ...and requests are still served
+        result = program.wait(20)
+    result.died_by("TERM").no_orphans().ended_within(1 + 5)
+    assert [e["event"] for e in result.timeline][:3] == ["signal", "drain_start", "drain_end"]

@@ -1,0 +1,116 @@
+"""Issue 22: the conformance matrix. Every server of servers_support.SERVERS, alone and with
+graceful's recipe, under every plan (TERM, INT, HUP, QUIT, TERM twice, INT twice, a drain), each
+with a slow request or task in flight; its table is docs/servers.md's.
+
+It takes a few minutes (cells run in parallel): it runs where GRACEFUL_SERVER_MATRIX=1 (.ci/run
+sets it for its last interpreter). GRACEFUL_WRITE_SERVERS_MD=1 rewrites docs/servers.md from the
+run instead of checking it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import servers_support
+from test_servers import check_graceful_cell
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("GRACEFUL_SERVER_MATRIX") != "1",
+    reason="the whole matrix runs with GRACEFUL_SERVER_MATRIX=1 (.ci/run's last Python)",
+)
+
+PARALLEL = 4  # cells at once: each is mostly waiting (a 1.5 s request, a 1 s drain)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers_support.Redis]:
+    server = servers_support.Redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def cells(redis: servers_support.Redis) -> list[servers_support.Cell]:
+    keys = [
+        (server, mode, plan)
+        for server in servers_support.SERVERS
+        for mode in servers_support.MODES
+        for plan in servers_support.PLANS
+        if not (servers_support.SERVERS[server].tasks and plan.endswith("drain"))
+    ]
+    started = time.monotonic()
+    result = servers_support.run_cells(keys, PARALLEL, broker=redis.url)
+    wall = time.monotonic() - started
+    print(f"\nconformance matrix: {len(keys)} cells in {wall:.1f} s\n")
+    print(servers_support.summary(result))
+    return result
+
+
+#: Where graceful promises the whole ending: one signal (or a drain) with work in flight.
+PROMISED = ("TERM", "INT", "HUP", "QUIT", "TERM, drain")
+
+
+def test_graceful_keeps_its_promises_under_every_server(cells: list[servers_support.Cell]) -> None:
+    by_key = {c.key: c for c in cells}
+    failures = []
+    for cell in cells:
+        if cell.mode != "graceful" or cell.plan not in PROMISED:
+            continue
+        server = servers_support.SERVERS[cell.server]
+        if cell.plan == "HUP" and server.hup_reloads:
+            continue  # the server reloads: its own business (the row says what happened)
+        try:
+            check_graceful_cell(cell, by_key.get((cell.server, "alone", cell.plan)))
+        except AssertionError as exc:
+            failures.append(f"{cell.server} / {cell.plan}: {exc}")
+    assert not failures, "\n\n".join(failures)
+
+
+def test_no_cell_leaves_a_process_behind(cells: list[servers_support.Cell]) -> None:
+    left = [f"{c.server} {c.mode} {c.plan}: {c.orphans}" for c in cells if c.orphans]
+    assert not left, left
+
+
+def test_docs_servers_md_is_the_matrix(
+    cells: list[servers_support.Cell], redis: servers_support.Redis
+) -> None:
+    document = servers_support.DOCS.read_text()
+    assert document.count(servers_support.BEGIN) == 1
+    assert document.count(servers_support.END) == 1
+    if os.environ.get("GRACEFUL_WRITE_SERVERS_MD") == "1":
+        Path(servers_support.DOCS).write_text(servers_support.with_table(document, cells))
+        return
+    # A server whose own behaviour varies from run to run (timing inside the server) gets two
+    # more runs of the cells that disagree: the table holds if one of them agrees.
+    wanted = servers_support.rows(document)
+    disagree = [
+        c
+        for c in cells
+        if servers_support.row_of(cells, c.server, c.plan) != wanted.get((c.server, c.plan))
+    ]
+    varied = []
+    for cell in disagree:
+        for _ in range(2):
+            again = servers_support.run_cell(*cell.key, broker=redis.url)
+            trial = [again if c.key == cell.key else c for c in cells]
+            if servers_support.row_of(trial, cell.server, cell.plan) == wanted.get(
+                (cell.server, cell.plan)
+            ):
+                cells = trial
+                varied.append(" / ".join(cell.key))
+                break
+    if varied:
+        print("cells that varied between runs (the server's own timing):", varied)
+    generated = servers_support.with_table(document, cells)
+    assert generated == document, (
+        "docs/servers.md disagrees with this run of the matrix; if the servers changed, "
+        "regenerate it: GRACEFUL_SERVER_MATRIX=1 GRACEFUL_WRITE_SERVERS_MD=1 bash scripts/test "
+        "tests/test_servers_matrix.py"
+    )
