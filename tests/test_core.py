@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -694,3 +695,37 @@ def test_a_signal_a_server_replays_continues_the_shutdown(
         expected = ["ready", "captured 1", "captured 2", "server stopped", "slow cleanup done"]
         assert child.lines == expected, child.stderr
         assert "ending now" not in child.stderr, child.stderr
+
+
+# --- Issue 21, defect 3: a loop of protected calls sees the signal -----------------------------
+
+PROTECTED_LOOP = """
+import time, graceful
+graceful.register(print, "cleanup")
+
+@graceful.main(timeout=3)
+def main():
+    for i in range(100000):
+        CALL
+        if i == 30:
+            print("ready")  # well into a loop that is nearly all protected calls
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "call",
+    ['graceful.spawn(["sleep", "30"])', "graceful.register(print, 'never')"],
+    ids=["spawn", "register"],
+)
+def test_a_signal_deferred_by_a_protected_call_is_raised_as_it_returns(call: str) -> None:
+    with Child(NO_CORE + PROTECTED_LOOP.replace("CALL", call)) as child:
+        child.wait_for("ready")
+        started = time.monotonic()
+        child.send(signal.SIGTERM)
+        child.finish()
+        took = time.monotonic() - started
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert child.lines[-1] == "cleanup", child.stderr
+    assert "deadline" not in child.stderr, child.stderr
+    assert took < 2.5, took  # the deadline (3 s) never ends it

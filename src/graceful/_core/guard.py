@@ -20,6 +20,7 @@ import sys
 from . import dispositions as _dispositions
 from . import ending as _ending
 from . import forking as _forking
+from . import threads as _threads
 from . import timeline as _timeline
 from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
@@ -27,7 +28,7 @@ from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
 from .modules import loaded
 from .options import Options
-from .protect import exception_in_flight, exit_path, protection
+from .protect import exception_in_flight, exit_path, on_section_end, protection
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         return
     if frame is not None and (protection(frame, _handed_back) or exception_in_flight(frame)):
         # graceful's own exit path (it looks at the machine when it is done), a short critical
-        # section, or an exception on its way to a handler: the watcher delivers the signal
-        # again once the main thread is out of there.
+        # section (it raises the signal as it returns), or an exception on its way to a
+        # handler: the watcher delivers the signal again once the main thread is out of there.
         machine.defer()
         return
     sig = machine.signal
@@ -75,6 +76,25 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         return
     machine.mark_raised()
     raise signalled(sig)
+
+
+def _section_ended(frame: FrameType) -> None:
+    """A critical section returned to ``frame``: a signal it deferred is raised now (main thread,
+    and only where the handler itself would raise it)."""
+    if not machine.want_raise() or not _stack or _stack[-1]._task is not None:
+        return
+    if not _threads.is_main_thread():
+        return
+    if protection(frame, _handed_back) or exception_in_flight(frame):
+        return
+    sig = machine.signal
+    if sig is None:
+        return
+    machine.mark_raised()
+    raise signalled(sig)
+
+
+on_section_end(_section_ended)
 
 
 class Guard:

@@ -27,7 +27,7 @@ import sys
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Any, Callable, Optional
 
 
 if TYPE_CHECKING:
@@ -60,9 +60,37 @@ def exit_path(func: "_F") -> "_F":
 
 
 def not_interruptible(func: "_F") -> "_F":
-    """Mark ``func`` as a short critical section (see the module docstring)."""
+    """Mark ``func`` as a critical section (see the module docstring).
+
+    A signal deferred while it ran is raised as it returns, at the latest: a loop of protected
+    calls (``graceful.spawn`` in a loop) would otherwise defer it at every call, for ever.
+    """
     _DEFER_CODES.add(func.__code__)
-    return func
+
+    def section(*args: "Any", **kwargs: "Any") -> "Any":
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _section_ended[0](sys._getframe(1))
+
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(section, name, getattr(func, name))
+    section.__wrapped__ = func  # type: ignore[attr-defined]
+    return section  # type: ignore[return-value]
+
+
+def _nothing(frame: "FrameType") -> None:
+    pass
+
+
+#: Called with the caller's frame as a critical section returns: the handler's owner sets it
+#: (:func:`on_section_end`) to raise a signal deferred meanwhile, if nothing protects the caller.
+_section_ended: "list[Callable[[FrameType], None]]" = [_nothing]
+
+
+def on_section_end(hook: "Callable[[FrameType], None]") -> None:
+    """Have ``hook(caller_frame)`` called each time a critical section returns."""
+    _section_ended[0] = hook
 
 
 def protection(frame: "FrameType", handed_back: "tuple[FrameType, ...]" = ()) -> int:
