@@ -729,3 +729,38 @@ def test_a_signal_deferred_by_a_protected_call_is_raised_as_it_returns(call: str
     assert child.lines[-1] == "cleanup", child.stderr
     assert "deadline" not in child.stderr, child.stderr
     assert took < 2.5, took  # the deadline (3 s) never ends it
+
+
+# --- Issue 21, defect 5: shutdown_event means "the program is ending", however it ends -----------
+
+WORKER_UNTIL_SHUTDOWN = """
+import threading, graceful
+
+def worker():
+    while not graceful.shutdown_event.wait(0.01):
+        pass
+    print("worker stopped")
+
+def join_worker():
+    thread.join(5)
+    print("cleanup", "after the worker" if not thread.is_alive() else "worker still running")
+
+@graceful.main
+def main():
+    global thread
+    thread = threading.Thread(target=worker)  # not a daemon: Python joins it at exit
+    thread.start()
+    graceful.register(join_worker)
+    print("ready")
+    ENDING
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("ending", "rc"), [("return 3", 3), ("raise LookupError('no')", 1)], ids=["return", "raise"]
+)
+def test_shutdown_event_is_set_when_main_ends_normally(ending: str, rc: int) -> None:
+    child = run(WORKER_UNTIL_SHUTDOWN.replace("ENDING", ending))
+    assert child.proc.returncode == rc, child.stderr
+    assert child.lines == ["ready", "worker stopped", "cleanup after the worker"], child.stderr

@@ -331,7 +331,7 @@ class Guard:
             sig = machine.signal if ours else None
             if sig is None:
                 if self._program or self._at_exit:
-                    machine.end_episode()  # a normal end's cleaning is over
+                    machine.end_episode(program_ending=True)  # its cleaning is over
                 machine.disarm()
                 return False
         if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):

@@ -544,16 +544,22 @@ class Shutdown:
                 if self.signal is None:
                     _timeline.start(time.monotonic())
                 self.phase = Phase.CLEANING
+        # The program is ending, however (a return, an exception, a signal): threads that loop
+        # until shutdown_event is set stop now, before cleanups that wait for them.
+        _set_public("shutdown_event", True)
 
     def enter_ending(self) -> None:
         with self._lock:
             self.phase = Phase.ENDING
 
-    def end_episode(self) -> None:
-        """The shutdown is over and the process goes on (``on_signal="raise"``)."""
+    def end_episode(self, *, program_ending: bool = False) -> None:
+        """The shutdown is over and the process goes on (``on_signal="raise"``), or the program's
+        cleanups are done and it ends normally (``program_ending``: ``shutdown_event`` stays
+        set for the threads Python joins next)."""
         with self._lock:
             self._new_episode()
-        _set_public("shutdown_event", False)
+        if not program_ending:
+            _set_public("shutdown_event", False)
         _set_public("draining", False)
 
     def _deadline_passed(self) -> None:
