@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -557,3 +558,209 @@ def test_asyncio_run_inside_main_cancels_tasks_then_cleans_up(sig: signal.Signal
     assert child.lines == ["ready", "task finally", "cleanup"]
     assert child.proc.returncode == -sig
     assert child.stderr == ""
+
+
+# --- Issue 28 item 2, issue 22 item 1: one signal is never counted as a second one ---------------
+
+SENT_TOGETHER = """
+import os, signal, threading, time, graceful
+
+def slow_cleanup():
+    time.sleep(0.2)
+    print("slow cleanup done")
+
+graceful.register(slow_cleanup)
+with graceful.guard():
+    print("ready")
+    # Sent by a thread that holds the GIL: both are pending before the main thread runs the
+    # Python handlers, and Python runs them by number (HUP first), not in the order they came.
+    def send():
+        os.kill(os.getpid(), signal.FIRST)
+        os.kill(os.getpid(), signal.SIGHUP)
+    threading.Thread(target=send).start()
+    time.sleep(30)
+print("after the block")
+"""
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGQUIT, signal.SIGTERM], ids=str)
+def test_a_hup_right_after_a_signal_is_not_a_second_one(first: signal.Signals) -> None:
+    for _ in range(5):
+        child = run(NO_CORE + SENT_TOGETHER.replace("FIRST", first.name))
+        assert child.proc.returncode == -first, child.stderr
+        assert child.lines == ["ready", "slow cleanup done"], child.stderr
+        assert f"second {first.name}" not in child.stderr, child.stderr
+        assert "ending now" not in child.stderr, child.stderr
+
+
+DRAIN_THEN_SECOND = """
+import os, signal, time, graceful
+
+def slow_cleanup():
+    time.sleep(0.2)
+    print("slow cleanup done")
+
+graceful.register(slow_cleanup)
+with graceful.guard(drain=5):
+    print("ready")
+    os.kill(os.getpid(), signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while not graceful.draining.is_set() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    print("draining")
+    os.kill(os.getpid(), signal.SECOND)  # ends the drain, and only that
+    time.sleep(30)
+print("after the block")
+"""
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGHUP, signal.SIGUSR1], ids=str)
+def test_a_second_signal_during_the_drain_only_ends_the_drain(second: signal.Signals) -> None:
+    code = DRAIN_THEN_SECOND.replace("SECOND", second.name)
+    if second == signal.SIGUSR1:
+        code = code.replace("guard(drain=5)", "guard('TERM', 'USR1', drain=5)")
+    for _ in range(8):
+        child = run(NO_CORE + code)
+        assert child.proc.returncode == -signal.SIGTERM, child.stderr
+        assert child.lines == ["ready", "draining", "slow cleanup done"], child.stderr
+        assert "ending now" not in child.stderr, child.stderr
+
+
+REPLAYING_SERVER = """
+import os, signal, sys, time, graceful
+
+def slow_cleanup():
+    time.sleep(0.2)
+    print("slow cleanup done")
+
+graceful.register(slow_cleanup)
+
+def serve():
+    # What uvicorn's Server.capture_signals does: own the signals while serving, then put the
+    # previous handlers back and raise again every signal it captured.
+    captured = []
+    previous = {s: signal.signal(s, lambda n, f: captured.append(n)) for s in SIGNALS}
+    print("ready")
+    deadline = time.monotonic() + 10
+    reported = 0
+    while reported < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+        if len(captured) > reported:
+            reported += 1
+            print("captured", reported)
+    print("server stopped")
+    for s, handler in previous.items():
+        signal.signal(s, handler)
+    for s in captured:
+        signal.raise_signal(s)
+
+if ASYNC:
+    import asyncio
+
+    @graceful.main
+    async def main():  # uvicorn's case: the handler cancels the task, the replay goes on
+        serve()
+        await asyncio.sleep(5)
+        print("after the replay")
+else:
+    @graceful.main
+    def main():
+        serve()
+        time.sleep(5)
+        print("after the replay")
+
+main()
+"""
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync main", "async main"])
+@pytest.mark.parametrize(
+    "signals",
+    [(signal.SIGTERM, signal.SIGTERM), (signal.SIGINT, signal.SIGINT)],
+    ids=["TERM twice", "INT twice"],
+)
+def test_a_signal_a_server_replays_continues_the_shutdown(
+    signals: tuple[signal.Signals, signal.Signals], is_async: bool
+) -> None:
+    code = REPLAYING_SERVER.replace("SIGNALS", "(signal.SIGINT, signal.SIGTERM)")
+    code = f"ASYNC = {is_async}\n" + code
+    for _ in range(3):
+        with Child(NO_CORE + code) as child:
+            child.wait_for("ready")
+            child.send(signals[0])
+            child.wait_for("captured 1")  # two signals, not one coalesced pending one
+            child.send(signals[1])
+            child.finish()
+        assert child.proc.returncode == -signals[0], child.stderr
+        expected = ["ready", "captured 1", "captured 2", "server stopped", "slow cleanup done"]
+        assert child.lines == expected, child.stderr
+        assert "ending now" not in child.stderr, child.stderr
+
+
+# --- Issue 21, defect 3: a loop of protected calls sees the signal -----------------------------
+
+PROTECTED_LOOP = """
+import time, graceful
+graceful.register(print, "cleanup")
+
+@graceful.main(timeout=3)
+def main():
+    for i in range(100000):
+        CALL
+        if i == 30:
+            print("ready")  # well into a loop that is nearly all protected calls
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "call",
+    ['graceful.spawn(["sleep", "30"])', "graceful.register(print, 'never')"],
+    ids=["spawn", "register"],
+)
+def test_a_signal_deferred_by_a_protected_call_is_raised_as_it_returns(call: str) -> None:
+    with Child(NO_CORE + PROTECTED_LOOP.replace("CALL", call)) as child:
+        child.wait_for("ready")
+        started = time.monotonic()
+        child.send(signal.SIGTERM)
+        child.finish()
+        took = time.monotonic() - started
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert child.lines[-1] == "cleanup", child.stderr
+    assert "deadline" not in child.stderr, child.stderr
+    assert took < 2.5, took  # the deadline (3 s) never ends it
+
+
+# --- Issue 21, defect 5: shutdown_event means "the program is ending", however it ends -----------
+
+WORKER_UNTIL_SHUTDOWN = """
+import threading, graceful
+
+def worker():
+    while not graceful.shutdown_event.wait(0.01):
+        pass
+    print("worker stopped")
+
+def join_worker():
+    thread.join(5)
+    print("cleanup", "after the worker" if not thread.is_alive() else "worker still running")
+
+@graceful.main
+def main():
+    global thread
+    thread = threading.Thread(target=worker)  # not a daemon: Python joins it at exit
+    thread.start()
+    graceful.register(join_worker)
+    print("ready")
+    ENDING
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("ending", "rc"), [("return 3", 3), ("raise LookupError('no')", 1)], ids=["return", "raise"]
+)
+def test_shutdown_event_is_set_when_main_ends_normally(ending: str, rc: int) -> None:
+    child = run(WORKER_UNTIL_SHUTDOWN.replace("ENDING", ending))
+    assert child.proc.returncode == rc, child.stderr
+    assert child.lines == ["ready", "worker stopped", "cleanup after the worker"], child.stderr

@@ -13,6 +13,7 @@ first. So each such child also runs its own cleanups from a multiprocessing fina
 import os
 import sys
 
+from .modules import loaded
 from .protect import exit_path
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -45,7 +46,7 @@ forked = False
 
 
 def _loaded(name: str) -> "Any":
-    return sys.modules.get(name)
+    return loaded(name)
 
 
 def _step(module: "Any", function: str, what: str) -> None:
@@ -108,7 +109,7 @@ def hook_multiprocessing() -> None:
     Never imports multiprocessing: it is hooked at the first fork after something else did.
     """
     global _anchor
-    util = sys.modules.get("multiprocessing.util")
+    util = loaded("multiprocessing.util")
     if util is None or _anchor is not None:
         return
     _anchor = _Anchor()

@@ -20,13 +20,15 @@ import sys
 from . import dispositions as _dispositions
 from . import ending as _ending
 from . import forking as _forking
+from . import threads as _threads
 from . import timeline as _timeline
 from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
+from .modules import loaded
 from .options import DEFAULT_TIMEOUT, Options
-from .protect import exception_in_flight, exit_path, protection
+from .protect import exception_in_flight, exit_path, on_section_end, protection
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 
 #: Active guards of this process, outermost first (main thread only).
 _stack: list[Guard] = []
+#: The frames of an inner guard's exit once it has closed: the enclosing block owns the signal
+#: from then on, so a signal handled in what is left of that exit is raised, not deferred (the
+#: last bytecodes of an exit would otherwise run the code after the block before it is raised).
+_handed_back: tuple[FrameType, ...] = ()
 
 
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
@@ -59,10 +65,10 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         machine.mark_raised()
         block._cancel_task()
         return
-    if frame is not None and (protection(frame) or exception_in_flight(frame)):
+    if frame is not None and (protection(frame, _handed_back) or exception_in_flight(frame)):
         # graceful's own exit path (it looks at the machine when it is done), a short critical
-        # section, or an exception on its way to a handler: the watcher delivers the signal
-        # again once the main thread is out of there.
+        # section (it raises the signal as it returns), or an exception on its way to a
+        # handler: the watcher delivers the signal again once the main thread is out of there.
         machine.defer()
         return
     sig = machine.signal
@@ -70,6 +76,25 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         return
     machine.mark_raised()
     raise signalled(sig)
+
+
+def _section_ended(frame: FrameType) -> None:
+    """A critical section returned to ``frame``: a signal it deferred is raised now (main thread,
+    and only where the handler itself would raise it)."""
+    if not machine.want_raise() or not _stack or _stack[-1]._task is not None:
+        return
+    if not _threads.is_main_thread():
+        return
+    if protection(frame, _handed_back) or exception_in_flight(frame):
+        return
+    sig = machine.signal
+    if sig is None:
+        return
+    machine.mark_raised()
+    raise signalled(sig)
+
+
+on_section_end(_section_ended)
 
 
 class Guard:
@@ -273,6 +298,8 @@ class Guard:
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> bool:
+        global _handed_back
+        _handed_back = ()  # an earlier inner exit's frames are gone
         if self._inert:
             self._run_block_cleanups()  # only what the child registered itself
             return False
@@ -301,7 +328,7 @@ class Guard:
             sig = machine.signal if ours else None
             if sig is None:
                 if self._program or self._at_exit:
-                    machine.end_episode()  # a normal end's cleaning is over
+                    machine.end_episode(program_ending=True)  # its cleaning is over
                 machine.disarm()
                 return False
         if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
@@ -314,6 +341,9 @@ class Guard:
     def _exit_inner(self, exc: Optional[BaseException]) -> bool:
         """An inner guard ends: the enclosing block gets the signal, if one is due."""
         self._close()
+        global _handed_back
+        here = sys._getframe()
+        _handed_back = (here, here.f_back)  # type: ignore[assignment]  # its own and __exit__'s
         sig = machine.signal
         if sig is None or self._late or machine.phase not in (Phase.SIGNALLED, Phase.BREAKING):
             return False
@@ -331,7 +361,7 @@ class Guard:
             final = f"this process is ending by {_signal_name(machine.signal)}"
         elif self._at_exit:
             final = "the interpreter is exiting"
-        registry = sys.modules.get("graceful._core.registry")
+        registry = loaded("graceful._core.registry")
         if registry is None and final is not None:
             # Nothing was registered, but the list must close (a registration now would never
             # run): the registry is loaded here, in the main thread, not in a handler.
@@ -435,7 +465,7 @@ def _nothing() -> None:
 def _check_no_running_loop() -> None:
     """A plain ``with`` guard inside a coroutine would raise Signalled into the event loop's own
     code (between two callbacks, say): inside a running loop the guard must be ``async with``."""
-    asyncio = sys.modules.get("asyncio")
+    asyncio = loaded("asyncio")
     running = asyncio is not None and asyncio.events._get_running_loop() is not None
     if running or _in_trio():
         raise RuntimeError(

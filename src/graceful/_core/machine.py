@@ -32,6 +32,7 @@ from . import protect as _protect
 from . import signals as _signals
 from . import threads as _threads
 from . import timeline as _timeline
+from .modules import loaded
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ def _set_public(name: str, value: bool) -> None:
 
 
 def _registry() -> Any:
-    """The registry, if loaded: nothing was registered otherwise (and it must not be imported
-    from the watcher thread, or while a signal is handled)."""
-    return sys.modules.get("graceful._core.registry")
+    """The registry, if loaded completely: nothing was registered otherwise (and it must not be
+    imported from the watcher thread, or while a signal is handled)."""
+    return loaded("graceful._core.registry")
 
 
 REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
@@ -145,7 +146,6 @@ class Shutdown:
         #: The options of the last outermost guard, for the protection of the interpreter's exit.
         self.last_options: Optional[Options] = None
         self.handled: frozenset[int] = frozenset()
-        self.episode = 0  # counts shutdowns begun in this process
         self._not_insisting: dict[int, Callable[[], bool]] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], object]] = []
         self._new_episode()
@@ -158,9 +158,18 @@ class Shutdown:
         #: The deadline fitted inside a budget from above (``_core.budget``), if any.
         self.budget_deadline: Optional[float] = None
         self.drain_until: Optional[float] = None
-        self._seen: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        self._redelivered = [0, 0]
+        # Per listener (HANDLER, WATCHER), how many deliveries of each signal it reported: the
+        # listener ahead for a signal heard a new one, the other one hears copies of it.
+        self._heard: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        #: How many of each signal were sent in this shutdown (new deliveries, not copies).
+        self._sent: dict[int, int] = {}
+        # Per listener, the re-deliveries of each signal graceful itself sent (never new).
+        self._redelivered: tuple[dict[int, int], dict[int, int]] = ({}, {})
         self._redelivered_at = 0.0
+        #: Signals the watcher heard while someone else's handler had them (a server that owns
+        #: the signals): when that server raises them again (uvicorn replays each one it
+        #: captured), graceful's handler hears a signal already sent, never a second one.
+        self._foreign: dict[int, int] = {}
         self.raised = False
         self._handler_ran = False
         self._deferred = False
@@ -235,44 +244,42 @@ class Shutdown:
 
     # --- deliveries ---------------------------------------------------------------------------
 
-    def heard(self, sig: int, source: int) -> int:  # noqa: PLR0912  (one decision table)
-        """Record one delivery of ``sig`` to ``source`` (HANDLER or WATCHER) and judge it."""
+    def heard(self, sig: int, source: int) -> int:
+        """Record one delivery of ``sig`` to ``source`` (HANDLER or WATCHER) and judge it.
+
+        Each signal sent reaches both listeners (the watcher through the wakeup fd, the handler
+        when Python runs it), in either order, and Python runs pending handlers by signal
+        number, not in the order they came: so deliveries are matched per signal. A delivery is
+        new only if its listener is ahead of the other for that signal; a re-delivery graceful
+        made, or a replay of a signal heard while a server owned it, is never a new signal.
+        """
         now = time.monotonic()
         with self._lock:
             if source == HANDLER:
                 self._handler_ran = True
-            if self._redelivered[source]:
-                if source == HANDLER or now - self._redelivered_at < REDELIVERY_EXPIRY:
-                    self._redelivered[source] -= 1
-                    return Verdict.AGAIN if self.signal is not None else Verdict.IGNORED
-                self._redelivered[source] = 0
+            if self._redelivered_copy(sig, source, now):
+                return Verdict.AGAIN if self.signal is not None else Verdict.IGNORED
             if self.options is None or sig not in self.handled:
                 return Verdict.IGNORED
             if source == WATCHER and not self.ours(sig):
-                return Verdict.IGNORED  # their handler, their signal
-            seen = self._seen[source]
+                self._foreign[sig] = self._foreign.get(sig, 0) + 1
+                return Verdict.IGNORED  # their handler, their signal (for now)
+            mine, other = self._heard[source], self._heard[1 - source]
+            mine[sig] = mine.get(sig, 0) + 1
+            if mine[sig] <= other.get(sig, 0):
+                return Verdict.AGAIN  # the other listener reported this one already
+            replay = self._foreign.get(sig, 0) > 0
+            if replay:
+                self._foreign[sig] -= 1
+            sent = self._sent.get(sig, 0)
+            self._sent[sig] = sent + 1
             if self.signal is None and self.phase in (Phase.IDLE, Phase.CLEANING, Phase.ENDING):
-                seen[sig] = 1
                 self._first(sig, now)
                 verdict = Verdict.FIRST
-            elif not seen:
-                seen[sig] = 1  # this listener's first: the other one had it already
+            elif replay:
                 return Verdict.AGAIN
             else:
-                repeat = sig in seen or sig in _INSISTENT
-                seen[sig] = seen.get(sig, 0) + 1
-                duplicate = self._not_insisting.get(sig)
-                if repeat and duplicate is not None and duplicate():
-                    repeat = False
-                if self.phase == Phase.DRAINING:
-                    self.drain_until = now  # a second signal ends the drain early
-                    verdict = Verdict.ABSORBED
-                elif repeat and self.options.on_second_signal == "force":
-                    if self.force is None:
-                        self.force = sig
-                    verdict = Verdict.FORCE
-                else:
-                    verdict = Verdict.ABSORBED
+                verdict = self._second(sig, now, repeat=sent > 0 or sig in _INSISTENT)
         self._announce()
         if source == WATCHER:
             self._report(sig, verdict)
@@ -280,12 +287,37 @@ class Shutdown:
             self._wake()  # the watcher starts the shutdown, or ends the process, for us
         return verdict
 
+    def _redelivered_copy(self, sig: int, source: int, now: float) -> bool:
+        """This delivery is one graceful made itself (:meth:`_redeliver`): consume it."""
+        expected = self._redelivered[source]
+        if not expected.get(sig):
+            return False
+        if source == WATCHER and now - self._redelivered_at >= REDELIVERY_EXPIRY:
+            expected.clear()  # the watcher never heard them (wakeup fd replaced)
+            return False
+        expected[sig] -= 1
+        return True
+
+    def _second(self, sig: int, now: float, *, repeat: bool) -> int:
+        """A new signal during the shutdown: it ends the drain, forces the end, or is absorbed."""
+        assert self.options is not None
+        duplicate = self._not_insisting.get(sig)
+        if repeat and duplicate is not None and duplicate():
+            repeat = False
+        if self.phase == Phase.DRAINING:
+            self.drain_until = now  # a second signal ends the drain early
+            return Verdict.ABSORBED
+        if repeat and self.options.on_second_signal == "force":
+            if self.force is None:
+                self.force = sig
+            return Verdict.FORCE
+        return Verdict.ABSORBED
+
     def _first(self, sig: int, now: float) -> None:
         assert self.options is not None
         if self.signal is not None:
             return  # a handler run nested in this very call (main thread) got here first
         self.signal = sig
-        self.episode += 1
         self.started_at = now
         self._next_redelivery = now + REDELIVER_INTERVAL
         _timeline.start(now)
@@ -515,8 +547,8 @@ class Shutdown:
                     self._redelivery_interval * 2, REDELIVER_MAX_INTERVAL
                 )
                 self._next_redelivery = now + self._redelivery_interval
-            self._redelivered[WATCHER] += 1
-            self._redelivered[HANDLER] += 1
+            for expected in self._redelivered:
+                expected[sig] = expected.get(sig, 0) + 1
             self._redelivered_at = now
         if hasattr(_signal, "pthread_kill"):
             _signal.pthread_kill(main, sig)
@@ -556,16 +588,22 @@ class Shutdown:
                 if self.signal is None:
                     _timeline.start(time.monotonic())
                 self.phase = Phase.CLEANING
+        # The program is ending, however (a return, an exception, a signal): threads that loop
+        # until shutdown_event is set stop now, before cleanups that wait for them.
+        _set_public("shutdown_event", True)
 
     def enter_ending(self) -> None:
         with self._lock:
             self.phase = Phase.ENDING
 
-    def end_episode(self) -> None:
-        """The shutdown is over and the process goes on (``on_signal="raise"``)."""
+    def end_episode(self, *, program_ending: bool = False) -> None:
+        """The shutdown is over and the process goes on (``on_signal="raise"``), or the program's
+        cleanups are done and it ends normally (``program_ending``: ``shutdown_event`` stays
+        set for the threads Python joins next)."""
         with self._lock:
             self._new_episode()
-        _set_public("shutdown_event", False)
+        if not program_ending:
+            _set_public("shutdown_event", False)
         _set_public("draining", False)
 
     def _deadline_passed(self) -> None:
@@ -651,7 +689,7 @@ def _survives_fork(listener: object) -> bool:
 def _run_breaks(entries: list[Entry], done: _threads.Event) -> None:
     try:
         for entry in entries:
-            sys.modules["graceful._core.registry"].run_logged(entry, "break callback", timed=False)
+            _registry().run_logged(entry, "break callback", timed=False)
     finally:
         done.set()
         _timeline.record("breaks_done", f"break callbacks done ({len(entries)})")

@@ -8,6 +8,15 @@ Two kinds of protected functions, each protecting everything it calls:
 * :func:`not_interruptible`: short critical sections (``register`` updating its index). The
   signal is delivered again in a moment, once they have returned.
 
+The import system's own code is one as well: an exception raised between two of its lock
+operations leaves a module lock (or the global import lock) in a state that deadlocks the next
+import, the deadline's included. (The body of a module being imported is not: an exception there
+unwinds through the import system's ``finally`` clauses.)
+
+The body of a graceful module being imported (its first use, in this thread) is a critical
+section too: ``Signalled`` raised there would leave the module half made (its import fails, and
+other threads waiting for it import it again); it is delivered again once the body is done.
+
 The ``warnings`` module's frames are deferred too: CPython shows a warning from C code that
 discards whatever the Python code raised. From 3.13, ``os.fork()`` warns that the process has
 threads (graceful's watcher is one) *after* the fork hooks, and clears any exception its
@@ -18,7 +27,7 @@ import sys
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Any, Callable, Optional
 
 
 if TYPE_CHECKING:
@@ -29,6 +38,16 @@ if TYPE_CHECKING:
 NONE = 0
 EXIT = 1  # never raise; the function decides at its end
 DEFER = 2  # never raise now; deliver again in a moment
+
+#: The import system's frames (frozen: their module names, then their source names).
+_IMPORT_SYSTEM = frozenset(
+    (
+        "_frozen_importlib",
+        "_frozen_importlib_external",
+        "importlib._bootstrap",
+        "importlib._bootstrap_external",
+    )
+)
 
 _EXIT_CODES: set[object] = set()
 _DEFER_CODES: set[object] = set()
@@ -41,22 +60,66 @@ def exit_path(func: "_F") -> "_F":
 
 
 def not_interruptible(func: "_F") -> "_F":
-    """Mark ``func`` as a short critical section (see the module docstring)."""
+    """Mark ``func`` as a critical section (see the module docstring).
+
+    A signal deferred while it ran is raised as it returns, at the latest: a loop of protected
+    calls (``graceful.spawn`` in a loop) would otherwise defer it at every call, for ever.
+    """
     _DEFER_CODES.add(func.__code__)
-    return func
+
+    def section(*args: "Any", **kwargs: "Any") -> "Any":
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _section_ended[0](sys._getframe(1))
+
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(section, name, getattr(func, name))
+    section.__wrapped__ = func  # type: ignore[attr-defined]
+    return section  # type: ignore[return-value]
 
 
-def protection(frame: "FrameType") -> int:
-    """How the interrupted frame, or a frame it was called from, is protected."""
+def _nothing(frame: "FrameType") -> None:
+    pass
+
+
+#: Called with the caller's frame as a critical section returns: the handler's owner sets it
+#: (:func:`on_section_end`) to raise a signal deferred meanwhile, if nothing protects the caller.
+_section_ended: "list[Callable[[FrameType], None]]" = [_nothing]
+
+
+def on_section_end(hook: "Callable[[FrameType], None]") -> None:
+    """Have ``hook(caller_frame)`` called each time a critical section returns."""
+    _section_ended[0] = hook
+
+
+def protection(frame: "FrameType", handed_back: "tuple[FrameType, ...]" = ()) -> int:
+    """How the interrupted frame, or a frame it was called from, is protected.
+
+    ``handed_back``: frames of an exit path that has decided and handed the signal on to the
+    enclosing block (an inner guard's exit, after it closed): they protect nothing any more.
+    """
+    if frame.f_globals.get("__name__") in _IMPORT_SYSTEM:
+        return DEFER
     f: Optional[FrameType] = frame
     while f is not None:
+        if f in handed_back:
+            f = f.f_back
+            continue
         code = f.f_code
         if code in _EXIT_CODES:
             return EXIT
-        if code in _DEFER_CODES or f.f_globals.get("__name__") == "warnings":
+        if code in _DEFER_CODES:
+            return DEFER
+        name = f.f_globals.get("__name__")
+        if name == "warnings" or (code.co_name == "<module>" and _ours(name)):
             return DEFER
         f = f.f_back
     return NONE
+
+
+def _ours(name: object) -> bool:
+    return isinstance(name, str) and (name == "graceful" or name.startswith("graceful."))
 
 
 def exception_in_flight(frame: "FrameType") -> bool:
