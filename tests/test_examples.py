@@ -254,7 +254,7 @@ def test_a_refused_track_says_that_the_child_still_runs() -> None:
         )
         assert "proc.kill()" in str(refused.value)
         with pytest.raises(TypeError, match="is still running and is not tracked"):
-            graceful.track(proc, signal="TERM")  # type: ignore[arg-type]
+            graceful.track(proc, signal=1.5)  # type: ignore[arg-type]
         assert proc.poll() is None  # it does still run: the message is true
     finally:
         proc.kill()

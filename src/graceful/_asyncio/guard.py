@@ -85,7 +85,7 @@ def _check_no_server_owns(sigs: tuple[int, ...]) -> None:
             "this loop; a guard here would run the cleanups at the first signal while the "
             "server serves on. Call `await graceful.ashutdown()` from the server's shutdown hook "
             "(after a lifespan's yield), or run the server with graceful.integrations "
-            "(docs/servers.md)"
+            "(`graceful docs servers`)"
         )
 
 

@@ -197,10 +197,15 @@ def parse_timeout(text: str, what: str) -> Optional[float]:
 
 
 def parse_seconds(text: str, what: str) -> float:
-    """Seconds >= 0, finite (a budget has an end)."""
-    value = parse_timeout(text, what)
-    if value is None:
-        raise ValueError(f"{what}: expected seconds such as 6 or 0.5, got {text!r}")
+    """Seconds >= 0, finite (a budget has an end): no 'none' here."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{what}: expected seconds such as 6 or 0.5, got {text!r}") from None
+    if not value >= 0:  # negative, or NaN
+        raise ValueError(f"{what}: seconds must be >= 0, got {text!r}")
+    if value > _TIMEOUT_MAX:  # infinity too
+        raise ValueError(f"{what}: a budget is a finite number of seconds, got {text!r}")
     return value
 
 

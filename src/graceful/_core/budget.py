@@ -109,7 +109,7 @@ def _seconds(key: str, value: str, text: str) -> float:
 
 _FORMAT = (
     "expected 'at=SECONDS' (CLOCK_MONOTONIC) or 'file=PATH', with optional 'less=SECONDS' and "
-    "'expect=SECONDS' before it, separated by commas (see docs/services.md)"
+    "'expect=SECONDS' before it, separated by commas (see `graceful docs services`)"
 )
 
 
