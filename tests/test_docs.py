@@ -133,7 +133,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "LICENSE", "README.md"):
         shutil.copy(ROOT / name, tree / name)
     junk = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for name in ("src", "docs"):
+    for name in ("src", "docs", "bin"):
         shutil.copytree(ROOT / name, tree / name, ignore=junk)
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
