@@ -115,7 +115,7 @@ def test_signals_is_unwrapped_when_wide_enough() -> None:
 # (not to its group) leaves its trap pending until that child ends.
 SHELL = (
     "import os; os.execvp('sh', ['sh', '-c', "
-    "'trap \"echo trapped; exit 0\" TERM; sh -c \"echo ready; exec sleep 100\"'])"
+    '\'trap "echo trapped; exit 0" TERM; sh -c "echo ready; exec sleep 100"\'])'
 )
 
 
