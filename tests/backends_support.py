@@ -120,13 +120,14 @@ def disabled_fixture(value: str, monkeypatch: pytest.MonkeyPatch) -> frozenset[s
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
 
 #: Forks a stranger with PID argv[1] (ns_last_pid, then fork at once: other processes forking
-#: meanwhile, in other checkouts too, only cost a retry), reports it, and on "check" says whether
-#: it still runs untouched (any signal graceful could send would have ended it), then kills and
-#: reaps it. The stranger is this helper's child: the test process never is its parent.
+#: meanwhile, in other checkouts or the other pytest-xdist worker, only cost a retry; each try
+#: takes about a millisecond, and 200 were once not enough on a busy machine), reports it, and on
+#: "check" says whether it still runs untouched (any signal graceful could send would have ended
+#: it), then kills and reaps it. The stranger is this helper's child, never the test process's.
 _CLAIMER = """
 import os, signal, sys, time
 target = int(os.environ["TARGET"])
-for attempt in range(200):
+for attempt in range(5000):
     with open("/proc/sys/kernel/ns_last_pid", "w") as f:
         f.write(str(target - 1))
     pid = os.fork()

@@ -186,3 +186,15 @@ def test_graceful_docs_works_from_the_installed_wheel(wheel: Path, tmp_path: Pat
         assert out.returncode == 0, out.stderr
         source = ROOT / ("README.md" if topic == "readme" else f"docs/{topic}.md")
         assert out.stdout == source.read_text()
+
+
+def test_the_readmes_links_work_on_the_index_page_too() -> None:
+    """README.md is the package index's long description, where a relative link resolves nowhere:
+    links are absolute; a document is named as its `graceful docs TOPIC`."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)\s]+)\)", readme)
+    assert [t for t in targets if not t.startswith(("https://", "http://", "#"))] == []
+    topics = {path.stem for path in (ROOT / "docs").glob("*.md")} | {"readme"}
+    named = set(re.findall(r"`graceful docs ([a-z]\w*)`", readme))
+    assert named, "the README names no topic"
+    assert named <= topics, named - topics

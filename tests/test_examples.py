@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +97,20 @@ def readme_main(tmp_path: Path) -> None:
         child.wait_for("querying")
         child.send(signal.SIGTERM)
         assert child.finish() == -signal.SIGTERM, child.stderr
+    assert child.stderr == ""
+
+
+def readme_asyncio(tmp_path: Path) -> None:
+    """It serves; SIGTERM cancels the main task, the async cleanup is awaited, and the program
+    dies by SIGTERM."""
+    with run_file(tmp_path, "readme-asyncio") as child:
+        port = int(child.wait_for_prefix("serving on port ").split()[-1])
+        address = ("127.0.0.1", port)
+        with socket.create_connection(address, TIMEOUT) as client, client.makefile("rb") as reply:
+            assert reply.readline() == b"hello\n"
+        child.send(signal.SIGTERM)
+        assert child.finish() == -signal.SIGTERM, child.stderr
+    assert child.lines[-1] == "pool closed"
     assert child.stderr == ""
 
 
@@ -205,6 +220,7 @@ def pool(name: str) -> Callable[[Path], None]:
 
 BEHAVIOUR: dict[str, Callable[[Path], None]] = {
     "readme-main": readme_main,
+    "readme-asyncio": readme_asyncio,
     "backends-executor": pool("backends-executor"),
     "backends-pool": pool("backends-pool"),
     "readme-guard": readme_guard,
