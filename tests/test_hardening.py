@@ -498,3 +498,45 @@ def test_no_deadline_has_one_spelling_in_the_api_and_the_cli() -> None:
     refused = cli("-1")
     assert refused.returncode == 2
     assert ">= 0 seconds, or 'none' for no deadline" in refused.stderr
+
+
+WATCHER_ERROR_FULL_STDERR = f"""
+import fcntl, os, sys, time, graceful
+from graceful._core.machine import machine
+flags = fcntl.fcntl(2, fcntl.F_GETFL)
+fcntl.fcntl(2, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(2, b"x" * 4096)
+except BlockingIOError:
+    pass
+fcntl.fcntl(2, fcntl.F_SETFL, flags)  # blocking again, and full
+def broken_listener(event, facts):
+    raise RuntimeError("an integration's listener fails")  # the watcher reports it on stderr
+machine.add_listener(broken_listener)
+graceful.register(time.sleep, 60)  # a hung cleanup: only the deadline ends the process
+with graceful.guard(timeout={DEADLINE}):
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_watcher_never_blocks_on_a_full_stderr_pipe() -> None:
+    # No logging configured: the watcher's own error report goes to stderr, a full pipe.
+    child = subprocess.Popen(
+        [sys.executable, "-u", "-c", WATCHER_ERROR_FULL_STDERR],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # never read until the end
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        child.send_signal(signal.SIGTERM)
+        rc = child.wait(BOUND)
+        child.communicate(timeout=TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert rc == -signal.SIGTERM
