@@ -293,8 +293,9 @@ def test_a_thread_registering_in_a_loop_never_starves_the_older_cleanups() -> No
             i += 1
             try:
                 graceful.register(functools.partial(noop, i))  # a per-request cleanup
-            except graceful.RegistrationClosed:
+            except graceful.RegistrationClosed as exc:
                 print("closed", flush=True)
+                print(exc, flush=True)
                 return
     graceful.register(print, "close_db", flush=True)  # registered first: runs last
     @graceful.register
@@ -311,6 +312,10 @@ def test_a_thread_registering_in_a_loop_never_starves_the_older_cleanups() -> No
         assert child.finish() == -signal.SIGTERM, child.stderr
     assert "close_db" in child.lines
     assert "closed" in child.lines
+    assert any(
+        line.startswith("graceful: this process is running its final cleanups (from another ")
+        for line in child.lines
+    ), child.lines
     assert "deadline" not in child.stderr
 
 
