@@ -293,8 +293,9 @@ def test_a_thread_registering_in_a_loop_never_starves_the_older_cleanups() -> No
             i += 1
             try:
                 graceful.register(functools.partial(noop, i))  # a per-request cleanup
-            except graceful.RegistrationClosed:
+            except graceful.RegistrationClosed as exc:
                 print("closed", flush=True)
+                print(exc, flush=True)
                 return
     graceful.register(print, "close_db", flush=True)  # registered first: runs last
     @graceful.register
@@ -311,6 +312,10 @@ def test_a_thread_registering_in_a_loop_never_starves_the_older_cleanups() -> No
         assert child.finish() == -signal.SIGTERM, child.stderr
     assert "close_db" in child.lines
     assert "closed" in child.lines
+    assert any(
+        line.startswith("graceful: this process is running its final cleanups (from another ")
+        for line in child.lines
+    ), child.lines
     assert "deadline" not in child.stderr
 
 
@@ -498,3 +503,45 @@ def test_no_deadline_has_one_spelling_in_the_api_and_the_cli() -> None:
     refused = cli("-1")
     assert refused.returncode == 2
     assert ">= 0 seconds, or 'none' for no deadline" in refused.stderr
+
+
+WATCHER_ERROR_FULL_STDERR = f"""
+import fcntl, os, sys, time, graceful
+from graceful._core.machine import machine
+flags = fcntl.fcntl(2, fcntl.F_GETFL)
+fcntl.fcntl(2, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(2, b"x" * 4096)
+except BlockingIOError:
+    pass
+fcntl.fcntl(2, fcntl.F_SETFL, flags)  # blocking again, and full
+def broken_listener(event, facts):
+    raise RuntimeError("an integration's listener fails")  # the watcher reports it on stderr
+machine.add_listener(broken_listener)
+graceful.register(time.sleep, 60)  # a hung cleanup: only the deadline ends the process
+with graceful.guard(timeout={DEADLINE}):
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_the_watcher_never_blocks_on_a_full_stderr_pipe() -> None:
+    # No logging configured: the watcher's own error report goes to stderr, a full pipe.
+    child = subprocess.Popen(
+        [sys.executable, "-u", "-c", WATCHER_ERROR_FULL_STDERR],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # never read until the end
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
+        child.send_signal(signal.SIGTERM)
+        rc = child.wait(BOUND)
+        child.communicate(timeout=TIMEOUT)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert rc == -signal.SIGTERM

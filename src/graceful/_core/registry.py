@@ -165,10 +165,15 @@ class Registry:
         if final is None or self._closer == threading.get_ident():
             return
         if self._drop(func, seq):  # else the final run took it: it ran
+            when = (
+                "has run its final {}s already"
+                if self._closer is None
+                else "is running its final {}s (from another thread than this one)"
+            )
             raise RegistrationClosed(
-                f"graceful: this process has run its final {self.kind}s already "
-                f"({final}), so this one would never run; call it yourself now, or "
-                "register it before the shutdown begins"
+                f"graceful: this process {when.format(self.kind)} ({final}), so this one "
+                "would never run; call it yourself now, or register it before the shutdown "
+                "begins"
             )
 
     def _drop(self, func: Callable[..., object], seq: int) -> bool:

@@ -356,10 +356,34 @@ def end(how: str, sig: Optional[int], exit_code: Optional[int], *, defer: bool =
     _record(facts, message, defer, LAST_WAIT)
 
 
+#: Threads that must never wait for a log line (the watcher: the deadline depends on it).
+_never_block: set[int] = set()
+
+
+def never_block_here() -> None:
+    """The calling thread never waits for a log line from now on (a full stderr pipe, a logging
+    lock held by a stuck thread): its warnings and errors are written by a helper thread."""
+    _never_block.add(_thread.get_ident())
+
+
+def _elsewhere(func: Callable[..., None], *args: Any, **kwargs: Any) -> bool:
+    """In a thread that must never block: run the log call in a helper thread (dropped if none
+    can start: the line is not worth the deadline). False in any other thread."""
+    if _thread.get_ident() not in _never_block:
+        return False
+    try:
+        _threads.start(lambda: func(*args, **kwargs), "graceful-log")
+    except RuntimeError:
+        pass
+    return True
+
+
 def log_exception(message: str, *args: object, exc_info: Optional[tuple[Any, ...]] = None) -> None:
     """ERROR with a traceback: ``exc_info``'s, or the exception being handled."""
-    flush()
     exc = exc_info if exc_info is not None else sys.exc_info()
+    if _elsewhere(log_exception, message, *args, exc_info=exc):
+        return
+    flush()
     log = logger()
     if log is not None:
         log.error(message, *args, exc_info=exc)
@@ -373,6 +397,8 @@ def log_exception(message: str, *args: object, exc_info: Optional[tuple[Any, ...
 
 
 def log_error(message: str, *args: object) -> None:
+    if _elsewhere(log_error, message, *args):
+        return
     flush()
     log = logger()
     if log is not None:
@@ -383,6 +409,8 @@ def log_error(message: str, *args: object) -> None:
 
 def log_info(message: str, *args: object) -> None:
     """INFO: only where the program configured logging (nobody else would see it)."""
+    if _elsewhere(log_info, message, *args):
+        return
     flush()
     log = logger()
     if log is not None:
@@ -390,6 +418,8 @@ def log_info(message: str, *args: object) -> None:
 
 
 def log_warning(message: str, *args: object) -> None:
+    if _elsewhere(log_warning, message, *args):
+        return
     flush()
     log = logger()
     if log is not None:
@@ -412,6 +442,7 @@ def after_fork_in_child() -> None:
     global _t0, _flushing, _starting, _logger_running, _file, _pid
     _t0 = None
     _pid = os.getpid()
+    _never_block.clear()  # the watcher did not survive the fork
     _queue.clear()
     _flushing = _thread.allocate_lock()
     _starting = _thread.allocate_lock()

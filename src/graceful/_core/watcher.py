@@ -68,6 +68,7 @@ class _Watcher:
 
     def _main(self) -> None:
         self.ident = _threads.get_ident()
+        _timeline.never_block_here()  # the deadline depends on this thread: it never logs itself
         # Asynchronous signals go to the main thread (or the program's threads), never here:
         # the C handler then interrupts the main thread's blocking call at once.
         _dispositions.block(_dispositions.ASYNC_SIGNALS)
