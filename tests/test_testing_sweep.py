@@ -205,6 +205,13 @@ def test_several_signals_and_a_second_one(shutdown: Shutdown) -> None:
     after = shutdown.sweep(code=code, where="main", then=("INT", 8), check=check)
     assert {r.then_at for r in after.runs} <= {"<string>:8", None}
 
+    def second_is_fatal(result: ShutdownResult, run: SweepRun) -> None:
+        assert run.then_at is None, "a second signal came"
+
+    with pytest.raises(SweepFailed) as info:
+        shutdown.sweep(code=code, where="main", then="INT", check=second_is_fatal)
+    assert "; SIGTERM; then SIGINT at <string>:7)" in str(info.value)
+
 
 def test_threads_and_forks(shutdown: Shutdown) -> None:
     code = """\
