@@ -199,16 +199,14 @@ def _then(then: Then, target: _Target, cwd: str) -> Optional[tuple[int, list[str
     """``then=`` as (signal, the tracer's settings after it, a text)."""
     if then is None:
         return None
-    at: Union[int, str] = 1
-    sig: SignalLike
-    if isinstance(then, tuple):
-        if len(then) != 2:
-            raise ValueError(
-                "then= is a signal, (signal, line) or (signal, 'every'), e.g. ('INT', 'every')"
-            )
-        sig, at = then
-    else:
-        sig = then
+    if not isinstance(then, tuple):
+        number = _catchable(then, "then=")
+        return number, ["after", "1"], f"then {signal_name(number)} at the next line"
+    if len(then) != 2:
+        raise ValueError(
+            "then= is a signal, (signal, line) or (signal, 'every'), e.g. ('INT', 'every')"
+        )
+    sig, at = then
     number = _catchable(sig, "then=")
     if at == "every":
         return number, ["count"], f"then {signal_name(number)} at each line after it"

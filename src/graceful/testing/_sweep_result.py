@@ -143,7 +143,12 @@ class SweepResult:
             more = "" if len({r.point.k for r in runs}) <= 8 else ", ..."
             count = f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
             out.append(f"  {p.shown}:{p.line} in {p.function}: `{p.source}`")
-            out.append(f"      {count} ({ks}{more}; {how})")
+            second = ""
+            if runs[0].then is not None:
+                where = sorted({r.then_at or "not sent" for r in runs})
+                second = f"; then {signal_name(runs[0].then)} at {', '.join(where[:6])}"
+                second += ", ..." if len(where) > 6 else ""
+            out.append(f"      {count} ({ks}{more}; {how}{second})")
             said = (runs[0].error or "").strip().splitlines()
             out.append(f"      check said: {said[0] if said else '?'}")
         first = failures[0]
