@@ -661,3 +661,28 @@ def test_a_fifo_named_as_a_file_of_the_supervisor_never_blocks(option: str, tmp_
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "ran\n"
     assert "No such device or address" in proc.stderr
+
+
+def test_graceful_shutdown_from_a_servers_hook_fits_the_budget(tmp_path: Path) -> None:
+    """uvicorn's lifespan, gunicorn's on_exit: ``graceful.shutdown()`` with no guard entered
+    fits its deadline to the budget too (here 1.25 s, not its own 5 s)."""
+    deadline = tmp_path / "deadline"
+    code = f"""
+import time, graceful
+graceful.register(time.sleep, 60)  # hung
+open({str(deadline)!r}, "w").write(f"{{time.monotonic() + 1.5:.6f}}")  # the stop began above
+graceful.shutdown()
+"""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GRACEFUL_DEADLINE": f"file={deadline}"},
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "shutdown deadline of 1.2" in proc.stderr
+    assert "after graceful.shutdown()" in proc.stderr
+    assert time.monotonic() - started < 5.0
