@@ -686,3 +686,24 @@ graceful.shutdown()
     assert "shutdown deadline of 1.2" in proc.stderr
     assert "after graceful.shutdown()" in proc.stderr
     assert time.monotonic() - started < 5.0
+
+
+def test_the_warning_comes_once_however_many_guards_arm() -> None:
+    code = """
+import graceful
+for _ in range(3):
+    with graceful.guard(timeout=4):
+        with graceful.guard(timeout=4):
+            pass
+graceful.register(print, "cleanup ran")  # the exit's own guard arms once more
+"""
+    proc = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GRACEFUL_DEADLINE": f"at={time.monotonic() + 3:.6f}"},
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert proc.stdout == "cleanup ran\n"
+    assert proc.stderr.count("does not fit") == 1, proc.stderr
