@@ -716,3 +716,14 @@ def test_read_receipts_refuses_a_line_that_is_not_a_receipt(tmp_path: Path) -> N
     path.write_text('{"who": "graceful"}\n{"who": \n')
     with pytest.raises(ValueError, match=r"receipts.jsonl:2: not a JSON receipt"):
         read_receipts(path)
+
+
+def test_an_unusable_budget_is_not_passed_on_and_a_supervised_spawn_still_starts() -> None:
+    code = """
+    import subprocess, sys, graceful
+    show = [sys.executable, "-c", "import os; print(os.environ.get('GRACEFUL_DEADLINE'))"]
+    for supervise in (False, True):
+        p = graceful.spawn(show, stdout=subprocess.PIPE, text=True, supervise=supervise)
+        print(p.stdout.read().strip(), p.wait())
+    """
+    assert output(code, "soon").splitlines() == ["None 0", "None 0"]

@@ -346,13 +346,18 @@ def budget_remaining(default: Optional[float] = None) -> Optional[float]:
 
 def pass_down(popen_kwargs: dict[str, Any]) -> None:
     """Give a backend that this process will stop the budget, a level down (``env=`` of
-    ``Popen``, made from ``os.environ`` if not given). A variable the caller set is kept."""
-    budget, _ = inherited()
-    if budget is None:
+    ``Popen``, made from ``os.environ`` if not given). A variable the caller set is kept; one
+    that cannot be used here (warned about at the guard's entry) is not passed on: a supervised
+    backend's ``graceful run`` would refuse to start with it."""
+    budget, error = inherited()
+    if budget is None and error is None:
         return
     env = popen_kwargs.get("env")
     if env is not None and (ENV in env or ENV.encode() in env):
         return
     env = dict(os.environ if env is None else env)
-    env[ENV] = budget.below()
+    if budget is None:
+        env.pop(ENV, None)
+    else:
+        env[ENV] = budget.below()
     popen_kwargs["env"] = env
