@@ -17,7 +17,7 @@ import subprocess
 import textwrap
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from cli_support import GRACEFUL, PY
 from helpers import TIMEOUT, Child
@@ -108,7 +108,7 @@ class Tree:
                 found[what] = float(at)
         return found
 
-    def receipts(self) -> list[dict[str, object]]:
+    def receipts(self) -> list[dict[str, Any]]:
         from graceful.testing import read_receipts
 
         return read_receipts(self.report)
@@ -167,7 +167,7 @@ def systemd_stop(
     messages)."""
     sent = time.monotonic()
     kill_at = sent + timeout_stop
-    messages = []
+    messages: list[tuple[int, dict[str, str], float]] = []
     proc.send_signal(signal.SIGTERM)
     while proc.poll() is None:
         now = time.monotonic()

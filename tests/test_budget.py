@@ -86,45 +86,45 @@ def test_three_levels_finish_every_cleanup_within_the_grace(
     assert app["ppid"] == tree.pid
     assert backend["ppid"] == app["pid"]
     # The supervisor: the drain, the forward, no SIGKILL, how the command ended, what was left.
-    assert supervisor["drain"]["planned"] == DRAIN  # type: ignore[index]
-    assert supervisor["drain"]["ended_by"] == "time"  # type: ignore[index]
+    assert supervisor["drain"]["planned"] == DRAIN
+    assert supervisor["drain"]["ended_by"] == "time"
     signals = supervisor["signals"]
-    assert [(s["event"], s["signal"]) for s in signals] == [  # type: ignore[union-attr]
+    assert [(s["event"], s["signal"]) for s in signals] == [
         ("received", "SIGTERM"),
         ("forwarded", "SIGTERM"),
     ]
-    assert DRAIN <= signals[1]["t"] < DRAIN + LATE  # type: ignore[index]
-    assert supervisor["budget"]["kill_at"] == pytest.approx(SUPERVISOR_KILL)  # type: ignore[index]
+    assert DRAIN <= signals[1]["t"] < DRAIN + LATE
+    assert supervisor["budget"]["kill_at"] == pytest.approx(SUPERVISOR_KILL)
     assert supervisor["killed"] == []
-    assert supervisor["ended"] == [  # type: ignore[comparison-overlap]
+    assert supervisor["ended"] == [
         {
             "pid": app["pid"],
             "role": "command",
-            "t": supervisor["ended"][0]["t"],  # type: ignore[index]
+            "t": supervisor["ended"][0]["t"],
             "how": "signal",
             "signal": "SIGTERM",
             "killed": False,
         }
     ]
-    assert 0 < supervisor["left"] < GRACE - DRAIN  # type: ignore[operator]
+    assert 0 < supervisor["left"] < GRACE - DRAIN
     # Each graceful program: its budget (a level apart), its cleanup, its end.
     for receipt, name, deadline in (
         (app, "app_cleanup", APP_DEADLINE),
         (backend, "backend_cleanup", BACKEND_DEADLINE),
     ):
         cleanups = receipt["cleanups"]
-        names = [c["name"] for c in cleanups]  # type: ignore[union-attr]
+        names = [c["name"] for c in cleanups]
         assert f"__main__.{name}" in names, cleanups
-        assert all(c["ok"] for c in cleanups)  # type: ignore[union-attr]
-        assert receipt["end"]["how"] == "reraise"  # type: ignore[index]
+        assert all(c["ok"] for c in cleanups)
+        assert receipt["end"]["how"] == "reraise"
         budget = receipt["budget"]
         # Its deadline, on the shared clock, where the supervisor put it.
-        at = receipt["t0"] + budget["deadline_in"]  # type: ignore[index,operator]
-        assert at - supervisor["t0"] == pytest.approx(deadline, abs=0.01)  # type: ignore[operator]
-        assert receipt["left"] > 0  # type: ignore[operator]
-    assert "less=0.5" in backend["budget"]["source"]  # type: ignore[index]
-    assert "less" not in app["budget"]["source"]  # type: ignore[index]
-    assert [b["backend_pid"] for b in app["backends"]] == [backend["pid"]]  # type: ignore[union-attr]
+        at = receipt["t0"] + budget["deadline_in"]
+        assert at - supervisor["t0"] == pytest.approx(deadline, abs=0.01)
+        assert receipt["left"] > 0
+    assert "less=0.5" in backend["budget"]["source"]
+    assert "less" not in app["budget"]["source"]
+    assert [b["backend_pid"] for b in app["backends"]] == [backend["pid"]]
 
 
 def test_a_hung_cleanup_at_the_bottom_is_cut_at_each_level_in_turn(
@@ -136,13 +136,13 @@ def test_a_hung_cleanup_at_the_bottom_is_cut_at_each_level_in_turn(
     assert session_members(tree.pid) == []
     backend, app, supervisor = tree.receipts()
     # The backend's own deadline cut its cleanup, before the app would have SIGKILLed it.
-    cut = backend["t0"] + backend["end"]["t"] - supervisor["t0"]  # type: ignore[index,operator]
-    assert backend["end"]["how"] == "deadline"  # type: ignore[index]
+    cut = backend["t0"] + backend["end"]["t"] - supervisor["t0"]
+    assert backend["end"]["how"] == "deadline"
     assert BACKEND_DEADLINE - 0.05 <= cut < BACKEND_DEADLINE + LATE
     assert "backend-cleanup-done" not in tree.marks()
     # The app finished its own cleanup and saw its backend end, within its own deadline.
-    assert app["end"]["how"] == "reraise"  # type: ignore[index]
-    assert all(c["ok"] for c in app["cleanups"])  # type: ignore[union-attr]
+    assert app["end"]["how"] == "reraise"
+    assert all(c["ok"] for c in app["cleanups"])
     # The supervisor SIGKILLed nothing, and ended before its grace.
     assert supervisor["killed"] == []
     assert ended - sent < SUPERVISOR_KILL
@@ -157,8 +157,8 @@ def test_a_hung_cleanup_in_the_app_is_cut_by_its_deadline(
     assert session_members(tree.pid) == []
     backend, app, supervisor = tree.receipts()
     assert backend["end"]["how"] == "reraise"  # broken at the app's signal, done long before
-    cut = app["t0"] + app["end"]["t"] - supervisor["t0"]  # type: ignore[index,operator]
-    assert app["end"]["how"] == "deadline"  # type: ignore[index]
+    cut = app["t0"] + app["end"]["t"] - supervisor["t0"]
+    assert app["end"]["how"] == "deadline"
     assert APP_DEADLINE - 0.05 <= cut < APP_DEADLINE + LATE
     assert supervisor["killed"] == []
     assert ended - sent < SUPERVISOR_KILL + LATE
@@ -182,10 +182,8 @@ def test_a_command_without_graceful_is_killed_at_the_grace_less_the_margin(
     assert not killed
     assert tree.child.proc.returncode == -signal.SIGKILL
     (supervisor,) = tree.receipts()
-    assert [k["t"] for k in supervisor["killed"]] == [  # type: ignore[union-attr]
-        pytest.approx(2.5, abs=0.05)
-    ]
-    assert supervisor["ended"][0]["killed"] is True  # type: ignore[index]
+    assert [k["t"] for k in supervisor["killed"]] == [pytest.approx(2.5, abs=0.05)]
+    assert supervisor["ended"][0]["killed"] is True
     assert 2.5 <= ended - sent < 3.0
 
 
@@ -219,14 +217,14 @@ def test_a_second_stop_signal_ends_the_drain_and_is_not_forwarded_twice(
     assert tree.child.finish(TIMEOUT) == -signal.SIGTERM
     assert time.monotonic() - sent < 10
     _backend, app, supervisor = tree.receipts()
-    assert supervisor["drain"]["ended_by"] == "second signal"  # type: ignore[index]
-    assert [s["event"] for s in supervisor["signals"]] == [  # type: ignore[union-attr]
+    assert supervisor["drain"]["ended_by"] == "second signal"
+    assert [s["event"] for s in supervisor["signals"]] == [
         "received",
         "received",
         "forwarded",
     ]
     assert app["end"]["how"] == "reraise"  # one SIGTERM: the app's cleanups were not forced
-    assert all(c["ok"] for c in app["cleanups"])  # type: ignore[union-attr]
+    assert all(c["ok"] for c in app["cleanups"])
 
 
 def test_systemd_gets_the_real_remaining_budget_and_never_kills(
@@ -265,8 +263,8 @@ def test_nested_supervisors_compose(trees: list[Tree], tmp_path: Path) -> None:
     assert not killed
     inner_receipt, outer = tree.receipts()
     assert inner_receipt["who"] == "graceful run"
-    assert inner_receipt["budget"]["inherited"].startswith("expect=3.5,file=")  # type: ignore[index]
-    assert inner_receipt["budget"]["kill_at"] == pytest.approx(3.0, abs=0.1)  # type: ignore[index]
+    assert inner_receipt["budget"]["inherited"].startswith("expect=3.5,file=")
+    assert inner_receipt["budget"]["kill_at"] == pytest.approx(3.0, abs=0.1)
     assert outer["killed"] == []  # the inner one did it
     assert ended - sent < 3.5
 
@@ -288,7 +286,7 @@ main()
 
 
 def stop_once_ready(
-    code: str, env: dict[str, str], before_signal: Optional[Callable[[], None]] = None
+    code: str, env: dict[str, str], before_signal: Optional[Callable[[], object]] = None
 ) -> tuple[int, str, str, float]:
     """Run ``code``, SIGTERM it after its "ready" line (and ``before_signal()``): (rc, stdout
     after it, stderr, seconds from the signal to its end)."""
@@ -499,7 +497,7 @@ def test_nothing_is_left_in_the_session_after_a_stop(trees: list[Tree], tmp_path
     assert not killed
     wait_dead(members, 1.0)
     backend, app, _supervisor = tree.receipts()
-    assert backend["end"]["how"] == app["end"]["how"] == "deadline"  # type: ignore[index]
+    assert backend["end"]["how"] == app["end"]["how"] == "deadline"
     assert ended - sent < SUPERVISOR_KILL + LATE
     assert sys.platform.startswith("linux")
 
@@ -555,13 +553,11 @@ def test_a_supervised_backend_is_killed_by_its_own_supervisor_a_level_earlier(
     assert not killed
     inner, app, outer = tree.receipts()
     assert (inner["who"], app["who"], outer["who"]) == ("graceful run", "graceful", "graceful run")
-    assert "less=0.5" in inner["budget"]["inherited"]  # type: ignore[index]
-    cut = inner["t0"] + inner["budget"]["kill_at"] - outer["t0"]  # type: ignore[index,operator]
+    assert "less=0.5" in inner["budget"]["inherited"]
+    cut = inner["t0"] + inner["budget"]["kill_at"] - outer["t0"]
     assert cut == pytest.approx(2.5, abs=0.05)
-    assert [k["t"] for k in inner["killed"]] == [  # type: ignore[union-attr]
-        pytest.approx(inner["budget"]["kill_at"], abs=0.1)  # type: ignore[index]
-    ]
-    assert app["end"]["how"] == "reraise"  # type: ignore[index]
+    assert [k["t"] for k in inner["killed"]] == [pytest.approx(inner["budget"]["kill_at"], abs=0.1)]
+    assert app["end"]["how"] == "reraise"
     assert outer["killed"] == []
     assert ended - sent < 3.5
 
@@ -639,12 +635,12 @@ def test_the_receipt_says_who_was_told_to_stop_without_a_budget(
     assert tree.child.finish(TIMEOUT) == -signal.SIGTERM
     assert not ready.exists()
     (receipt,) = tree.receipts()
-    events = [(s["event"], s["signal"]) for s in receipt["signals"]]  # type: ignore[union-attr]
+    events = [(s["event"], s["signal"]) for s in receipt["signals"]]
     assert events[:2] == [("received", "SIGTERM"), ("forwarded", "SIGTERM")]
     assert ("told", "SIGTERM") in events  # the adopted daemon
-    assert receipt["budget"]["kill_at"] == pytest.approx(8.0)  # type: ignore[index]
-    assert receipt["budget"]["passed_down"] is None  # type: ignore[index]
-    roles = sorted(e["role"] for e in receipt["ended"])  # type: ignore[union-attr]
+    assert receipt["budget"]["kill_at"] == pytest.approx(8.0)
+    assert receipt["budget"]["passed_down"] is None
+    roles = sorted(e["role"] for e in receipt["ended"])
     assert roles == ["command", "orphan"], receipt
 
 
@@ -662,3 +658,73 @@ def test_a_fifo_named_as_a_file_of_the_supervisor_never_blocks(option: str, tmp_
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "ran\n"
     assert "No such device or address" in proc.stderr
+
+
+def test_graceful_shutdown_from_a_servers_hook_fits_the_budget(tmp_path: Path) -> None:
+    """uvicorn's lifespan, gunicorn's on_exit: ``graceful.shutdown()`` with no guard entered
+    fits its deadline to the budget too (here 1.25 s, not its own 5 s)."""
+    deadline = tmp_path / "deadline"
+    code = f"""
+import time, graceful
+graceful.register(time.sleep, 60)  # hung
+open({str(deadline)!r}, "w").write(f"{{time.monotonic() + 1.5:.6f}}")  # the stop began above
+graceful.shutdown()
+"""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GRACEFUL_DEADLINE": f"file={deadline}"},
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "shutdown deadline of 1.2" in proc.stderr
+    assert "after graceful.shutdown()" in proc.stderr
+    assert time.monotonic() - started < 5.0
+
+
+def test_the_warning_comes_once_however_many_guards_arm() -> None:
+    code = """
+import graceful
+for _ in range(3):
+    with graceful.guard(timeout=4):
+        with graceful.guard(timeout=4):
+            pass
+graceful.register(print, "cleanup ran")  # the exit's own guard arms once more
+"""
+    proc = subprocess.run(
+        [PY, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GRACEFUL_DEADLINE": f"at={time.monotonic() + 3:.6f}"},
+        timeout=TIMEOUT,
+        check=True,
+    )
+    assert proc.stdout == "cleanup ran\n"
+    assert proc.stderr.count("does not fit") == 1, proc.stderr
+
+
+def test_read_receipts_refuses_a_line_that_is_not_a_receipt(tmp_path: Path) -> None:
+    from graceful.testing import read_receipts
+
+    path = tmp_path / "receipts.jsonl"
+    assert read_receipts(path) == []
+    path.write_text('{"who": "graceful"}\n\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"receipts.jsonl:3: not a JSON object: '\[1, 2\]'"):
+        read_receipts(path)
+    path.write_text('{"who": "graceful"}\n{"who": \n')
+    with pytest.raises(ValueError, match=r"receipts.jsonl:2: not a JSON receipt"):
+        read_receipts(path)
+
+
+def test_an_unusable_budget_is_not_passed_on_and_a_supervised_spawn_still_starts() -> None:
+    code = """
+    import subprocess, sys, graceful
+    show = [sys.executable, "-c", "import os; print(os.environ.get('GRACEFUL_DEADLINE'))"]
+    for supervise in (False, True):
+        p = graceful.spawn(show, stdout=subprocess.PIPE, text=True, supervise=supervise)
+        print(p.stdout.read().strip(), p.wait())
+    """
+    assert output(code, "soon").splitlines() == ["None 0", "None 0"]

@@ -205,24 +205,37 @@ def inherited() -> tuple[Optional[Budget], Optional[str]]:
     return _parsed[1], _parsed[2]
 
 
-def prepare(options: Options, what: str = "graceful") -> None:
+#: Warnings already given, by what they are about (the variable's value, the options): each
+#: once per process, however many guards arm (nested ones, the exit's own guard).
+_warned: set[tuple[object, ...]] = set()
+
+
+def _warn_once(about: tuple[object, ...], message: str, *args: object) -> None:
+    if about not in _warned:
+        _warned.add(about)
+        _timeline.log_warning(message, *args)
+
+
+def prepare(options: Options) -> None:
     """At a guard's entry (main thread): parse the variable, and warn now about what cannot be
     used, and about an explicit ``timeout=`` that will not fit, rather than in a signal."""
     budget, error = inherited()
     if budget is None and error is None:
         return
     own = "its own timeout" if options.timeout is None else f"its own {options.timeout:g} s"
+    about = (os.environ.get(ENV), options.timeout, options.drain, options.budgeted)
     if error is not None:
-        _timeline.log_warning("graceful: %s; using %s", error, own)
+        _warn_once(about, "graceful: %s; using %s", error, own)
         return
     assert budget is not None
     try:
         end = budget.end_by()
     except ValueError as exc:
-        _timeline.log_warning("graceful: %s; using %s", exc, own)
+        _warn_once(about, "graceful: %s; using %s", exc, own)
         return
     if end is not None and end <= time.monotonic():
-        _timeline.log_warning(
+        _warn_once(
+            about,
             "graceful: %s=%r lies %.3g s in the past; using %s",
             ENV,
             budget.text,
@@ -235,7 +248,8 @@ def prepare(options: Options, what: str = "graceful") -> None:
         return
     need = options.drain + (options.timeout if options.timeout is not None else float("inf"))
     if need > expected - OWN:
-        _timeline.log_warning(
+        _warn_once(
+            about,
             "graceful: an explicit timeout=%g (drain=%g) does not fit the %.3g s the budget "
             "above leaves (%s): the layer above will SIGKILL this program first; leave timeout "
             "at its default to fit it",
@@ -332,13 +346,18 @@ def budget_remaining(default: Optional[float] = None) -> Optional[float]:
 
 def pass_down(popen_kwargs: dict[str, Any]) -> None:
     """Give a backend that this process will stop the budget, a level down (``env=`` of
-    ``Popen``, made from ``os.environ`` if not given). A variable the caller set is kept."""
-    budget, _ = inherited()
-    if budget is None:
+    ``Popen``, made from ``os.environ`` if not given). A variable the caller set is kept; one
+    that cannot be used here (warned about at the guard's entry) is not passed on: a supervised
+    backend's ``graceful run`` would refuse to start with it."""
+    budget, error = inherited()
+    if budget is None and error is None:
         return
     env = popen_kwargs.get("env")
     if env is not None and (ENV in env or ENV.encode() in env):
         return
     env = dict(os.environ if env is None else env)
-    env[ENV] = budget.below()
+    if budget is None:
+        env.pop(ENV, None)
+    else:
+        env[ENV] = budget.below()
     popen_kwargs["env"] = env

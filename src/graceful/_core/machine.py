@@ -558,7 +558,9 @@ class Shutdown:
     def begin_external(self, options: Options) -> None:
         """A framework's shutdown hook starts the shutdown (``graceful.shutdown()``): no signal
         of ours, but the break callbacks, the deadline and the cleanups all the same."""
+        _prepare_budget_and_receipt(options)  # a server's hook: no guard may have been entered
         now = time.monotonic()
+        budget = sys.modules.get(_BUDGET)
         with self._lock:
             if self.options is None:
                 self.options = options
@@ -567,6 +569,9 @@ class Shutdown:
                 _timeline.start(now)
                 timeout = options.timeout
                 self.deadline = None if timeout is None else now + timeout
+                fitted = None if budget is None else budget.fit(now, options)
+                if fitted is not None:  # a budget from above, and timeout left at its default
+                    self.deadline = self.budget_deadline = fitted[1]
         _timeline.record("external", "shutdown requested by the program (graceful.shutdown())")
         self.begin_breaks(external=True)
         self._wake()
