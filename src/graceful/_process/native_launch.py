@@ -39,7 +39,6 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]
 import os
 import sys
-import threading
 
 from .._core import signals as _signals
 from . import features as _features
@@ -66,7 +65,6 @@ _RESTORED = frozenset(getattr(_signal, n) for n in ("SIGPIPE", "SIGXFSZ") if has
 #: What the kernel may report as ignored but belongs to the C library (not in valid_signals()).
 _VALID = frozenset(_signal.valid_signals()) if hasattr(_signal, "valid_signals") else frozenset()
 
-_lock = threading.Lock()
 #: setpriv's path once probed ("" if unusable), None before.
 _setpriv: Optional[str] = None
 #: The ELF identity of this interpreter's executable (class, byte order, machine), once read.
@@ -74,15 +72,15 @@ _elf_self: Optional[bytes] = None
 
 
 def setpriv() -> str:
-    """The path of a setpriv that has ``--pdeathsig``, or "" (probed once per process)."""
+    """The path of a setpriv that has ``--pdeathsig``, or "" (probed once per process).
+
+    No lock: threads that race here each probe, and agree (a lock held by another thread when
+    the process forks would stay held in the child, whose first ``spawn`` would hang)."""
     global _setpriv
     found = _setpriv
-    if found is not None:
-        return found
-    with _lock:
-        if _setpriv is None:
-            _setpriv = _probe()
-        return _setpriv
+    if found is None:
+        found = _setpriv = _probe()
+    return found
 
 
 def _probe() -> str:
