@@ -62,7 +62,8 @@ CHECK = (
 )
 #: Ignored by Python itself at start-up and reset to SIG_DFL by Popen's ``restore_signals``.
 _RESTORED = frozenset(getattr(_signal, n) for n in ("SIGPIPE", "SIGXFSZ") if hasattr(_signal, n))
-#: What the kernel may report as ignored but belongs to the C library (not in valid_signals()).
+#: The signals that count: valid_signals() leaves out the C library's own (32 and 33 on glibc),
+#: which /proc may report as ignored and which no program can reset.
 _VALID = frozenset(_signal.valid_signals()) if hasattr(_signal, "valid_signals") else frozenset()
 
 #: setpriv's path once probed ("" if unusable), None before.
