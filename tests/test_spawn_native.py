@@ -246,6 +246,9 @@ def fast(executable="sh", argv=("sh",), found=b"/bin/sh", env=None, sig=15):
     )
     return "native" if got and got[0][0] == n.setpriv() else "popen" if got else "launcher"
 print("clean", fast())
+import ctypes  # a command name with ") " in it: /proc/self/stat is read past the last ")"
+ctypes.CDLL(None).prctl(15, b"x) 1 2 (y", 0, 0, 0)  # PR_SET_NAME
+print("odd name", fast())
 print("no die_with_parent", fast(sig=0))
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
 print("a blocked signal", fast(), fast(sig=0))
@@ -281,6 +284,7 @@ def test_what_the_fast_path_refuses(tmp_path: Path) -> None:
     unreadable = "launcher" if os.geteuid() != 0 else "native"  # root reads anything
     assert child.lines == [
         "clean native",
+        "odd name native",
         "no die_with_parent popen",
         "a blocked signal launcher launcher",
         "an ignored signal launcher launcher",
