@@ -196,18 +196,21 @@ def log(*words):
     finally:
         os.close(fd)
 
+import graceful.integrations.gunicorn
+
+hooks = graceful.integrations.gunicorn.hooks()  # the recipe (docs/servers.md)
+globals().update(hooks)
+
 def post_fork(server, worker):  # each worker: its own connection, its own cleanup
+    hooks["post_fork"](server, worker)
     import psycopg
     conn = psycopg.connect(DSN)
     graceful.register(conn.close)
     graceful.register(log, "worker-cleanup")  # newest first: logged, then the close
     log("worker-ready")
 
-def worker_exit(server, worker):  # the recipe: graceful's shutdown in gunicorn's hook
-    graceful.shutdown()
-
 def on_exit(server):
-    graceful.shutdown()
+    hooks["on_exit"](server)
     log("master-exit")
 """
 

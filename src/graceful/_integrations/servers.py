@@ -74,6 +74,11 @@ class Stopper:
             self._fired = True
             if self in _pending:
                 _pending.remove(self)
+        # Signalled is not due in the main thread: the server stops by its own shutdown. Once
+        # graceful's handler is back (wait_for_stop() has returned while the server finishes),
+        # neither a re-delivery nor a second signal cancels that shutdown: a repeat follows the
+        # second-signal rule, as it does while the stopper is installed.
+        machine.mark_raised()
         try:
             self._stop(sig)
         except Exception:
