@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -327,3 +328,57 @@ def test_a_tracked_asyncio_subprocess_is_broken_exited_and_reaped() -> None:
         assert child.finish() == -signal.SIGTERM, child.stderr
     assert child.lines[1:] == ["backend said got TERM and ended 3"]
     assert not Path(f"/proc/{pid}").exists()
+
+
+# --- Issue 21, defect 8: the awaiting ending does what the blocking one does ---------------------
+
+RAISE_MODE = """
+import asyncio, os, time, graceful
+async def main():
+    try:
+        GUARD as g:
+            g.register(print, "block cleanup", flush=True)
+            print("ready", flush=True)
+            SLEEP
+    except graceful.Signalled as exc:
+        print("caught", exc.signal.name, flush=True)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_on_signal_raise_writes_the_same_timeline_in_both_drivers(
+    tmp_path: Path, kind: str
+) -> None:
+    timeline = tmp_path / "timeline.jsonl"
+    if kind == "async":
+        code = RAISE_MODE.replace("GUARD", "async with graceful.guard(on_signal='raise')")
+        code = code.replace("SLEEP", "await asyncio.sleep(60)")
+    else:  # the blocking driver
+        code = RAISE_MODE.replace("asyncio.run(main())", "main()").replace("async def", "def")
+        code = code.replace("GUARD", "with graceful.guard(on_signal='raise')")
+        code = code.replace("SLEEP", "time.sleep(60)")
+    child = run(code, signal.SIGTERM, env={"GRACEFUL_TIMELINE": str(timeline)})
+    assert child.proc.returncode == 0, child.stderr
+    assert child.lines == ["ready", "block cleanup", "caught SIGTERM"], child.stderr
+    events = [json.loads(line)["event"] for line in timeline.read_text().splitlines()]
+    assert events == ["signal", "cleanup", "end"], events
+
+
+# --- Issue 28, item 8: Ctrl-C inside asyncio.run ends by SIGINT, not exit 130 --------------------
+
+
+def test_async_with_guard_inside_asyncio_run_dies_by_sigint() -> None:
+    code = """
+    import asyncio, graceful
+    graceful.register(print, "cleanup", flush=True)
+    async def serve():
+        async with graceful.guard():
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+    asyncio.run(serve())
+    print("after asyncio.run", flush=True)
+    """
+    child = run(code, signal.SIGINT)
+    assert child.proc.returncode == -signal.SIGINT, child.stderr
+    assert child.lines == ["ready", "cleanup"], child.stderr
