@@ -821,3 +821,30 @@ def test_a_forced_end_sigkills_the_tracked_workers_that_ignore_term() -> None:
             for pid in workers:
                 if not _dead(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+# --- Issue 28, item 3: after a drain, the break callbacks still come first ------------------------
+
+DRAIN_THEN_BREAK = """
+import time, graceful
+
+def break_connections():
+    time.sleep(0.3)
+    print("break done")
+
+graceful.register(print, "cleanup")
+graceful.register_break(break_connections)
+
+@graceful.main(drain=1, timeout=2)  # the drain is half the deadline: the breaks' share is 0.5 s
+def main():
+    print("ready")
+    time.sleep(60)
+main()
+"""
+
+
+def test_the_break_share_counts_from_the_end_of_the_drain() -> None:
+    child = run(NO_CORE + DRAIN_THEN_BREAK, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert child.lines == ["ready", "break done", "cleanup"], child.stderr
+    assert "still running" not in child.stderr, child.stderr

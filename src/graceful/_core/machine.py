@@ -177,6 +177,7 @@ class Shutdown:
         self.breaks_done = _threads.Event()
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
+        self._breaks_started_at: Optional[float] = None
         self._breaks_inline = False
 
     # --- set-up by guards ---------------------------------------------------------------------
@@ -436,6 +437,7 @@ class Shutdown:
             if self._breaks_started or (self.signal is None and not external):
                 return
             self._breaks_started = True
+            self._breaks_started_at = time.monotonic()
             if self.phase in (Phase.SIGNALLED, Phase.DRAINING):
                 self.phase = Phase.BREAKING
             name = "shutdown" if self.signal is None else _signals.name(self.signal)
@@ -475,7 +477,10 @@ class Shutdown:
         options = self.options
         timeout = options.timeout if options is not None else None
         share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
-        started = self.started_at if self.started_at is not None else time.monotonic()
+        # Their share counts from when they began: after the drain, not from the first signal.
+        started = self._breaks_started_at
+        if started is None:
+            started = time.monotonic()
         wait = max(0.0, started + share - time.monotonic())
         if not self.breaks_done.wait(wait):
             _timeline.log_warning(
