@@ -382,3 +382,86 @@ def test_async_with_guard_inside_asyncio_run_dies_by_sigint() -> None:
     child = run(code, signal.SIGINT)
     assert child.proc.returncode == -signal.SIGINT, child.stderr
     assert child.lines == ["ready", "cleanup"], child.stderr
+
+
+# --- Issue 28, items 5 and 6: async @main's cleanups run in the program's loop, whatever happens --
+
+ENDING_ASYNC_MAIN = """
+import asyncio, graceful
+LOOP = []
+
+def where():
+    return "program loop" if asyncio.get_running_loop() is LOOP[0] else "another loop"
+
+async def first():
+    print("first cleanup in", where(), flush=True)
+
+async def slow():
+    print("slow cleanup started", flush=True)
+    await asyncio.sleep(0.5)
+    print("slow cleanup done in", where(), flush=True)
+
+graceful.register(first)
+graceful.register(slow)
+
+@graceful.main
+async def main():
+    LOOP.append(asyncio.get_running_loop())
+    print("ready", flush=True)
+    BODY
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "ready"),
+    [
+        ("return 0", "slow cleanup started"),  # the signal comes as main() has returned
+        (  # the main task swallows its cancellation, then returns
+            "try:\n        await asyncio.sleep(60)\n    except asyncio.CancelledError:\n"
+            "        print('swallowed', flush=True)",
+            "ready",
+        ),
+    ],
+    ids=["signal after main returned", "main swallows the cancellation"],
+)
+def test_async_cleanups_run_in_the_programs_loop(body: str, ready: str) -> None:
+    child = run(ENDING_ASYNC_MAIN.replace("BODY", body), signal.SIGTERM, ready=ready)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert "slow cleanup done in program loop" in child.lines, (child.lines, child.stderr)
+    assert child.lines[-1] == "first cleanup in program loop", (child.lines, child.stderr)
+
+
+# --- Issue 22, item 2: a server's own shutdown is respected -------------------------------------
+
+SERVER_OWN_SHUTDOWN = """
+import asyncio, graceful
+graceful.register(print, "cleanup", flush=True)
+
+async def request():
+    try:
+        await asyncio.sleep(0.6)  # a slow request in flight
+        print("request done", flush=True)
+    except asyncio.CancelledError:
+        print("request cut", flush=True)
+        raise
+
+@graceful.main
+async def main():
+    task = asyncio.ensure_future(request())
+    await asyncio.sleep(0)
+    print("ready", flush=True)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:  # the server's own shutdown: let the request finish
+        await asyncio.wait_for(task, 3)
+        print("server stopped", flush=True)
+        raise
+main()
+"""
+
+
+def test_the_main_task_ends_on_its_own_before_the_others_are_cancelled() -> None:
+    child = run(SERVER_OWN_SHUTDOWN, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert child.lines == ["ready", "request done", "server stopped", "cleanup"], child.stderr
