@@ -639,6 +639,11 @@ def _run_breaks(entries: list[Entry], done: _threads.Event) -> None:
 machine = Shutdown()
 
 
+def after_fork_in_child() -> None:
+    """The fork step (``forking.py``): a forked child starts with no shutdown of its own."""
+    machine.after_fork_in_child()
+
+
 def end_drain() -> bool:
     """End the drain now (nothing is in flight any more): the shutdown proper begins.
 
