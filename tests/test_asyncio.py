@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -327,3 +328,140 @@ def test_a_tracked_asyncio_subprocess_is_broken_exited_and_reaped() -> None:
         assert child.finish() == -signal.SIGTERM, child.stderr
     assert child.lines[1:] == ["backend said got TERM and ended 3"]
     assert not Path(f"/proc/{pid}").exists()
+
+
+# --- Issue 21, defect 8: the awaiting ending does what the blocking one does ---------------------
+
+RAISE_MODE = """
+import asyncio, os, time, graceful
+async def main():
+    try:
+        GUARD as g:
+            g.register(print, "block cleanup", flush=True)
+            print("ready", flush=True)
+            SLEEP
+    except graceful.Signalled as exc:
+        print("caught", exc.signal.name, flush=True)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_on_signal_raise_writes_the_same_timeline_in_both_drivers(
+    tmp_path: Path, kind: str
+) -> None:
+    timeline = tmp_path / "timeline.jsonl"
+    if kind == "async":
+        code = RAISE_MODE.replace("GUARD", "async with graceful.guard(on_signal='raise')")
+        code = code.replace("SLEEP", "await asyncio.sleep(60)")
+    else:  # the blocking driver
+        code = RAISE_MODE.replace("asyncio.run(main())", "main()").replace("async def", "def")
+        code = code.replace("GUARD", "with graceful.guard(on_signal='raise')")
+        code = code.replace("SLEEP", "time.sleep(60)")
+    child = run(code, signal.SIGTERM, env={"GRACEFUL_TIMELINE": str(timeline)})
+    assert child.proc.returncode == 0, child.stderr
+    assert child.lines == ["ready", "block cleanup", "caught SIGTERM"], child.stderr
+    events = [json.loads(line)["event"] for line in timeline.read_text().splitlines()]
+    assert events == ["signal", "cleanup", "end"], events
+
+
+# --- Issue 28, item 8: Ctrl-C inside asyncio.run ends by SIGINT, not exit 130 --------------------
+
+
+def test_async_with_guard_inside_asyncio_run_dies_by_sigint() -> None:
+    code = """
+    import asyncio, graceful
+    graceful.register(print, "cleanup", flush=True)
+    async def serve():
+        async with graceful.guard():
+            print("ready", flush=True)
+            await asyncio.sleep(60)
+    asyncio.run(serve())
+    print("after asyncio.run", flush=True)
+    """
+    child = run(code, signal.SIGINT)
+    assert child.proc.returncode == -signal.SIGINT, child.stderr
+    assert child.lines == ["ready", "cleanup"], child.stderr
+
+
+# --- Issue 28, items 5 and 6: async @main's cleanups run in the program's loop, whatever happens --
+
+ENDING_ASYNC_MAIN = """
+import asyncio, graceful
+LOOP = []
+
+def where():
+    return "program loop" if asyncio.get_running_loop() is LOOP[0] else "another loop"
+
+async def first():
+    print("first cleanup in", where(), flush=True)
+
+async def slow():
+    print("slow cleanup started", flush=True)
+    await asyncio.sleep(0.5)
+    print("slow cleanup done in", where(), flush=True)
+
+graceful.register(first)
+graceful.register(slow)
+
+@graceful.main
+async def main():
+    LOOP.append(asyncio.get_running_loop())
+    print("ready", flush=True)
+    BODY
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "ready"),
+    [
+        ("return 0", "slow cleanup started"),  # the signal comes as main() has returned
+        (  # the main task swallows its cancellation, then returns
+            "try:\n        await asyncio.sleep(60)\n    except asyncio.CancelledError:\n"
+            "        print('swallowed', flush=True)",
+            "ready",
+        ),
+    ],
+    ids=["signal after main returned", "main swallows the cancellation"],
+)
+def test_async_cleanups_run_in_the_programs_loop(body: str, ready: str) -> None:
+    child = run(ENDING_ASYNC_MAIN.replace("BODY", body), signal.SIGTERM, ready=ready)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert "slow cleanup done in program loop" in child.lines, (child.lines, child.stderr)
+    assert child.lines[-1] == "first cleanup in program loop", (child.lines, child.stderr)
+
+
+# --- Issue 22, item 2: a server's own shutdown is respected -------------------------------------
+
+SERVER_OWN_SHUTDOWN = """
+import asyncio, graceful
+graceful.register(print, "cleanup", flush=True)
+
+async def request():
+    try:
+        await asyncio.sleep(0.6)  # a slow request in flight
+        print("request done", flush=True)
+    except asyncio.CancelledError:
+        print("request cut", flush=True)
+        raise
+
+@graceful.main
+async def main():
+    task = asyncio.ensure_future(request())
+    await asyncio.sleep(0)
+    print("ready", flush=True)
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:  # the server's own shutdown: let the request finish
+        await asyncio.wait_for(task, 3)
+        print("server stopped", flush=True)
+        raise
+main()
+"""
+
+
+def test_the_main_task_ends_on_its_own_before_the_others_are_cancelled() -> None:
+    child = run(SERVER_OWN_SHUTDOWN, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert child.lines == ["ready", "request done", "server stopped", "cleanup"], child.stderr

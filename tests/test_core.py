@@ -731,7 +731,7 @@ def test_a_signal_deferred_by_a_protected_call_is_raised_as_it_returns(call: str
     assert took < 2.5, took  # the deadline (3 s) never ends it
 
 
-# --- Issue 21, defect 5: shutdown_event means "the program is ending", however it ends -----------
+# --- Issue 21, defect 5: shutdown_event means "the program is ending", however it ends ---------
 
 WORKER_UNTIL_SHUTDOWN = """
 import threading, graceful
@@ -764,3 +764,87 @@ def test_shutdown_event_is_set_when_main_ends_normally(ending: str, rc: int) -> 
     child = run(WORKER_UNTIL_SHUTDOWN.replace("ENDING", ending))
     assert child.proc.returncode == rc, child.stderr
     assert child.lines == ["ready", "worker stopped", "cleanup after the worker"], child.stderr
+
+
+# --- Issue 21, defect 6: a forced end still SIGKILLs the tracked backends -------------------------
+
+POOL_IGNORING_TERM = """
+import os, signal, sys, time, graceful
+from concurrent.futures import ProcessPoolExecutor
+
+def ignore_term():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+def work(x):
+    time.sleep(60)
+
+@graceful.main(timeout=20)
+def main():
+    pool = ProcessPoolExecutor(2, initializer=ignore_term)
+    graceful.track(pool)
+    graceful.register_break(print, "breaking")
+    for i in range(2):
+        pool.submit(work, i)
+    deadline = time.monotonic() + 10
+    while len(pool._processes) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("workers", *pool._processes)
+    time.sleep(60)
+main()
+"""
+
+
+def _dead(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_forced_end_sigkills_the_tracked_workers_that_ignore_term() -> None:
+    with Child(NO_CORE + POOL_IGNORING_TERM) as child:
+        workers = [int(pid) for pid in child.wait_for_prefix("workers ").split()[1:]]
+        try:
+            child.send(signal.SIGTERM)
+            child.wait_for("breaking")
+            child.send(signal.SIGTERM)  # forced end: no waiting for the workers
+            child.finish()
+            assert child.proc.returncode == -signal.SIGTERM, child.stderr
+            assert "ending now" in child.stderr, child.stderr
+            limit = time.monotonic() + TIMEOUT
+            while not all(_dead(pid) for pid in workers) and time.monotonic() < limit:
+                time.sleep(0.01)
+            assert all(_dead(pid) for pid in workers), workers
+        finally:
+            for pid in workers:
+                if not _dead(pid):
+                    os.kill(pid, signal.SIGKILL)
+
+
+# --- Issue 28, item 3: after a drain, the break callbacks still come first ------------------------
+
+DRAIN_THEN_BREAK = """
+import time, graceful
+
+def break_connections():
+    time.sleep(0.3)
+    print("break done")
+
+graceful.register(print, "cleanup")
+graceful.register_break(break_connections)
+
+@graceful.main(drain=1, timeout=2)  # the drain is half the deadline: the breaks' share is 0.5 s
+def main():
+    print("ready")
+    time.sleep(60)
+main()
+"""
+
+
+def test_the_break_share_counts_from_the_end_of_the_drain() -> None:
+    child = run(NO_CORE + DRAIN_THEN_BREAK, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM, child.stderr
+    assert child.lines == ["ready", "break done", "cleanup"], child.stderr
+    assert "still running" not in child.stderr, child.stderr

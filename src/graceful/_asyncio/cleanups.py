@@ -71,12 +71,18 @@ async def wait_for_breaks() -> None:
         )
 
 
-#: How long a main task cancelled by a signal may take before the other tasks are cancelled.
-MAIN_TASK_GRACE = 0.1
+#: The share of the deadline a main task cancelled by a signal has to end on its own (a
+#: server's own shutdown: requests in flight finish within its timeout) before the other tasks
+#: are cancelled too; the rest of the deadline is for those tasks and the cleanups.
+MAIN_TASK_SHARE = 0.5
 
 
-def grace() -> float:
-    return min(MAIN_TASK_GRACE, _share())
+def main_task_wait() -> Optional[float]:
+    """How long the main task may take to end after its cancellation before the other tasks are
+    cancelled (None: no deadline, wait for it as ``asyncio.run`` does)."""
+    options = machine.options
+    timeout = options.timeout if options is not None else None
+    return None if timeout is None else MAIN_TASK_SHARE * timeout
 
 
 def _share() -> float:

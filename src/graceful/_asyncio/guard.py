@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 
 from .._core import dispositions as _dispositions
+from .._core import ending as _ending
 from .._core import guard as _guard
 from .._core import registry as _registry
 from .._core import watcher as _watcher
@@ -141,6 +143,17 @@ def _cancel_if_due(guard: Guard) -> None:
 machine.add_listener(_on_drain_end)
 
 
+def _is_runner_sigint(sig: int, handler: object) -> bool:
+    """``asyncio.run``'s SIGINT handler (3.11+: ``Runner``): it cancels the main task and returns,
+    standing in for Ctrl-C's default; the process that dies by SIGINT needs SIG_DFL instead."""
+    owner = getattr(getattr(handler, "func", handler), "__self__", None)  # a partial of it
+    runner = getattr(sys.modules.get("asyncio.runners"), "Runner", None)
+    return sig == signal.SIGINT and runner is not None and isinstance(owner, runner)
+
+
+_ending.stands_in_for_default(_is_runner_sigint)
+
+
 async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     """``Guard.__exit__`` for a running loop; the same steps, the waiting ones awaited."""
     if not guard._active:
@@ -175,9 +188,7 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
         return False
     guard.signal = sig
     if guard.options.on_signal == "raise":
-        guard._close()
-        machine.end_episode()
-        machine.disarm()
+        guard.end_episode(sig)
         if isinstance(exc, Signalled):
             raise exc from None
         raise signalled(sig) from exc

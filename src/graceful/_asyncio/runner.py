@@ -4,9 +4,10 @@ synchronous guard.
 The program's guard is the synchronous one (graceful's handler, its watcher thread, the
 deadline, the second signal, the drain), with the main task as its block: a signal cancels the
 task instead of raising, as ``asyncio.run`` does for Ctrl-C, and, unlike ``asyncio.run``, for
-SIGTERM, SIGHUP and SIGQUIT too. If the main task has not ended 0.1 s after (it may be waiting
-for the others, as 3.12's ``Server.wait_closed()`` waits for every connection), the other tasks
-are cancelled too. When the task has ended (however it ended), the other tasks are
+SIGTERM, SIGHUP and SIGQUIT too. The main task then has half the deadline to end on its own (a
+server's own shutdown lets the requests in flight finish); if it has not ended by then (it may
+be waiting for the others, as 3.12's ``Server.wait_closed()`` waits for every connection), the
+other tasks are cancelled too. When the task has ended (however it ended), the other tasks are
 cancelled and awaited within a share of the deadline, the registered cleanups run in the
 program's own loop (``async def`` ones awaited, one LIFO order), the loop closes, and the task's
 ``CancelledError`` becomes the real cause again: the guard then ends the process by the signal.
@@ -54,14 +55,14 @@ def _run_loop(
     loop = loop_factory() if loop_factory is not None else asyncio.new_event_loop()
     if loop_factory is None:
         asyncio.set_event_loop(loop)
+    # Until the loop is closed the block stays the (maybe finished) task: a signal as main()
+    # returns, or during the cleanups, is recorded, never raised into the loop's own code (the
+    # cleanups would go on in a new loop, or not at all).
     try:
         task = loop.create_task(func(*args, **kwargs))
         guard._task, guard._loop = task, loop
-        guard._escalate = lambda: loop.call_later(_cleanups.grace(), _cancel_others, task)
-        try:
-            loop.run_until_complete(asyncio.wait([task]))
-        finally:
-            guard._task = None
+        guard._escalate = lambda: _escalate(loop, task)
+        loop.run_until_complete(asyncio.wait([task]))
         # However the task ended: the other tasks, then the cleanups, in this very loop.
         loop.run_until_complete(_finish())
         if task.cancelled():
@@ -70,13 +71,24 @@ def _run_loop(
                 raise signalled(sig) from None  # the CancelledError becomes the real cause again
         return task.result()  # its return value, or its exception raised here
     finally:
-        _close(loop, loop_factory is None)
+        try:
+            _close(loop, loop_factory is None)
+        finally:
+            guard._task = None
+
+
+def _escalate(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    """The main task was cancelled by a signal: give it its share of the deadline to end on its
+    own (a server's own shutdown), as ``asyncio.run`` waits for it."""
+    wait = _cleanups.main_task_wait()
+    if wait is not None:
+        loop.call_later(wait, _cancel_others, task)
 
 
 def _cancel_others(main: asyncio.Task[Any]) -> None:
-    """The main task, cancelled by a signal, has not ended within its grace: it may be waiting
-    for the others (3.12's ``Server.wait_closed()`` waits for every open connection's handler).
-    Cancel them all now, once, so it can end."""
+    """The main task, cancelled by a signal, has not ended within its share of the deadline: it
+    may be waiting for the others (3.12's ``Server.wait_closed()`` waits for every open
+    connection's handler). Cancel them all now, once, so it can end."""
     if main.done():
         return
     for task in asyncio.all_tasks(main.get_loop()):

@@ -64,15 +64,34 @@ def reraise(sig: int, restore: Callable[[], object], *, run_atexit: bool) -> Non
     blocked = _dispositions.block([sig])
     try:
         restore()
-        if _signal.getsignal(sig) is _signal.default_int_handler:
-            # Python's stand-in for SIG_DFL on SIGINT: re-raising into it would only print a
-            # KeyboardInterrupt traceback; the shell must see "killed by SIGINT".
+        if _stands_in_for_default(sig, _signal.getsignal(sig)):
+            # Python's stand-in for SIG_DFL on SIGINT (or an event loop's): re-raising into it
+            # would only print a KeyboardInterrupt traceback, or cancel a task and return; the
+            # shell must see "killed by SIGINT".
             _signal.signal(sig, _signal.SIG_DFL)
         _timeline.end("reraise", sig, None)
         _signal.raise_signal(sig)
     finally:
         if blocked is not None:
             _dispositions.set_mask(blocked - {sig})
+
+
+#: Recognise handlers that stand in for the default action (``asyncio.run``'s SIGINT handler):
+#: registered by the layers that know them (``stands_in_for_default``).
+_stand_ins: list[Callable[[int, object], bool]] = []
+
+
+def stands_in_for_default(recognise: Callable[[int, object], bool]) -> None:
+    """``recognise(sig, handler)`` is true for a Python handler that only stands in for the
+    default action of ``sig``: the process re-raising ``sig`` to die puts SIG_DFL in its place."""
+    if recognise not in _stand_ins:
+        _stand_ins.append(recognise)
+
+
+def _stands_in_for_default(sig: int, handler: object) -> bool:
+    if handler is _signal.default_int_handler:
+        return True
+    return any(recognise(sig, handler) for recognise in list(_stand_ins))
 
 
 def exit_now(status: int) -> NoReturn:
@@ -84,6 +103,26 @@ def exit_now(status: int) -> NoReturn:
         logging.shutdown()
     flush_stdio()
     os._exit(status)
+
+
+#: What must happen even when the process dies at once (``die_now``): each callable must not
+#: block (the tracked backends' SIGKILL). Registered by the layers above (``on_death``).
+_last_acts: list[Callable[[], object]] = []
+
+
+def on_death(act: Callable[[], object]) -> None:
+    """Have ``act()`` called as the process dies at once (a forced end, the deadline), in the
+    dying thread, before anything else; it must be quick and must not block."""
+    if act not in _last_acts:
+        _last_acts.append(act)
+
+
+def _run_last_acts() -> None:
+    for act in list(_last_acts):
+        try:
+            act()
+        except Exception:
+            pass  # dying anyway: the other acts and the death itself come first
 
 
 def die_now(
@@ -100,6 +139,7 @@ def die_now(
     then ends the process too."""
     try:
         if _dying.acquire(blocking=False):
+            _run_last_acts()
             _timeline.end(how, sig, exit_status, defer=True)
             _write_bounded(reason, stacks)
         else:

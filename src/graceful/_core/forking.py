@@ -20,9 +20,13 @@ TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any, Optional
 
-#: In a forked child, in this order: what was registered, the shutdown state, how a process ends,
-#: the timeline, the watcher thread (gone), the guards (inert, dispositions back); then the process
-#: modules: tracked backends, the parent-death lifeline, the spawner thread; then the users' hooks.
+#: In a forked child, in this order, each module's ``after_fork_in_child()`` (if the module is
+#: loaded: one never imported has nothing to reset): the forking thread becomes the main one,
+#: what was registered is dropped, the shutdown state, the ending and the timeline start afresh,
+#: the watcher's pipe is closed (its thread is gone), the guards go inert; then the process
+#: modules (the parent-death lifeline); then the users' hooks. A module named here that lacks
+#: the function is an error (logged, and tests/test_fork.py checks every step exists). Tracked
+#: backends need no step: the tracker notices the new PID itself.
 CHILD_STEPS = (
     ("graceful._core.threads", "taking the forking thread for the main one in a forked child"),
     ("graceful._core.registry", "dropping the parent's cleanups in a forked child"),
@@ -32,9 +36,7 @@ CHILD_STEPS = (
     ("graceful._core.receipt", "forgetting the parent's receipt in a forked child"),
     ("graceful._core.watcher", "closing the inherited signal watcher pipe"),
     ("graceful._core.guard", "making inherited guards inert in a forked child"),
-    ("graceful._process.backends", "forgetting the parent's backends"),
     ("graceful._process.parent_death", "closing the parent's lifeline"),
-    ("graceful._process.spawn", "forgetting the parent's spawner thread"),
     ("graceful._process.fork", "taking over the at_fork hooks"),
 )
 
@@ -50,11 +52,12 @@ def _loaded(name: str) -> "Any":
 
 
 def _step(module: "Any", function: str, what: str) -> None:
-    """graceful's own fork steps: a failure is logged, never raised into the fork."""
-    step = getattr(module, function, None)
-    if step is None:
+    """graceful's own fork steps: a failure is logged, never raised into the fork. A module that
+    is not loaded has nothing to do; a loaded one without the step is a mistake of graceful's."""
+    if module is None:
         return
     try:
+        step = getattr(module, function)
         step()
     except BaseException:
         from .timeline import log_exception
@@ -89,10 +92,7 @@ def _after_in_child() -> None:
     global forked
     forked = True
     for name, what in CHILD_STEPS:
-        module = _loaded(name)
-        if name == "graceful._core.machine" and module is not None:
-            module = module.machine
-        _step(module, "after_fork_in_child", what)
+        _step(_loaded(name), "after_fork_in_child", what)
     _step(_loaded(_USER_HOOKS), "run_after_in_child", "running the at_fork child hooks")
 
 
@@ -120,11 +120,17 @@ def hook_multiprocessing() -> None:
 
 def _in_multiprocessing_child(anchor: _Anchor) -> None:
     util = sys.modules["multiprocessing.util"]
-    from .registry import cleanups
-
     # util._exit_function runs finalizers as the child ends, on every start method and version;
     # the cleanups run at most once however many exit paths reach them.
-    util.Finalize(None, cleanups.run_all, exitpriority=0)
+    util.Finalize(None, _run_cleanups, exitpriority=0)
+
+
+def _run_cleanups() -> None:
+    """The child's own cleanups, as it ends (nothing was registered if the registry is not
+    loaded: this module never imports it, the registry imports this one)."""
+    registry = loaded("graceful._core.registry")
+    if registry is not None:
+        registry.cleanups.run_all()
 
 
 hook_multiprocessing()  # in a forkserver or spawned child, multiprocessing came first

@@ -373,11 +373,7 @@ class Guard:
         """The outermost guard ends the process by ``sig`` as its options say."""
         options = self.options
         if options.on_signal == "raise":
-            self._close()
-            _watcher.drain()  # bytes of this episode must not start the next one
-            machine.end_episode()
-            machine.disarm()
-            _timeline.end("raise", sig, None)
+            self.end_episode(sig)
             if isinstance(exc, Signalled):
                 return False
             raise signalled(sig) from exc
@@ -403,6 +399,15 @@ class Guard:
         if self._at_exit:
             _ending.exit_now(status)
         raise SystemExit(status)
+
+    def end_episode(self, sig: int) -> None:
+        """``on_signal="raise"``: the shutdown by ``sig`` is over and the program goes on (the
+        caller raises ``Signalled``)."""
+        self._close()
+        _watcher.drain()  # bytes of this episode must not start the next one
+        machine.end_episode()
+        machine.disarm()
+        _timeline.end("raise", sig, None)
 
     def _close(self) -> None:
         """Put back what we replaced (where our handler is still installed) and leave the stack."""

@@ -179,6 +179,7 @@ class Shutdown:
         self.breaks_done = _threads.Event()
         self._events: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
+        self._breaks_started_at: Optional[float] = None
         self._breaks_inline = False
         # (signal, drain, time, fitted budget) to record once the lock is released
         self._announcement: Optional[tuple[int, float, float, Optional[tuple[float, float]]]] = None
@@ -471,6 +472,7 @@ class Shutdown:
             if self.phase == Phase.DRAINING and not external:
                 return  # the watcher looked before the first signal set DRAINING: not yet
             self._breaks_started = True
+            self._breaks_started_at = time.monotonic()
             if self.phase in (Phase.SIGNALLED, Phase.DRAINING):
                 self.phase = Phase.BREAKING
             name = "shutdown" if self.signal is None else _signals.name(self.signal)
@@ -510,7 +512,10 @@ class Shutdown:
         options = self.options
         timeout = options.timeout if options is not None else None
         share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
-        started = self.started_at if self.started_at is not None else time.monotonic()
+        # Their share counts from when they began: after the drain, not from the first signal.
+        started = self._breaks_started_at
+        if started is None:
+            started = time.monotonic()
         wait = max(0.0, started + share - time.monotonic())
         if not self.breaks_done.wait(wait):
             _timeline.log_warning(
@@ -702,6 +707,11 @@ def _run_breaks(entries: list[Entry], done: _threads.Event) -> None:
 
 #: This process's shutdown.
 machine = Shutdown()
+
+
+def after_fork_in_child() -> None:
+    """The fork step (``forking.py``): a forked child starts with no shutdown of its own."""
+    machine.after_fork_in_child()
 
 
 def end_drain() -> bool:

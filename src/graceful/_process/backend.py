@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: Serialises break_() across threads: the break signal goes out once.
 _break_lock = threading.Lock()
+#: How long a dying process waits for one backend's lock before it skips that backend.
+KILL_NOW_LOCK_WAIT = 0.05
 
 
 def signal_name(sig: int) -> str:
@@ -216,6 +218,19 @@ class Backend:
             return
         if notes is not None:
             notes.append(f"{self!r} {why}; sent SIGKILL")
+
+    def kill_now(self) -> None:
+        """SIGKILL now unless it is seen gone, quietly, waiting for no lock more than a moment
+        (the process is dying: ``Tracker.kill_now``)."""
+        if not self._lock.acquire(True, KILL_NOW_LOCK_WAIT):
+            return  # its owner holds it (mid-reap): it is being taken care of
+        try:
+            if not self.reaped and (self.group or not self.returncode_known()):
+                self.kill(None, "still running as the process dies")
+        except OSError:
+            pass
+        finally:
+            self._lock.release()
 
     def reap(self) -> bool:
         """Collect the exit status through the owning object; True once nothing is left."""

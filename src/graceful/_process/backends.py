@@ -15,6 +15,7 @@ import signal as _signal
 import sys
 import threading
 
+from .._core import ending as _ending
 from .._core import registry as _registry
 from .._core.checks import check_signal, check_timeout
 from . import stopping as _stopping
@@ -139,6 +140,15 @@ class Tracker:
                 b.break_(notes)
         _stopping.warn(notes)
 
+    def kill_now(self) -> None:
+        """The process dies at once (a forced end, the deadline): SIGKILL every tracked child
+        and pool worker not seen to exit, without waiting for anything (``ending.on_death``).
+        No lock is waited for long: the main thread may hold them, stopped mid-cleanup."""
+        for pool in list(self._pools):
+            pool.kill_now()
+        for b in list(self._backends):
+            b.kill_now()
+
     def stop_all(self) -> None:
         """The ``register`` cleanup: stop every tracked child and pool on one shared deadline.
 
@@ -172,6 +182,7 @@ class Tracker:
 
 
 tracker = Tracker()
+_ending.on_death(tracker.kill_now)
 
 
 def track(

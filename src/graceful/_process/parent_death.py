@@ -278,8 +278,9 @@ def lifeline_for_child() -> int:
         return _lifeline[1]
 
 
-def _forget_lifeline_after_fork() -> None:
-    """A forked child must not hold its parent's write end, or the parent's death goes unseen."""
+def after_fork_in_child() -> None:
+    """A forked child must not hold its parent's write end, or the parent's death goes unseen
+    (a step of graceful's one fork path, ``_core/forking.py``)."""
     global _lifeline
     if _lifeline is not None and _lifeline[0] != os.getpid():
         for fd in _lifeline[1:]:
@@ -288,7 +289,3 @@ def _forget_lifeline_after_fork() -> None:
             except OSError:
                 continue
         _lifeline = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_lifeline_after_fork)

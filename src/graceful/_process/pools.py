@@ -50,7 +50,7 @@ import time
 import weakref
 
 from . import stopping as _stopping
-from .backend import Backend
+from .backend import KILL_NOW_LOCK_WAIT, Backend
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -202,6 +202,17 @@ class PoolBackend:
             for worker in new:
                 worker.break_(self.notes, at=broken_at)
         return found
+
+    def kill_now(self) -> None:
+        """The process dies at once: SIGKILL every worker not seen to exit, tracked yet or not
+        (``Tracker.kill_now``)."""
+        if self._lock.acquire(True, KILL_NOW_LOCK_WAIT):
+            self._lock.release()
+            workers = self.workers()
+        else:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.kill_now()
 
     def forget(self) -> None:
         """In a forked child: close the workers' pidfds (the pool is the parent's)."""
