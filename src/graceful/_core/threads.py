@@ -53,8 +53,11 @@ def is_main_thread() -> bool:
         main = threading.current_thread() is threading.main_thread()
     elif hasattr(_thread, "_get_main_thread_ident"):
         main = _thread._get_main_thread_ident() == get_ident()
-    elif sys.platform == "linux" and _thread.get_native_id() == os.getpid():
-        main = True  # the process's first thread, where the interpreter started
+    elif sys.platform == "linux":
+        # The process's first thread, where the interpreter started. Never fall through to
+        # importing threading from here: called from another thread (the watcher), that import
+        # would make the caller threading's main thread before 3.13.
+        main = _thread.get_native_id() == os.getpid()
     else:  # what graceful always did (the first importer's thread, before 3.13)
         import threading as imported
 
