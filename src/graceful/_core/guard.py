@@ -50,6 +50,8 @@ _stack: list[Guard] = []
 _handed_back: tuple[FrameType, ...] = ()
 
 
+@exit_path  # it decides at its end: a critical section it calls (the watcher's drain in
+# hear_pending) must not raise the signal as it returns, past the checks below
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: report, and raise ``Signalled`` once, where that is safe."""
     _watcher.hear_pending()  # the order the signals came in, not Python's order
