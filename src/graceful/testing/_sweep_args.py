@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any, Optional, Union
 
-from ._program import StrPath
+from ._program import StrPath, check_one_program
 from ._result import SignalLike, signal_name, to_signal
 
 _WHOLE_FILE = 10**9
@@ -47,14 +47,7 @@ def find_target(
     cwd: Optional[str],
 ) -> Target:
     here = os.path.abspath(cwd or os.getcwd())
-    given = [n for n, v in (("script", script), ("module", module), ("command", command),
-                            ("code", code)) if v is not None]  # fmt: skip
-    if len(given) != 1:
-        raise TypeError(
-            "pass exactly one of script= (a Python file), module= (python -m), code= (a Python "
-            f"snippet) or command= (a Python program's command line, as a list); got "
-            f"{given or 'none'}"
-        )
+    check_one_program(script=script, module=module, command=command, code=code)
     if script is not None:
         path = os.path.join(here, os.fspath(script))
         base = os.path.dirname(os.path.abspath(path))
