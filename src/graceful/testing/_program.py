@@ -55,6 +55,16 @@ class NotReady(AssertionError):
         return (type(self), (str(self), self.result))
 
 
+def check_one_program(**given: object) -> None:
+    """TypeError unless exactly one of script=, module=, command=, code= was given."""
+    names = [name for name, value in given.items() if value is not None]
+    if len(names) != 1:
+        raise TypeError(
+            "pass exactly one of script= (a Python file), module= (python -m), code= (a Python "
+            f"snippet) or command= (any executable, as a list); got {names or 'none'}"
+        )
+
+
 def _argv(
     *,
     script: Optional[StrPath],
@@ -64,13 +74,7 @@ def _argv(
     args: Sequence[StrPath],
     python: StrPath,
 ) -> list[str]:
-    given = [n for n, v in (("script", script), ("module", module), ("command", command),
-                            ("code", code)) if v is not None]  # fmt: skip
-    if len(given) != 1:
-        raise TypeError(
-            "pass exactly one of script= (a Python file), module= (python -m), code= (a Python "
-            f"snippet) or command= (any executable, as a list); got {given or 'none'}"
-        )
+    check_one_program(script=script, module=module, command=command, code=code)
     extra = [os.fspath(a) for a in args]
     py = [os.fspath(python), "-u"]
     if script is not None:
