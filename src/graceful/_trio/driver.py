@@ -95,8 +95,8 @@ async def enter(guard: Guard) -> Guard:
         _guard.push(guard)
         block.scope.__enter__()
     except BaseException:
-        guard._task = guard._loop = None
         guard._undo_enter()
+        guard._task = guard._loop = None
         _dispositions.set_mask(blocked)
         raise
     # A signal that came meanwhile reaches the handler now: it cancels the scope.
