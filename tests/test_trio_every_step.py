@@ -197,6 +197,7 @@ def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: object, 
             # The signal came at the very end of the inner guard's exit: the enclosing block
             # ends by it (the outer guard ends the process) before its cleanups are skipped.
             assert what.index("after inner") < what.index("outer"), (k, lines)
+    print(f"{kind}: {len(signalled)} steps, Python {sys.version_info[:2]}")
     if kind == "cancel_force":
         return  # a second signal ends the process at once, wherever it comes: cleanups skipped
     skipped = [k for k, _, lines in signalled if ["global"] not in lines]
@@ -210,4 +211,3 @@ def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: object, 
         first = signalled[suffix[0] - 1][2]
         at = next(line for line in first if line[0] == "at")
         assert at[2] in ("restore", "_close", "_end_outermost", "set_mask", "block"), at
-    print(f"{kind}: {len(signalled)} steps, Python {sys.version_info[:2]}")
