@@ -23,6 +23,23 @@ def called(name: str) -> None:
     return None
 
 
+@graceful.main(backend="trio")
+async def on_trio(name: str) -> int:
+    return 0
+
+
+def check_main_on_trio() -> NoReturn:
+    on_trio("x")
+
+
+def check_main_on_trio_keeps_its_signature() -> NoReturn:
+    on_trio(1)  # type: ignore[arg-type]
+
+
+def check_backend_is_checked() -> None:
+    graceful.main(backend="curio")  # type: ignore[call-overload]
+
+
 @graceful.guard("TERM")
 def guarded(x: int) -> str:
     return str(x)

@@ -35,6 +35,32 @@ def signal_name(sig: int) -> str:
         return f"signal {sig}"
 
 
+#: The process objects of async libraries that wrap another one, and where they keep it: anyio's
+#: (a trio.Process, or an asyncio.subprocess.Process) and trio's (a subprocess.Popen).
+_WRAPPERS = {
+    "anyio._backends._trio": "_process",
+    "anyio._backends._asyncio": "_process",
+    "trio": "_proc",  # trio.Process says it is trio's (trio._subprocess defines it)
+    "trio._subprocess": "_proc",
+}
+
+
+def unwrap(proc: Any) -> Any:
+    """The object graceful can stop under a ``trio.Process`` or an anyio ``Process``: stopped by
+    PID and reaped through its ``Popen`` (trio's own ``wait()`` then returns the status), or the
+    asyncio process under anyio's. Anything else is returned as it is."""
+    while type(proc).__name__ == "Process" and type(proc).__module__ in _WRAPPERS:
+        inner = getattr(proc, _WRAPPERS[type(proc).__module__], None)
+        if inner is None:
+            raise TypeError(
+                f"graceful.track(): this {type(proc).__module__} Process does not hold the "
+                "process it runs (an unknown version?); stop it in your own cleanup instead: "
+                "graceful.register(proc.terminate) and await proc.wait()"
+            )
+        proc = inner
+    return proc
+
+
 def kind(proc: object) -> str:
     """ "popen", "process" or "asyncio"; TypeError for anything else (pools: ``pools``)."""
     subprocess = sys.modules.get("subprocess")

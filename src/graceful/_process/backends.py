@@ -19,7 +19,7 @@ from .._core import ending as _ending
 from .._core import registry as _registry
 from .._core.checks import check_signal, check_timeout
 from . import stopping as _stopping
-from .backend import Backend, kind
+from .backend import Backend, kind, unwrap
 from .pools import PoolBackend, pool_kind
 from .pools import check as _check_pool
 
@@ -194,7 +194,8 @@ def track(
 ) -> _P:
     """Stop ``proc`` when this program ends: ``signal``, close its pipes, wait, SIGKILL, reap.
 
-    ``proc`` is a started ``subprocess.Popen`` or ``multiprocessing.Process`` of this process, or
+    ``proc`` is a started ``subprocess.Popen`` or ``multiprocessing.Process`` of this process (or
+    an ``asyncio.subprocess.Process``, a ``trio.Process``, an anyio ``Process``), or
     a ``concurrent.futures.ProcessPoolExecutor`` or ``multiprocessing.Pool`` (all its workers,
     present and future). Returns ``proc``. A child that its owner has already reaped is not
     tracked; one reaped behind its owner's back raises ``ChildProcessError``.
@@ -238,6 +239,7 @@ def _track(proc: _P, signal: object, timeout: Optional[float], group: bool) -> _
             return proc  # shut down already: its workers are gone
         tracker.add_pool(PoolBackend(proc, pkind, sig, wait), proc)
         return proc
+    given, proc = proc, unwrap(proc)  # a trio.Process or an anyio Process: what it runs
     what = kind(proc)
     pid = getattr(proc, "pid", None)
     if what == "process":
@@ -266,7 +268,7 @@ def _track(proc: _P, signal: object, timeout: Optional[float], group: bool) -> _
         raise
     if not backend.reaped:
         tracker.add(backend)
-    return proc
+    return given
 
 
 def _check_platform() -> None:

@@ -95,8 +95,8 @@ async def enter(guard: Guard) -> Guard:
         _guard.push(guard)
         block.scope.__enter__()
     except BaseException:
-        guard._task = guard._loop = None
         guard._undo_enter()
+        guard._task = guard._loop = None
         _dispositions.set_mask(blocked)
         raise
     # A signal that came meanwhile reaches the handler now: it cancels the scope.
@@ -178,7 +178,7 @@ async def _end_outermost(
             if sig is None:
                 guard._close()
                 if guard._program:
-                    machine.end_episode()  # a normal end's cleaning is over
+                    machine.end_episode(program_ending=True)  # a normal end's cleaning is over
                 machine.disarm()
         finally:
             _dispositions.set_mask(blocked)
