@@ -47,6 +47,9 @@ def check_graceful_cell(
         result.died_by(servers_support.PLANS[cell.plan][0])
     elif alone is not None and alone.result is not None and not alone.result.timed_out:
         result.exited_with(alone.result.exit_code if alone.result.exit_code is not None else 0)
+    elif alone is not None:  # the server alone hung in this run: it exits, with its own status
+        assert result.exit_code is not None, report
+        assert not result.timed_out, report
     else:
         result.exited_with(0)
     result.no_orphans()
