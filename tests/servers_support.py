@@ -95,6 +95,12 @@ SERVERS = {
             "aiohttp", _script("serve_aiohttp.py"), re.compile(r"Running on http"), under_main=True
         ),
         Server(
+            "aiohttp AppRunner",
+            _script("serve_aiohttp_runner.py"),
+            re.compile(r"^Running on http"),
+            under_main=True,
+        ),
+        Server(
             "gunicorn gthread",
             _gunicorn("wsgi_app:app"),
             re.compile(r"^worker ready$"),

@@ -21,7 +21,14 @@ import pytest
 import servers_support
 from helpers import run
 
-HTTP_SERVERS = ["uvicorn", "hypercorn", "aiohttp", "gunicorn gthread", "gunicorn UvicornWorker"]
+HTTP_SERVERS = [
+    "uvicorn",
+    "hypercorn",
+    "aiohttp",
+    "aiohttp AppRunner",
+    "gunicorn gthread",
+    "gunicorn UvicornWorker",
+]
 
 
 SERVED = ("200", "done")
