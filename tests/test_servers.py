@@ -21,7 +21,14 @@ import pytest
 import servers_support
 from helpers import run
 
-HTTP_SERVERS = ["uvicorn", "hypercorn", "aiohttp", "gunicorn gthread", "gunicorn UvicornWorker"]
+HTTP_SERVERS = [
+    "uvicorn",
+    "hypercorn",
+    "aiohttp",
+    "aiohttp AppRunner",
+    "gunicorn gthread",
+    "gunicorn UvicornWorker",
+]
 
 
 SERVED = ("200", "done")
@@ -47,6 +54,9 @@ def check_graceful_cell(
         result.died_by(servers_support.PLANS[cell.plan][0])
     elif alone is not None and alone.result is not None and not alone.result.timed_out:
         result.exited_with(alone.result.exit_code if alone.result.exit_code is not None else 0)
+    elif alone is not None:  # the server alone hung in this run: it exits, with its own status
+        assert result.exit_code is not None, report
+        assert not result.timed_out, report
     else:
         result.exited_with(0)
     result.no_orphans()

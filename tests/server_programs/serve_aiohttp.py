@@ -25,7 +25,8 @@ async def on_cleanup(app):
 app = web.Application()
 app.add_routes([web.get("/slow", slow), web.get("/ready", ready), web.get("/", index)])
 options = dict(host="127.0.0.1", port=PORT, shutdown_timeout=5, print=say, access_log=None)
-if GRACEFUL:
+
+if __name__ == "__main__" and GRACEFUL:
     import graceful
     from graceful.integrations import aiohttp as graceful_aiohttp
 
@@ -35,6 +36,6 @@ if GRACEFUL:
         graceful_aiohttp.run_app(app, **options)
 
     main()
-else:
+elif __name__ == "__main__":
     app.on_cleanup.append(on_cleanup)
     web.run_app(app, **options)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 #: Stoppers whose server must stop when the drain ends (under the lock).
 _pending: list[Stopper] = []
-_lock = _threads.Lock()
+_lock = _threads.RLock()  # reentrant: a nested handler in the main thread may take it too
 
 
 class Stopper:
