@@ -45,13 +45,18 @@ async def enter(guard: Guard) -> Guard:
         s for s in options.signums if options.override_ignored or not _dispositions.is_ignored(s)
     )
     restore: list[Callable[[], object]] = []
+    outermost = not _guard.active()
     try:
-        _watcher.start_thread()  # the deadline's thread; the loop owns the wakeup fd
+        _watcher.start_thread()  # the deadline's thread
         machine.arm(options, _handler)
         machine.set_handled(machine.handled | frozenset(sigs))
         guard._late = machine.phase >= Phase.CLEANING
         for sig in sigs:
             restore.append(_replace(loop, sig, guard))
+        if outermost:
+            # The watcher hears every signal byte first and forwards it to the loop: a signal
+            # the loop has not turned into a callback yet is not lost when the guard ends.
+            guard._wakeup = _watcher.install()
         guard._loop_restore = restore
         guard._task, guard._loop = task, loop
         guard._held = frozenset(sigs)
@@ -61,6 +66,9 @@ async def enter(guard: Guard) -> Guard:
     except BaseException:
         while restore:
             restore.pop()()
+        if guard._wakeup is not None:
+            _watcher.uninstall(guard._wakeup)
+            guard._wakeup = None
         guard._loop_restore = []
         guard._task = guard._loop = None
         if not _guard.active():
@@ -76,8 +84,10 @@ def _replace(loop: asyncio.AbstractEventLoop, sig: int, guard: Guard) -> Callabl
     previous = signal.getsignal(sig)
     loop.add_signal_handler(sig, _on_signal, guard, sig)
     ours = handles.get(sig)
+    machine.own(sig, lambda: handles.get(sig) is ours)
 
     def put_back() -> None:
+        machine.own(sig, None)
         if ours is not None and handles.get(sig) is not ours:
             return  # someone replaced ours inside the block: theirs stays
         loop.remove_signal_handler(sig)
@@ -121,6 +131,28 @@ def _cancel_if_due(guard: Guard) -> None:
 machine.add_listener(_on_drain_end)
 
 
+def _close_unless_signalled(guard: Guard, ours: bool) -> Optional[int]:
+    """No signal so far: put back what the guard replaced, as its last act, unless a signal came
+    until then (its byte is in the watcher's pipe even if the loop never ran its callback).
+    Returns that signal, or None (the guard is closed: a signal now meets what was there)."""
+    sigs = guard.options.signums
+    while True:
+        blocked = _dispositions.block(sigs)
+        try:
+            _watcher.drain()
+            sig = machine.signal if ours else None
+            if sig is not None:
+                return sig
+            if not _dispositions.pending(sigs):
+                guard._close()
+                machine.disarm()
+                return None
+        finally:
+            # A signal that came while they were blocked is delivered now, to the guard's
+            # handlers (the watcher's pipe gets its byte): look again.
+            _dispositions.set_mask(blocked)
+
+
 def _is_runner_sigint(sig: int, handler: object) -> bool:
     """``asyncio.run``'s SIGINT handler (3.11+: ``Runner``): it cancels the main task and returns,
     standing in for Ctrl-C's default; the process that dies by SIGINT needs SIG_DFL instead."""
@@ -154,16 +186,15 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
             raise exc from None
         return False
     sig = machine.signal if ours else None
-    if sig is not None or guard._program:
-        machine.enter_cleaning()
-        final = None
-        if sig is not None and guard.options.on_signal != "raise":
-            final = "this process is ending by a signal"
-        await _cleanups.run_all(_registry.cleanups, final=final)
     if sig is None:
-        guard._close()
-        machine.disarm()
-        return False
+        sig = _close_unless_signalled(guard, ours)
+        if sig is None:
+            return False
+    machine.enter_cleaning()
+    final = None
+    if guard.options.on_signal != "raise":
+        final = "this process is ending by a signal"
+    await _cleanups.run_all(_registry.cleanups, final=final)
     guard.signal = sig
     if guard.options.on_signal == "raise":
         guard.end_episode(sig)

@@ -147,6 +147,7 @@ class Shutdown:
         self.last_options: Optional[Options] = None
         self.handled: frozenset[int] = frozenset()
         self._not_insisting: dict[int, Callable[[], bool]] = {}
+        self._owned: dict[int, Callable[[], bool]] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], object]] = []
         self._new_episode()
 
@@ -236,7 +237,19 @@ class Shutdown:
 
     def ours(self, sig: int) -> bool:
         """Graceful's handler is installed for ``sig`` (nobody replaced it inside the block)."""
+        owned = self._owned.get(sig)
+        if owned is not None:
+            return owned()
         return self._handler is not None and bool(_signal.getsignal(sig) is self._handler)
+
+    def own(self, sig: int, still_ours: Optional[Callable[[], bool]]) -> None:
+        """A block adapter installed graceful for ``sig`` by other means (an event loop's
+        handler): ``still_ours()`` tells whether it is still installed (None: forget it)."""
+        with self._lock:
+            if still_ours is None:
+                self._owned.pop(sig, None)
+            else:
+                self._owned[sig] = still_ours
 
     # --- deliveries ---------------------------------------------------------------------------
 
@@ -602,6 +615,7 @@ class Shutdown:
         self.options = None
         self.handled = frozenset()
         self._not_insisting = {}
+        self._owned = {}
         self._listeners = [listener for listener in self._listeners if _survives_fork(listener)]
         self._new_episode()
         global _events_lock
