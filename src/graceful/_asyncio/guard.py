@@ -22,9 +22,10 @@ from .._core import registry as _registry
 from .._core import watcher as _watcher
 from .._core.checks import check_main_thread, check_posix
 from .._core.errors import Signalled, signalled
-from .._core.guard import Guard, _handler
+from .._core.guard import Guard
 from .._core.machine import HANDLER, Phase, machine
 from . import cleanups as _cleanups
+from .block import TaskBlock
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -34,10 +35,7 @@ if TYPE_CHECKING:
 async def enter(guard: Guard) -> Guard:
     check_main_thread("async with graceful.guard()")
     check_posix("async with graceful.guard()")
-    if guard._active:
-        raise RuntimeError(
-            "this Guard is already active; use a new graceful.guard() for a nested block"
-        )
+    guard.check_inactive()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     options = guard.options
@@ -45,32 +43,24 @@ async def enter(guard: Guard) -> Guard:
         s for s in options.signums if options.override_ignored or not _dispositions.is_ignored(s)
     )
     restore: list[Callable[[], object]] = []
-    outermost = not _guard.active()
+    wakeup = None
     try:
         _watcher.start_thread()  # the deadline's thread
-        machine.arm(options, _handler)
+        _guard.arm(options)
         machine.set_handled(machine.handled | frozenset(sigs))
-        guard._late = machine.phase >= Phase.CLEANING
         for sig in sigs:
             restore.append(_replace(loop, sig, guard))
-        if outermost:
+        if not _guard.active():
             # The watcher hears every signal byte first and forwards it to the loop: a signal
             # the loop has not turned into a callback yet is not lost when the guard ends.
-            guard._wakeup = _watcher.install()
-        guard._loop_restore = restore
-        guard._task, guard._loop = task, loop
-        guard._held = frozenset(sigs)
-        guard._active = True
-        guard.signal = None
-        _guard.push(guard)
+            wakeup = _watcher.install()
+        assert task is not None  # a running loop runs a task
+        guard.adopt(TaskBlock(task, loop, restore=restore), sigs, wakeup)
     except BaseException:
         while restore:
             restore.pop()()
-        if guard._wakeup is not None:
-            _watcher.uninstall(guard._wakeup)
-            guard._wakeup = None
-        guard._loop_restore = []
-        guard._task = guard._loop = None
+        if wakeup is not None:
+            _watcher.uninstall(wakeup)
         if not _guard.active():
             machine.disarm()
         raise
@@ -102,11 +92,11 @@ def _replace(loop: asyncio.AbstractEventLoop, sig: int, guard: Guard) -> Callabl
 def _on_signal(guard: Guard, sig: int) -> None:
     """The loop's callback for a guarded signal (in the loop, between two callbacks)."""
     machine.heard(sig, HANDLER)
-    if machine.want_raise() and guard._active:
+    if machine.want_raise() and guard.active:
         stack = _guard.active()
-        block = stack[-1] if stack else guard
+        innermost = stack[-1] if stack else guard
         machine.mark_raised()
-        (block if block._task is not None else guard)._cancel_task()
+        (innermost if not innermost.block.raises else guard).block.interrupt()
 
 
 def _on_drain_end(event: str, facts: dict[str, Any]) -> None:
@@ -114,18 +104,19 @@ def _on_drain_end(event: str, facts: dict[str, Any]) -> None:
     if event != "drain_end":
         return
     for guard in _guard.active():
-        if guard._task is not None and guard._loop is not None and guard._loop_restore:
+        block = guard.block
+        if isinstance(block, TaskBlock):
             try:
-                guard._loop.call_soon_threadsafe(_cancel_if_due, guard)
+                block.loop.call_soon_threadsafe(_cancel_if_due, guard)
             except RuntimeError:
                 pass  # its loop is closed
             return
 
 
 def _cancel_if_due(guard: Guard) -> None:
-    if machine.want_raise() and guard._active:
+    if machine.want_raise() and guard.active:
         machine.mark_raised()
-        guard._cancel_task()
+        guard.block.interrupt()
 
 
 machine.add_listener(_on_drain_end)
@@ -144,7 +135,7 @@ def _close_unless_signalled(guard: Guard, ours: bool) -> Optional[int]:
             if sig is not None:
                 return sig
             if not _dispositions.pending(sigs):
-                guard._close()
+                guard.close()
                 machine.disarm()
                 return None
         finally:
@@ -166,23 +157,24 @@ _ending.stands_in_for_default(_is_runner_sigint)
 
 async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     """``Guard.__exit__`` for a running loop; the same steps, the waiting ones awaited."""
-    if not guard._active:
+    if not guard.active:
         return False
-    task = guard._task
+    block = guard.block
+    task = block.task if isinstance(block, TaskBlock) else None
     ours_cancel = isinstance(exc, asyncio.CancelledError) and machine.raised
     if ours_cancel and task is not None and hasattr(task, "uncancel"):
         task.uncancel()  # our cancellation, not the caller's: asyncio.timeout() keeps counting
     outermost = _guard.active()[0] is guard
-    ours = not guard._late
+    ours = not guard.late
     if outermost and ours and machine.phase == Phase.DRAINING:
         machine.end_drain()
     if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
         await _cleanups.wait_for_breaks()
-    await _cleanups.run_all(guard._cleanups)
+    await _cleanups.run_all(guard.cleanups)
     if ours_cancel and machine.signal is not None:
         exc = signalled(machine.signal)  # the CancelledError was our doing: say what it was
     if not outermost:
-        if guard._exit_inner(exc) is False and isinstance(exc, Signalled) and ours_cancel:
+        if guard.exit_inner(exc) is False and isinstance(exc, Signalled) and ours_cancel:
             raise exc from None
         return False
     sig = machine.signal if ours else None
@@ -201,4 +193,4 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
         if isinstance(exc, Signalled):
             raise exc from None
         raise signalled(sig) from exc
-    return guard._end(sig, exc)
+    return guard.end(sig, exc)
