@@ -130,13 +130,13 @@ class Guard:
         "_active",
         "_at_exit",
         "_block_cleanups",
+        "_ended_by_sig",
         "_held",
         "_inert",
         "_late",
         "_program",
         "_saved",
-        "_signal",
-        "_signal_named",
+        "_sig_named",
         "_wakeup",
         "block",
         "options",
@@ -144,8 +144,8 @@ class Guard:
 
     def __init__(self, options: Options, *, program: bool = False, at_exit: bool = False) -> None:
         self.options = options
-        self._signal: Optional[int] = None
-        self._signal_named = False  # _signal is a number to read as a signal.Signals
+        self._ended_by_sig: Optional[int] = None
+        self._sig_named = False  # _ended_by_sig is a number to read as a signal.Signals
         # The block's own cleanups (Guard.register): the registry is loaded on the first.
         self._block_cleanups: Optional[Registry] = None
         self._saved: list[_dispositions.Saved] = []
@@ -162,19 +162,19 @@ class Guard:
     @property
     def signal(self) -> Optional[int]:
         """The signal that ended the block (a ``signal.Signals``), or None."""
-        if self._signal_named and self._signal is not None:
-            self._signal = _signal_of(self._signal)  # made when read: imports signal
-            self._signal_named = False
-        return self._signal
+        if self._sig_named and self._ended_by_sig is not None:
+            self._ended_by_sig = _signal_of(self._ended_by_sig)  # made when read: imports signal
+            self._sig_named = False
+        return self._ended_by_sig
 
     @signal.setter
     def signal(self, value: Optional[int]) -> None:
-        self._signal = value
-        self._signal_named = False
+        self._ended_by_sig = value
+        self._sig_named = False
 
     def _ended_by(self, sig: int) -> None:
-        self._signal = sig
-        self._signal_named = True
+        self._ended_by_sig = sig
+        self._sig_named = True
 
     @property
     def _cleanups(self) -> Registry:
