@@ -490,7 +490,7 @@ def test_shutdown_event_made_after_the_shutdown_began_is_set() -> None:
             deadline = time.monotonic() + 10  # until the drain has begun (no event to wait on:
             while machine.machine.phase != machine.Phase.DRAINING:  # none may exist yet)
                 assert time.monotonic() < deadline, "the drain did not begin"
-            print("before", "threading" in sys.modules, machine._events == {})
+            print("before", "threading" in sys.modules, machine._made == {})
             print("draining", graceful.draining.is_set(), graceful.shutdown_event.is_set())
             graceful.end_drain()
             time.sleep(5)

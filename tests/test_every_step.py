@@ -74,6 +74,33 @@ def scenario(k, log):
             sys.settrace(tracer)
             return 0
         main()
+    elif KIND == "async-guard":
+        import asyncio
+
+        async def body():
+            async with graceful.guard() as g:
+                g.register(log, "block")
+                sys.settrace(tracer)
+                await asyncio.sleep(0)
+            log("after", count[0])
+
+        asyncio.run(body())
+    elif KIND == "async-main":
+        import asyncio
+
+        async def awaited():  # an awaited cleanup, in the program's loop
+            await asyncio.sleep(0)
+            log("awaited")
+
+        graceful.register(awaited)
+
+        @graceful.main
+        async def main():
+            log("body", count[0])
+            sys.settrace(tracer)
+            await asyncio.sleep(0)
+            return 0
+        main()
     sys.settrace(None)
     log("returned", count[0])
 
@@ -124,7 +151,7 @@ print(json.dumps(results))
 '''
 
 
-@pytest.mark.parametrize("kind", ["flat", "nested", "enter", "main"])
+@pytest.mark.parametrize("kind", ["flat", "nested", "enter", "main", "async-guard", "async-main"])
 def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
     script = tmp_path / "every_step.py"  # type: ignore[operator]
     script.write_text(SCENARIOS)
@@ -138,7 +165,7 @@ def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
     # The last run got no signal (k past the end): it ran the whole scenario normally
     # (@main ends it by sys.exit(0) after its cleanups).
     assert last_code == 0, (last_k, last_lines)
-    if kind == "main":
+    if kind in ("main", "async-main"):
         assert ["global"] in last_lines, (last_k, last_lines)
     else:
         assert ["returned", last_k - 1] in last_lines, (last_k, last_lines)
@@ -149,7 +176,7 @@ def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
         assert "escaped" not in what, (k, lines)
         assert "after" not in what, (k, lines)
         assert "returned" not in what, (k, lines)
-        for name in ("global", "block", "outer", "inner"):
+        for name in ("global", "block", "outer", "inner", "awaited"):
             assert what.count(name) <= 1, (k, lines)
         if kind == "nested" and "after inner" in what:
             # Issue 21, defect 2: a signal anywhere in the inner guard's exit, up to its last
@@ -168,7 +195,7 @@ def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
         assert suffix == list(range(suffix[0], len(signalled) + 1)), suffix
         first = signalled[suffix[0] - 1][2]
         at = next(line for line in first if line[0] == "at")
-        assert at[2] in ("restore", "_close"), at
+        assert at[2] in ("restore", "_close", "put_back", "_close_unless_signalled"), at
     print(f"{kind}: {len(signalled)} steps, Python {sys.version_info[:2]}")
 
 

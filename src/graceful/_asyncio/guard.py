@@ -22,9 +22,10 @@ from .._core import registry as _registry
 from .._core import watcher as _watcher
 from .._core.checks import check_main_thread, check_posix
 from .._core.errors import Signalled, signalled
-from .._core.guard import Guard, _handler
+from .._core.guard import Guard
 from .._core.machine import HANDLER, Phase, machine
 from . import cleanups as _cleanups
+from .block import TaskBlock
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -34,10 +35,7 @@ if TYPE_CHECKING:
 async def enter(guard: Guard) -> Guard:
     check_main_thread("async with graceful.guard()")
     check_posix("async with graceful.guard()")
-    if guard._active:
-        raise RuntimeError(
-            "this Guard is already active; use a new graceful.guard() for a nested block"
-        )
+    guard.check_inactive()
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     options = guard.options
@@ -46,24 +44,24 @@ async def enter(guard: Guard) -> Guard:
     )
     _check_no_server_owns(sigs)
     restore: list[Callable[[], object]] = []
+    wakeup = None
     try:
-        _watcher.start_thread()  # the deadline's thread; the loop owns the wakeup fd
-        machine.arm(options, _handler)
+        _watcher.start_thread()  # the deadline's thread
+        _guard.arm(options)
         machine.set_handled(machine.handled | frozenset(sigs))
-        guard._late = machine.phase >= Phase.CLEANING
         for sig in sigs:
             restore.append(_replace(loop, sig, guard))
-        guard._loop_restore = restore
-        guard._task, guard._loop = task, loop
-        guard._held = frozenset(sigs)
-        guard._active = True
-        guard.signal = None
-        _guard.push(guard)
+        if not _guard.active():
+            # The watcher hears every signal byte first and forwards it to the loop: a signal
+            # the loop has not turned into a callback yet is not lost when the guard ends.
+            wakeup = _watcher.install()
+        assert task is not None  # a running loop runs a task
+        guard.adopt(TaskBlock(task, loop, restore=restore), sigs, wakeup)
     except BaseException:
         while restore:
             restore.pop()()
-        guard._loop_restore = []
-        guard._task = guard._loop = None
+        if wakeup is not None:
+            _watcher.uninstall(wakeup)
         if not _guard.active():
             machine.disarm()
         raise
@@ -98,8 +96,10 @@ def _replace(loop: asyncio.AbstractEventLoop, sig: int, guard: Guard) -> Callabl
     previous = signal.getsignal(sig)
     loop.add_signal_handler(sig, _on_signal, guard, sig)
     ours = handles.get(sig)
+    machine.own(sig, lambda: handles.get(sig) is ours)
 
     def put_back() -> None:
+        machine.own(sig, None)
         if ours is not None and handles.get(sig) is not ours:
             return  # someone replaced ours inside the block: theirs stays
         loop.remove_signal_handler(sig)
@@ -114,11 +114,11 @@ def _replace(loop: asyncio.AbstractEventLoop, sig: int, guard: Guard) -> Callabl
 def _on_signal(guard: Guard, sig: int) -> None:
     """The loop's callback for a guarded signal (in the loop, between two callbacks)."""
     machine.heard(sig, HANDLER)
-    if machine.want_raise() and guard._active:
+    if machine.want_raise() and guard.active:
         stack = _guard.active()
-        block = stack[-1] if stack else guard
+        innermost = stack[-1] if stack else guard
         machine.mark_raised()
-        (block if block._task is not None else guard)._cancel_task()
+        (innermost if not innermost.block.raises else guard).block.interrupt()
 
 
 def _on_drain_end(event: str, facts: dict[str, Any]) -> None:
@@ -126,21 +126,44 @@ def _on_drain_end(event: str, facts: dict[str, Any]) -> None:
     if event != "drain_end":
         return
     for guard in _guard.active():
-        if guard._task is not None and guard._loop is not None and guard._loop_restore:
+        block = guard.block
+        if isinstance(block, TaskBlock):
             try:
-                guard._loop.call_soon_threadsafe(_cancel_if_due, guard)
+                block.loop.call_soon_threadsafe(_cancel_if_due, guard)
             except RuntimeError:
                 pass  # its loop is closed
             return
 
 
 def _cancel_if_due(guard: Guard) -> None:
-    if machine.want_raise() and guard._active:
+    if machine.want_raise() and guard.active:
         machine.mark_raised()
-        guard._cancel_task()
+        guard.block.interrupt()
 
 
 machine.add_listener(_on_drain_end)
+
+
+def _close_unless_signalled(guard: Guard, ours: bool) -> Optional[int]:
+    """No signal so far: put back what the guard replaced, as its last act, unless a signal came
+    until then (its byte is in the watcher's pipe even if the loop never ran its callback).
+    Returns that signal, or None (the guard is closed: a signal now meets what was there)."""
+    sigs = guard.options.signums
+    while True:
+        blocked = _dispositions.block(sigs)
+        try:
+            _watcher.drain()
+            sig = machine.signal if ours else None
+            if sig is not None:
+                return sig
+            if not _dispositions.pending(sigs):
+                guard.close()
+                machine.disarm()
+                return None
+        finally:
+            # A signal that came while they were blocked is delivered now, to the guard's
+            # handlers (the watcher's pipe gets its byte): look again.
+            _dispositions.set_mask(blocked)
 
 
 def _is_runner_sigint(sig: int, handler: object) -> bool:
@@ -156,40 +179,40 @@ _ending.stands_in_for_default(_is_runner_sigint)
 
 async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     """``Guard.__exit__`` for a running loop; the same steps, the waiting ones awaited."""
-    if not guard._active:
+    if not guard.active:
         return False
-    task = guard._task
+    block = guard.block
+    task = block.task if isinstance(block, TaskBlock) else None
     ours_cancel = isinstance(exc, asyncio.CancelledError) and machine.raised
     if ours_cancel and task is not None and hasattr(task, "uncancel"):
         task.uncancel()  # our cancellation, not the caller's: asyncio.timeout() keeps counting
     outermost = _guard.active()[0] is guard
-    ours = not guard._late
+    ours = not guard.late
     if outermost and ours and machine.phase == Phase.DRAINING:
         machine.end_drain()
     if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
         await _cleanups.wait_for_breaks()
-    await _cleanups.run_all(guard._cleanups)
+    await _cleanups.run_all(guard.cleanups)
     if ours_cancel and machine.signal is not None:
         exc = signalled(machine.signal)  # the CancelledError was our doing: say what it was
     if not outermost:
-        if guard._exit_inner(exc) is False and isinstance(exc, Signalled) and ours_cancel:
+        if guard.exit_inner(exc) is False and isinstance(exc, Signalled) and ours_cancel:
             raise exc from None
         return False
     sig = machine.signal if ours else None
-    if sig is not None or guard._program:
-        machine.enter_cleaning()
-        final = None
-        if sig is not None and guard.options.on_signal != "raise":
-            final = "this process is ending by a signal"
-        await _cleanups.run_all(_registry.cleanups, final=final)
     if sig is None:
-        guard._close()
-        machine.disarm()
-        return False
+        sig = _close_unless_signalled(guard, ours)
+        if sig is None:
+            return False
+    machine.enter_cleaning()
+    final = None
+    if guard.options.on_signal != "raise":
+        final = "this process is ending by a signal"
+    await _cleanups.run_all(_registry.cleanups, final=final)
     guard.signal = sig
     if guard.options.on_signal == "raise":
         guard.end_episode(sig)
         if isinstance(exc, Signalled):
             raise exc from None
         raise signalled(sig) from exc
-    return guard._end(sig, exc)
+    return guard.end(sig, exc)

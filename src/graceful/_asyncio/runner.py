@@ -21,10 +21,11 @@ import sys
 from .._core import registry as _registry
 from .._core import timeline as _timeline
 from .._core.errors import signalled
-from .._core.guard import Guard
+from .._core.guard import FRAMES, Guard
 from .._core.machine import machine
 from .._core.options import Options
 from . import cleanups as _cleanups
+from .block import TaskBlock
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -60,8 +61,7 @@ def _run_loop(
     # cleanups would go on in a new loop, or not at all).
     try:
         task = loop.create_task(func(*args, **kwargs))
-        guard._task, guard._loop = task, loop
-        guard._escalate = lambda: _escalate(loop, task)
+        guard.block = TaskBlock(task, loop, escalate=lambda: _escalate(loop, task))
         loop.run_until_complete(asyncio.wait([task]))
         # However the task ended: the other tasks, then the cleanups, in this very loop.
         loop.run_until_complete(_finish())
@@ -74,7 +74,7 @@ def _run_loop(
         try:
             _close(loop, loop_factory is None)
         finally:
-            guard._task = None
+            guard.block = FRAMES
 
 
 def _escalate(loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:

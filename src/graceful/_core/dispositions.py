@@ -120,6 +120,13 @@ def set_mask(mask: Optional[set[int]]) -> None:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
 
 
+def pending(sigs: tuple[int, ...]) -> bool:
+    """One of ``sigs`` is waiting, blocked: unblocking it delivers it."""
+    if not HAS_MASKS or not hasattr(_signal, "sigpending"):
+        return False
+    return bool(_signal.sigpending() & set(sigs))
+
+
 def unblock(sigs: object) -> None:
     if HAS_MASKS:
         _signal.pthread_sigmask(_signal.SIG_UNBLOCK, sigs)

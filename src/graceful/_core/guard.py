@@ -60,12 +60,12 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
     # handler run nested inside this one): Signalled is raised once, as soon as it is due.
     if not machine.want_raise():
         return
-    block = _stack[-1] if _stack else None
-    if block is not None and block._task is not None:
+    guard = _stack[-1] if _stack else None
+    if guard is not None and not guard.block.raises:
         # The block is an asyncio task (@main on a coroutine): cancel it, as asyncio.run does
         # for Ctrl-C; its CancelledError becomes Signalled again where the task ends.
         machine.mark_raised()
-        block._cancel_task()
+        guard.block.interrupt()
         return
     if frame is not None and (protection(frame, _handed_back) or exception_in_flight(frame)):
         # graceful's own exit path (it looks at the machine when it is done), a short critical
@@ -83,7 +83,7 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
 def _section_ended(frame: FrameType) -> None:
     """A critical section returned to ``frame``: a signal it deferred is raised now (main thread,
     and only where the handler itself would raise it)."""
-    if not machine.want_raise() or not _stack or _stack[-1]._task is not None:
+    if not machine.want_raise() or not _stack or not _stack[-1].block.raises:
         return
     if not _threads.is_main_thread():
         return
@@ -99,6 +99,28 @@ def _section_ended(frame: FrameType) -> None:
 on_section_end(_section_ended)
 
 
+class Block:
+    """The block a guard guards, as the handler sees it: how a signal interrupts it, and what to
+    put back when the guard closes (besides the dispositions the guard itself restores).
+
+    This one is the main thread's frames: the handler interrupts them by raising ``Signalled``.
+    An event loop's task is another kind (``_asyncio/block.py``): a signal cancels the task.
+    """
+
+    #: The handler raises Signalled into the block (else it calls :meth:`interrupt`).
+    raises = True
+
+    def interrupt(self) -> None:
+        """A signal ends the block (when it is not ended by raising)."""
+
+    def restore(self) -> None:
+        """The guard closes: put back what this block installed."""
+
+
+#: The main thread's frames: one for every synchronous guard.
+FRAMES = Block()
+
+
 class Guard:
     """Handles signals while active; see :func:`guard`. Not re-entrant: nest new guards instead.
 
@@ -110,25 +132,22 @@ class Guard:
         "_active",
         "_at_exit",
         "_block_cleanups",
-        "_escalate",
+        "_ended_by_sig",
         "_held",
         "_inert",
         "_late",
-        "_loop",
-        "_loop_restore",
         "_program",
         "_saved",
-        "_signal",
-        "_signal_named",
-        "_task",
+        "_sig_named",
         "_wakeup",
+        "block",
         "options",
     )
 
     def __init__(self, options: Options, *, program: bool = False, at_exit: bool = False) -> None:
         self.options = options
-        self._signal: Optional[int] = None
-        self._signal_named = False  # _signal is a number to read as a signal.Signals
+        self._ended_by_sig: Optional[int] = None
+        self._sig_named = False  # _ended_by_sig is a number to read as a signal.Signals
         # The block's own cleanups (Guard.register): the registry is loaded on the first.
         self._block_cleanups: Optional[Registry] = None
         self._saved: list[_dispositions.Saved] = []
@@ -139,29 +158,25 @@ class Guard:
         self._program = program  # @graceful.main: its end runs the registered cleanups
         self._at_exit = at_exit  # entered at interpreter exit: protects the atexit functions
         self._held: frozenset[int] = frozenset()  # the signals this guard handles now
-        # asyncio: the task that is this guard's block (a signal cancels it), its loop, and how
-        # to put back the loop's own signal handlers (see graceful._asyncio.guard).
-        self._task: Any = None
-        self._loop: Any = None
-        self._loop_restore: list[Callable[[], object]] = []
-        self._escalate: Optional[Callable[[], object]] = None  # a loop callback after the cancel
+        #: What is guarded: the main thread's frames, or an event loop's task (``Block``).
+        self.block: Block = FRAMES
 
     @property
     def signal(self) -> Optional[int]:
         """The signal that ended the block (a ``signal.Signals``), or None."""
-        if self._signal_named and self._signal is not None:
-            self._signal = _signal_of(self._signal)  # made when read: imports signal
-            self._signal_named = False
-        return self._signal
+        if self._sig_named and self._ended_by_sig is not None:
+            self._ended_by_sig = _signal_of(self._ended_by_sig)  # made when read: imports signal
+            self._sig_named = False
+        return self._ended_by_sig
 
     @signal.setter
     def signal(self, value: Optional[int]) -> None:
-        self._signal = value
-        self._signal_named = False
+        self._ended_by_sig = value
+        self._sig_named = False
 
     def _ended_by(self, sig: int) -> None:
-        self._signal = sig
-        self._signal_named = True
+        self._ended_by_sig = sig
+        self._sig_named = True
 
     @property
     def _cleanups(self) -> Registry:
@@ -225,27 +240,59 @@ class Guard:
     ) -> bool:
         return await _async_driver().exit(self, exc)  # type: ignore[no-any-return]
 
-    def _cancel_task(self) -> None:
-        """A signal ends the block that is a task: cancel it, and wake its loop."""
-        task, loop = self._task, self._loop
-        if task is None or task.done():
-            return
-        task.cancel()
-        try:
-            # The loop may be waiting in select(): wake it, and let the owner of the loop go on.
-            loop.call_soon_threadsafe(self._escalate or _nothing)
-        except RuntimeError:
-            pass  # the loop is closed
+    # --- for the drivers that install a guard by other means (``_asyncio``) ------------------
+
+    @property
+    def active(self) -> bool:
+        """The guard is in place (entered and not closed)."""
+        return self._active
+
+    @property
+    def late(self) -> bool:
+        """Entered during a shutdown's cleanups: the shutdown is not this guard's."""
+        return self._late
+
+    @property
+    def cleanups(self) -> Registry:
+        """The block's own cleanups (``Guard.register``)."""
+        return self._cleanups
+
+    def check_inactive(self) -> None:
+        if self._active:
+            raise RuntimeError(
+                "this Guard is already active; use a new graceful.guard() for a nested block"
+            )
+
+    def adopt(self, block: Block, sigs: tuple[int, ...], wakeup: Optional[int]) -> None:
+        """The guard was installed through ``block`` (an event loop) for ``sigs``, with the
+        previous wakeup fd ``wakeup`` if it replaced it: it joins the stack, active."""
+        self.block = block
+        self._wakeup = wakeup
+        self._late = machine.phase >= Phase.CLEANING
+        self._held = frozenset(sigs)
+        self._active = True
+        self.signal = None
+        _stack.append(self)
+        _update_handled()
+
+    def close(self) -> None:
+        """Put back what the guard replaced and leave the stack (see :meth:`_close`)."""
+        self._close()
+
+    def exit_inner(self, exc: Optional[BaseException]) -> bool:
+        """An inner guard's end (see :meth:`_exit_inner`)."""
+        return self._exit_inner(exc)
+
+    def end(self, sig: int, exc: Optional[BaseException]) -> bool:
+        """The outermost guard ends the process by ``sig`` (see :meth:`_end`)."""
+        return self._end(sig, exc)
 
     @exit_path
     def __enter__(self) -> Guard:
         check_main_thread("graceful.guard()")
         check_posix("graceful.guard()")
         _check_no_running_loop()
-        if self._active:
-            raise RuntimeError(
-                "this Guard is already active; use a new graceful.guard() for a nested block"
-            )
+        self.check_inactive()
         options = self.options
         sigs = tuple(
             s
@@ -417,8 +464,7 @@ class Guard:
             return
         try:
             kept = _dispositions.restore(self._saved, _handler)
-            while self._loop_restore:
-                self._loop_restore.pop()()
+            self.block.restore()
         finally:
             if self in _stack:
                 _stack.remove(self)
@@ -453,20 +499,15 @@ def _update_handled() -> None:
     machine.set_handled(frozenset(sig for g in _stack for sig in g._held))
 
 
+def arm(options: Options) -> None:
+    """A guard is about to be installed by other means (an event loop): the machine takes its
+    options, and knows graceful's handler."""
+    machine.arm(options, _handler)
+
+
 def active() -> tuple[Guard, ...]:
     """The active guards of this process, outermost first (a snapshot)."""
     return tuple(_stack)
-
-
-def push(guard: Guard) -> None:
-    """A guard installed by other means (through an event loop) joins the stack; this module
-    owns the stack and the union of the signals it handles."""
-    _stack.append(guard)
-    _update_handled()
-
-
-def _nothing() -> None:
-    pass
 
 
 def _check_no_running_loop() -> None:

@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 #: keeps their state here, and hands it over as it makes them.
 _PUBLIC = ("shutdown_event", "draining")
 _flags = {name: False for name in _PUBLIC}
-_events: dict[str, threading.Event] = {}
-_events_lock = _threads.RLock()
+_made: dict[str, threading.Event] = {}
+_made_lock = _threads.RLock()
 
 
 def __getattr__(name: str) -> threading.Event:
@@ -63,10 +63,10 @@ def __getattr__(name: str) -> threading.Event:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import threading
 
-    with _events_lock:
-        event = _events.get(name)
+    with _made_lock:
+        event = _made.get(name)
         if event is None:
-            event = _events[name] = threading.Event()
+            event = _made[name] = threading.Event()
             if _flags[name]:
                 event.set()
             globals()[name] = event  # the next access is a plain module attribute
@@ -75,9 +75,9 @@ def __getattr__(name: str) -> threading.Event:
 
 def _set_public(name: str, value: bool) -> None:
     """Set or clear ``shutdown_event`` or ``draining``, made or not."""
-    with _events_lock:
+    with _made_lock:
         _flags[name] = value
-        event = _events.get(name)
+        event = _made.get(name)
     if event is not None:
         if value:
             event.set()
@@ -147,6 +147,7 @@ class Shutdown:
         self.last_options: Optional[Options] = None
         self.handled: frozenset[int] = frozenset()
         self._not_insisting: dict[int, Callable[[], bool]] = {}
+        self._owned: dict[int, Callable[[], bool]] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], object]] = []
         self._new_episode()
 
@@ -177,7 +178,7 @@ class Shutdown:
         self._redelivery_interval = REDELIVER_INTERVAL
         self.force: Optional[int] = None
         self.breaks_done = _threads.Event()
-        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._queued: list[tuple[str, dict[str, Any]]] = []
         self._breaks_started = False
         self._breaks_started_at: Optional[float] = None
         self._breaks_inline = False
@@ -218,12 +219,12 @@ class Shutdown:
         self._listeners.append(listener)
 
     def _emit(self, event: str, **facts: Any) -> None:
-        self._events.append((event, facts))
+        self._queued.append((event, facts))
         self._wake()
 
     def _deliver_events(self) -> None:
-        while self._events:
-            event, facts = self._events.pop(0)
+        while self._queued:
+            event, facts = self._queued.pop(0)
             for listener in list(self._listeners):
                 try:
                     listener(event, facts)
@@ -241,7 +242,19 @@ class Shutdown:
 
     def ours(self, sig: int) -> bool:
         """Graceful's handler is installed for ``sig`` (nobody replaced it inside the block)."""
+        owned = self._owned.get(sig)
+        if owned is not None:
+            return owned()
         return self._handler is not None and bool(_signal.getsignal(sig) is self._handler)
+
+    def own(self, sig: int, still_ours: Optional[Callable[[], bool]]) -> None:
+        """A block adapter installed graceful for ``sig`` by other means (an event loop's
+        handler): ``still_ours()`` tells whether it is still installed (None: forget it)."""
+        with self._lock:
+            if still_ours is None:
+                self._owned.pop(sig, None)
+            else:
+                self._owned[sig] = still_ours
 
     # --- deliveries ---------------------------------------------------------------------------
 
@@ -653,13 +666,14 @@ class Shutdown:
         self.options = None
         self.handled = frozenset()
         self._not_insisting = {}
+        self._owned = {}
         self._listeners = [listener for listener in self._listeners if _survives_fork(listener)]
         self._new_episode()
-        global _events_lock
-        _events_lock = _threads.RLock()
+        global _made_lock
+        _made_lock = _threads.RLock()
         for name in _PUBLIC:
             _flags[name] = False
-            event = _events.get(name)
+            event = _made.get(name)
             if event is None:
                 continue
             reinit = getattr(event, "_at_fork_reinit", None)

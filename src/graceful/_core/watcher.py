@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
 import os
-import select
 import time
 
 from . import dispositions as _dispositions
 from . import threads as _threads
 from . import timeline as _timeline
+from . import wakeup as _wakeup
 from .machine import WATCHER, machine
 from .protect import not_interruptible
 
@@ -34,9 +34,7 @@ _MAX_WAIT = 3600.0
 
 class _Watcher:
     def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe()  # both close-on-exec: nothing leaks into children
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self.write_fd, False)
+        self.wakeup = _wakeup.make()  # how a signal wakes this thread (wakeup.py)
         self.forward_to = -1
         self.pid = os.getpid()
         self.stopped = _threads.Event()
@@ -56,11 +54,7 @@ class _Watcher:
             raise
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self.wakeup.close()
 
     @property
     def running(self) -> bool:
@@ -83,8 +77,7 @@ class _Watcher:
         try:
             wait = machine.tick(time.monotonic())
             wait = _MAX_WAIT if wait is None else min(max(wait, 0.0), _MAX_WAIT)
-            ready, _, _ = select.select([self.read_fd], [], [], wait)
-            if not ready:
+            if not self.wakeup.wait(wait):
                 return True
             return self.drain()
         except (OSError, ValueError):
@@ -107,7 +100,7 @@ class _Watcher:
         self.reader = me
         try:
             try:
-                data = os.read(self.read_fd, 4096)
+                data = self.wakeup.read()
             except BlockingIOError:
                 return True  # another reader took them
             if not data:
@@ -129,7 +122,7 @@ class _Watcher:
             if stop and _threads.get_ident() != self.ident:
                 # Not ours to act on: the thread must see its stop byte (a fork is waiting).
                 try:
-                    os.write(self.write_fd, bytes([_STOP]))
+                    self.wakeup.write(bytes([_STOP]))
                 except OSError:
                     pass
                 return True
@@ -142,7 +135,7 @@ class _Watcher:
         """Wake the thread so it asks the machine again."""
         if self.pid == os.getpid():
             try:
-                os.write(self.write_fd, bytes([_POKE]))
+                self.wakeup.write(bytes([_POKE]))
             except OSError:
                 pass
 
@@ -151,7 +144,7 @@ class _Watcher:
         if not self.running:
             return False
         try:
-            os.write(self.write_fd, bytes([_STOP]))
+            self.wakeup.write(bytes([_STOP]))
         except OSError:
             pass
         return self.stopped.wait(1.0)
@@ -185,8 +178,8 @@ def install() -> int:
     """Make the watcher the wakeup fd and make sure its thread runs (main thread only); return
     the wakeup fd that was there before. All or nothing: on failure nothing was changed."""
     watcher = start_thread()
-    previous: int = _signal.set_wakeup_fd(watcher.write_fd)
-    watcher.forward_to = previous if previous != watcher.write_fd else -1
+    previous: int = _signal.set_wakeup_fd(watcher.wakeup.fd)
+    watcher.forward_to = previous if previous != watcher.wakeup.fd else -1
     return previous
 
 
