@@ -587,7 +587,9 @@ print("after the block")
 def test_a_hup_right_after_a_signal_is_not_a_second_one(first: signal.Signals) -> None:
     for _ in range(5):
         child = run(NO_CORE + SENT_TOGETHER.replace("FIRST", first.name))
-        assert child.proc.returncode == -first, child.stderr
+        # Pending together, they come out of the kernel lowest number first: which one ends the
+        # process cannot depend on the order they were sent in; neither is a second signal.
+        assert child.proc.returncode in (-first, -signal.SIGHUP), child.stderr
         assert child.lines == ["ready", "slow cleanup done"], child.stderr
         assert f"second {first.name}" not in child.stderr, child.stderr
         assert "ending now" not in child.stderr, child.stderr

@@ -171,6 +171,7 @@ class Shutdown:
         #: the signals): when that server raises them again (uvicorn replays each one it
         #: captured), graceful's handler hears a signal already sent, never a second one.
         self._foreign: dict[int, int] = {}
+        self._first_batch: Optional[int] = None
         self.raised = False
         self._handler_ran = False
         self._deferred = False
@@ -258,7 +259,7 @@ class Shutdown:
 
     # --- deliveries ---------------------------------------------------------------------------
 
-    def heard(self, sig: int, source: int) -> int:
+    def heard(self, sig: int, source: int, batch: Optional[int] = None) -> int:
         """Record one delivery of ``sig`` to ``source`` (HANDLER or WATCHER) and judge it.
 
         Each signal sent reaches both listeners (the watcher through the wakeup fd, the handler
@@ -266,6 +267,9 @@ class Shutdown:
         number, not in the order they came: so deliveries are matched per signal. A delivery is
         new only if its listener is ahead of the other for that signal; a re-delivery graceful
         made, or a replay of a signal heard while a server owned it, is never a new signal.
+        ``batch`` numbers the watcher's reads: signals pending together come out of the kernel
+        lowest number first, whatever order they were sent in, so a signal read with the one
+        that started the shutdown is never judged as insisting after it.
         """
         now = time.monotonic()
         with self._lock:
@@ -289,11 +293,14 @@ class Shutdown:
             self._sent[sig] = sent + 1
             if self.signal is None and self.phase in (Phase.IDLE, Phase.CLEANING, Phase.ENDING):
                 self._first(sig, now)
+                self._first_batch = batch
                 verdict = Verdict.FIRST
             elif replay:
                 return Verdict.AGAIN
             else:
-                verdict = self._second(sig, now, repeat=sent > 0 or sig in _INSISTENT)
+                together = batch is not None and batch == self._first_batch
+                insisting = sig in _INSISTENT and not together
+                verdict = self._second(sig, now, repeat=sent > 0 or insisting)
         self._announce()
         if source == WATCHER:
             self._report(sig, verdict)

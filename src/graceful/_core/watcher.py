@@ -36,6 +36,7 @@ class _Watcher:
     def __init__(self) -> None:
         self.wakeup = _wakeup.make()  # how a signal wakes this thread (wakeup.py)
         self.forward_to = -1
+        self.batches = 0  # reads of the pipe: the signals of one read came together
         self.pid = os.getpid()
         self.stopped = _threads.Event()
         self.stopped.set()
@@ -113,8 +114,9 @@ class _Watcher:
                     os.write(self.forward_to, signals)
                 except OSError:
                     pass
+            self.batches += 1
             for byte in signals:
-                machine.heard(byte, WATCHER)
+                machine.heard(byte, WATCHER, self.batches)
             if (signals or _POKE in data) and _threads.get_ident() != self.ident:
                 # The thread acts on what was heard (breaks, deadline, force), and on a poke
                 # that was meant for it (graceful.end_drain() from another thread, say).
