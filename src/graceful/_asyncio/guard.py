@@ -74,8 +74,10 @@ def _check_no_server_owns(sigs: tuple[int, ...]) -> None:
     server serving with closed resources. Refuse, and say what to use instead."""
     for sig in sigs:
         handler = signal.getsignal(sig)
-        if not callable(handler) or handler in (_handler, signal.default_int_handler):
+        if not callable(handler) or handler is signal.default_int_handler:
             continue
+        if _guard.is_handler(handler):
+            continue  # graceful's own (a guard entered by other means)
         inner = getattr(handler, "func", handler)  # functools.partial (asyncio.Runner's SIGINT)
         if getattr(inner, "__module__", "").startswith(("asyncio", "graceful")):
             continue  # the loop's own (add_signal_handler, asyncio.run's Ctrl-C), or graceful's
