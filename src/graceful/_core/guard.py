@@ -62,8 +62,8 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         return
     guard = _stack[-1] if _stack else None
     if guard is not None and not guard.block.raises:
-        # The block is an asyncio task (@main on a coroutine): cancel it, as asyncio.run does
-        # for Ctrl-C; its CancelledError becomes Signalled again where the task ends.
+        # The block is an asyncio task or a trio cancel scope: cancel it, as asyncio.run does
+        # for Ctrl-C; its cancellation becomes Signalled again where the block ends.
         machine.mark_raised()
         guard.block.interrupt()
         return
