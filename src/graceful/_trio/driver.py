@@ -16,6 +16,7 @@ back at the exit where graceful's handler is still installed.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
+import signal
 import sys
 import time
 
@@ -177,7 +178,7 @@ async def _end_outermost(
             return exc
         if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
             await _wait_for_breaks()
-    guard.signal = sig
+    guard.signal = signal.Signals(sig)  # as the synchronous guard names it
     try:
         guard.end(sig, exc)  # ends the process, or raises SystemExit or Signalled
     except Signalled as raised:
