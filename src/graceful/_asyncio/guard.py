@@ -68,6 +68,11 @@ async def enter(guard: Guard) -> Guard:
     return guard
 
 
+#: Where the loop's own SIGINT handlers live: asyncio's (``add_signal_handler``, 3.11+'s
+#: ``Runner``), anyio's backport of ``Runner`` (``anyio.run`` on asyncio before 3.11), graceful's.
+_LOOP_OWN = ("asyncio", "anyio._backends._asyncio", "graceful")
+
+
 def _check_no_server_owns(sigs: tuple[int, ...]) -> None:
     """A server that installed its own Python handler (uvicorn's ``Server.handle_exit``) owns
     the signal in this loop: taking it would run the cleanups at the first signal and leave the
@@ -76,8 +81,10 @@ def _check_no_server_owns(sigs: tuple[int, ...]) -> None:
         handler = signal.getsignal(sig)
         if not callable(handler) or handler is signal.default_int_handler:
             continue
+        if _guard.is_handler(handler):
+            continue  # graceful's own (a guard entered by other means)
         inner = getattr(handler, "func", handler)  # functools.partial (asyncio.Runner's SIGINT)
-        if getattr(inner, "__module__", "").startswith(("asyncio", "graceful")):
+        if getattr(inner, "__module__", "").startswith(_LOOP_OWN):
             continue  # the loop's own (add_signal_handler, asyncio.run's Ctrl-C), or graceful's
         raise RuntimeError(
             f"async with graceful.guard(): {signal.Signals(sig).name} is handled by "

@@ -62,8 +62,8 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         return
     guard = _stack[-1] if _stack else None
     if guard is not None and not guard.block.raises:
-        # The block is an asyncio task (@main on a coroutine): cancel it, as asyncio.run does
-        # for Ctrl-C; its CancelledError becomes Signalled again where the task ends.
+        # The block is an asyncio task or a trio cancel scope: cancel it, as asyncio.run does
+        # for Ctrl-C; its cancellation becomes Signalled again where the block ends.
         machine.mark_raised()
         guard.block.interrupt()
         return
@@ -263,9 +263,26 @@ class Guard:
                 "this Guard is already active; use a new graceful.guard() for a nested block"
             )
 
-    def adopt(self, block: Block, sigs: tuple[int, ...], wakeup: Optional[int]) -> None:
+    @property
+    def program(self) -> bool:
+        """The program's guard (``@graceful.main``): its end runs the registered cleanups."""
+        return self._program
+
+    def adopt(
+        self,
+        block: Block,
+        sigs: tuple[int, ...],
+        wakeup: Optional[int],
+        *,
+        install_handler: bool = False,
+    ) -> None:
         """The guard was installed through ``block`` (an event loop) for ``sigs``, with the
-        previous wakeup fd ``wakeup`` if it replaced it: it joins the stack, active."""
+        previous wakeup fd ``wakeup`` if it replaced it: it joins the stack, active. With
+        ``install_handler`` (a loop without ``add_signal_handler``: trio), graceful's own Python
+        handler is installed for ``sigs`` first (all or nothing), and :meth:`close` puts back
+        what it replaced. Call it with ``sigs`` blocked."""
+        if install_handler:
+            self._saved = _dispositions.install(sigs, _handler)
         self.block = block
         self._wakeup = wakeup
         self._late = machine.phase >= Phase.CLEANING
@@ -503,6 +520,11 @@ def arm(options: Options) -> None:
     """A guard is about to be installed by other means (an event loop): the machine takes its
     options, and knows graceful's handler."""
     machine.arm(options, _handler)
+
+
+def is_handler(handler: object) -> bool:
+    """``handler`` (a ``signal.getsignal`` answer) is graceful's own Python handler."""
+    return handler is _handler
 
 
 def active() -> tuple[Guard, ...]:

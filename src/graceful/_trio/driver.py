@@ -16,19 +16,21 @@ back at the exit where graceful's handler is still installed.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
+import signal
 import sys
 import time
 
 import trio
 
 from .._core import dispositions as _dispositions
+from .._core import ending as _ending
 from .._core import guard as _guard
 from .._core import registry as _registry
 from .._core import timeline as _timeline
 from .._core import watcher as _watcher
 from .._core.checks import check_main_thread, check_posix
 from .._core.errors import Signalled, signalled
-from .._core.guard import Guard, _handler
+from .._core.guard import Block, Guard
 from .._core.machine import BREAK_SHARE, BREAK_WAIT_WITHOUT_DEADLINE, Phase, machine
 from .._core.options import Options
 
@@ -40,27 +42,22 @@ if TYPE_CHECKING:
 BREAK_POLL = 0.005
 
 
-class Block:
-    """The guarded block as the core's handler sees it (``Guard._task`` and ``Guard._loop``):
-    ``done()``, ``cancel()`` and ``call_soon_threadsafe()``, for a cancel scope in a trio run."""
+class CancelScopeBlock(Block):
+    """A trio cancel scope as a guard's block: a signal cancels the scope (through the run's
+    token: a scope is not signal-safe, the token is)."""
 
-    __slots__ = ("closed", "scope", "token")
+    raises = False
 
-    def __init__(self) -> None:
+    def __init__(self, sigs: tuple[int, ...]) -> None:
         self.scope = trio.CancelScope()
         self.token = trio.lowlevel.current_trio_token()
+        self.sigs = sigs  # graceful's handler is installed for these
         self.closed = False  # the scope is exited: a signal now cancels nothing
 
-    def done(self) -> bool:
-        return self.closed
-
-    def cancel(self) -> None:
-        """From the signal handler: a scope is not signal-safe, the run's token is."""
-        self.call_soon_threadsafe(self._cancel)
-
-    def call_soon_threadsafe(self, callback: Callable[[], object]) -> None:
+    def interrupt(self) -> None:
+        """From the signal handler: ask the run to cancel the scope."""
         try:
-            self.token.run_sync_soon(callback)
+            self.token.run_sync_soon(self._cancel)
         except trio.RunFinishedError:
             pass  # the run is over: nothing left to cancel
 
@@ -72,36 +69,30 @@ class Block:
 async def enter(guard: Guard) -> Guard:
     check_main_thread("async with graceful.guard()")
     check_posix("async with graceful.guard()")
-    if guard._active:
-        raise RuntimeError(
-            "this Guard is already active; use a new graceful.guard() for a nested block"
-        )
+    guard.check_inactive()
     options = guard.options
     sigs = tuple(
         s for s in options.signums if options.override_ignored or not _dispositions.is_ignored(s)
     )
-    block = Block()
+    block = CancelScopeBlock(sigs)
     blocked = _dispositions.block(sigs)  # the handler never sees half a guard
     try:
         _watcher.start_thread()  # the deadline's thread; the wakeup fd stays trio's
-        machine.arm(options, _handler)
+        _guard.arm(options)
         machine.set_handled(machine.handled | frozenset(sigs))
-        guard._late = machine.phase >= Phase.CLEANING
-        guard._task = guard._loop = block
-        guard._saved = _dispositions.install(sigs, _handler)
-        guard._held = frozenset(sigs)
-        guard._active = True
-        guard.signal = None
-        _guard.push(guard)
+        guard.adopt(block, sigs, None, install_handler=True)
         block.scope.__enter__()
     except BaseException:
-        guard._undo_enter()
-        guard._task = guard._loop = None
-        _dispositions.set_mask(blocked)
+        try:
+            guard.close()
+        finally:
+            if not _guard.active():
+                machine.disarm()
+            _dispositions.set_mask(blocked)
         raise
     # A signal that came meanwhile reaches the handler now: it cancels the scope.
     _dispositions.set_mask(blocked)
-    if machine.want_raise() and not guard._late:
+    if machine.want_raise() and not guard.late:
         machine.mark_raised()
         block.scope.cancel()  # a shutdown began before the block: it ends at its first await
     return guard
@@ -109,9 +100,9 @@ async def enter(guard: Guard) -> Guard:
 
 async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     """``Guard.__exit__`` for a trio task; the same steps, the waiting ones awaited."""
-    if not guard._active:
+    block = guard.block
+    if not guard.active or not isinstance(block, CancelScopeBlock):
         return False
-    block: Block = guard._task
     block.closed = True
     passing = exc
     try:
@@ -124,7 +115,7 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     if ours_cancel and exc is None and machine.signal is not None:
         exc = signalled(machine.signal)  # the cancellation was our doing: say what it was
     with trio.CancelScope(shield=True):  # the deadline, which ends the process, bounds it
-        leaving = await _end_block(guard, exc)
+        leaving = await _end_block(guard, block, exc)
     if leaving is None:
         return True  # nothing leaves the block (the Cancelled, if any, ended in its scope)
     if leaving is passing:
@@ -132,35 +123,36 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     raise leaving from leaving.__cause__  # not from the Cancelled it replaces
 
 
-async def _end_block(guard: Guard, exc: Optional[BaseException]) -> Optional[BaseException]:
+async def _end_block(
+    guard: Guard, block: CancelScopeBlock, exc: Optional[BaseException]
+) -> Optional[BaseException]:
     """The steps of the exit, given what leaves the block now; returns what must leave the
     guard (or ends the process)."""
     outermost = _guard.active()[0] is guard
-    ours = not guard._late
+    ours = not guard.late
     if outermost and ours and machine.phase == Phase.DRAINING:
         machine.end_drain()
     if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
         await _wait_for_breaks()
-    if guard._block_cleanups is not None:
-        await run_all(guard._block_cleanups)
+    await run_all(guard.cleanups)
     if not outermost:
         try:
-            guard._exit_inner(exc)
+            guard.exit_inner(exc)
         except Signalled as late:
             return late  # the block ended as the signal came: the enclosing block gets it
         return exc
-    return await _end_outermost(guard, exc, ours)
+    return await _end_outermost(guard, block, exc, ours)
 
 
 async def _end_outermost(
-    guard: Guard, exc: Optional[BaseException], ours: bool
+    guard: Guard, block: CancelScopeBlock, exc: Optional[BaseException], ours: bool
 ) -> Optional[BaseException]:
     """The registered cleanups (after a signal, or at the program's end), then the process ends
     by the signal; with none, what the guard replaced comes back, as its last act."""
     ran = False
     sig = machine.signal if ours else None
     while True:
-        if not ran and (sig is not None or guard._program):
+        if not ran and (sig is not None or guard.program):
             machine.enter_cleaning()
             final = None
             if sig is not None and guard.options.on_signal != "raise":
@@ -172,12 +164,12 @@ async def _end_outermost(
         # Put back what we replaced, as the last act, with our signals blocked: one that comes
         # now is the previous disposition's once they are unblocked, and one that came before
         # has been handled (pthread_sigmask runs the pending handlers) and is looked at here.
-        blocked = _dispositions.block(guard._held)
+        blocked = _dispositions.block(block.sigs)
         try:
             sig = machine.signal if ours else None
             if sig is None:
-                guard._close()
-                if guard._program:
+                guard.close()
+                if guard.program:
                     machine.end_episode(program_ending=True)  # a normal end's cleaning is over
                 machine.disarm()
         finally:
@@ -186,27 +178,26 @@ async def _end_outermost(
             return exc
         if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
             await _wait_for_breaks()
-    guard._ended_by(sig)
-    if sig == _signal.SIGINT:
-        _ki_handler_as_default(guard)
+    guard.signal = signal.Signals(sig)  # as the synchronous guard names it
     try:
-        guard._end(sig, exc)  # ends the process, or raises SystemExit or Signalled
+        guard.end(sig, exc)  # ends the process, or raises SystemExit or Signalled
     except Signalled as raised:
         return raised
     return exc  # on_signal="raise", and the Signalled is passing already
 
 
-def _ki_handler_as_default(guard: Guard) -> None:
-    """trio's SIGINT handler is its stand-in for Python's ``default_int_handler`` (trio itself
-    puts that back when its run ends): the ending, which dies by SIGINT where it finds Python's,
-    must not re-raise the signal into trio's, which would only raise ``KeyboardInterrupt``."""
-    for saved in guard._saved:
-        if saved.sig == _signal.SIGINT and getattr(saved.handler, "__module__", "") == _TRIO_KI:
-            saved.handler = _signal.default_int_handler
+def _is_trio_ki(sig: int, handler: object) -> bool:
+    """trio's SIGINT handler (``KIManager.install``) is its stand-in for Python's
+    ``default_int_handler`` (trio itself puts that back when its run ends): the ending, which dies
+    by SIGINT where it finds Python's, must not re-raise the signal into trio's, which would only
+    raise ``KeyboardInterrupt``."""
+    return sig == _signal.SIGINT and getattr(handler, "__module__", "") == _TRIO_KI
 
 
 #: The module of trio's SIGINT handler (``KIManager.install``).
 _TRIO_KI = "trio._core._ki"
+
+_ending.stands_in_for_default(_is_trio_ki)
 
 
 async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:
