@@ -536,14 +536,6 @@ anyio.run(main, backend={backend!r})
     assert not Path(f"/proc/{pid}").exists()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="core race (machine.py, not the driver): Shutdown._first wakes the watcher (_emit) "
-    "before it sets phase DRAINING; the watcher's tick() then sees a signal, no breaks and a "
-    "phase that is not DRAINING yet, and begin_breaks() moves DRAINING to BREAKING: the drain is "
-    "skipped. Seen when the main thread's handler hears the signal first (the trio and asyncio "
-    "guards, whose wakeup fd is the loop's)",
-)
 def test_a_drain_ends_then_the_block_is_cancelled() -> None:
     code = (
         PRELUDE
