@@ -169,6 +169,7 @@ class Launcher:
     def start(self, argv: list[str]) -> bool:
         """fork and exec the program, not posix_spawn: glibc's posix_spawn leaves its two
         internal signals (32 and 33) ignored in the child, and exec keeps what is ignored."""
+        reset_glibc = _glibc_signals_resetter()
         errors_r, errors_w = os.pipe()  # close-on-exec: end of file here means exec succeeded
         try:
             self.pid = os.fork()
@@ -179,7 +180,7 @@ class Launcher:
             return False
         if self.pid == 0:
             os.close(errors_r)
-            _exec_child(argv, errors_w)  # never returns
+            _exec_child(argv, errors_w, reset_glibc)  # never returns
         os.close(errors_w)
         with open(errors_r, "rb") as errors:
             failure = errors.read()
@@ -301,13 +302,48 @@ class Launcher:
         self.kill_all()
 
 
-def _exec_child(argv: list[str], errors: int) -> None:
+#: rt_sigaction's number, where it is known: glibc's own signals (32 and 33) can be reset only by
+#: the system call itself (Python refuses them, and so does libc's sigaction()).
+_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "i686": 174, "armv7l": 174, "armv6l": 174}
+
+
+def _glibc_signals_resetter() -> Any:
+    """How to put glibc's 32 and 33 back to SIG_DFL in the forked child, if this process has
+    them ignored (inherited: pytest-xdist's workers on 3.13 are started by posix_spawn, which
+    leaves them ignored, and exec keeps what is ignored); None when nothing needs doing. Made
+    before the fork: the child only makes the system calls."""
+    try:
+        with open("/proc/self/status") as status:
+            ignored = next(
+                int(line.split()[1], 16) for line in status if line.startswith("SigIgn:")
+            )
+    except (OSError, StopIteration, ValueError):
+        return None
+    wanted = [sig for sig in (32, 33) if ignored & (1 << (sig - 1))]
+    number = _RT_SIGACTION.get(os.uname().machine)
+    if not wanted or number is None:
+        return None
+    import ctypes
+
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    default = ctypes.create_string_buffer(64)  # SIG_DFL, no flags, no mask: all zeros
+
+    def reset() -> None:
+        for sig in wanted:
+            syscall(number, sig, default, None, 8)
+
+    return reset
+
+
+def _exec_child(argv: list[str], errors: int, reset_glibc: Any = None) -> None:
     """In the forked child: a new session, every signal at its default disposition and none
     blocked, then exec; on failure, the errno and message go to the parent through ``errors``."""
     try:
         os.setsid()
         for sig in signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}:
-            signal.signal(sig, signal.SIG_DFL)  # 32 and 33 (glibc's) are reset by exec itself
+            signal.signal(sig, signal.SIG_DFL)
+        if reset_glibc is not None:
+            reset_glibc()  # glibc's 32 and 33, if they came ignored (exec keeps what is ignored)
         signal.pthread_sigmask(signal.SIG_SETMASK, ())
         os.execvp(argv[0], argv)
     except OSError as exc:
