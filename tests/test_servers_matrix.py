@@ -4,8 +4,8 @@ with a slow request or task in flight; its table is docs/servers.md's.
 
 It takes a few minutes (cells run in parallel): it is part of `bash scripts/test`;
 GRACEFUL_SERVER_MATRIX=0 leaves it out (.ci/run does so for every interpreter but its last, which
-runs the whole suite; the servers' core subset, tests/test_servers.py, runs on every one). GRACEFUL_WRITE_SERVERS_MD=1 rewrites docs/servers.md from the
-run instead of checking it.
+runs the whole suite; the servers' core subset, tests/test_servers.py, runs on every one).
+GRACEFUL_WRITE_SERVERS_MD=1 rewrites docs/servers.md from the run instead of checking it.
 """
 
 from __future__ import annotations
