@@ -157,3 +157,24 @@ def test_two_signals_need_interval_or_after_and_the_refusal_says_which_was_wrong
             app.stop("TERM", "TERM", **spacing)  # type: ignore[arg-type]
         assert says in str(refused.value)
         assert ("not both" in str(refused.value)) == ("after" in spacing)
+
+
+@pytest.mark.parametrize("words", [["docs", "readme"], ["signals"]])
+def test_a_reader_that_went_away_ends_the_command_by_sigpipe(words: list[str]) -> None:
+    """``graceful docs | head``: the pipe's reader is gone before the command writes; it ends
+    as a Unix filter does, by SIGPIPE, with no traceback."""
+    read, write = os.pipe()
+    os.close(read)  # gone before the first write: EPIPE at once, whatever the machine's speed
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "graceful", *words],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == -signal.SIGPIPE, proc.stderr
+    assert proc.stderr == ""

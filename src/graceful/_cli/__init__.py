@@ -486,6 +486,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         if argv is None:
             _exit_now(code)  # graceful run owns this process: end it now, as the command ended
         return code
+    try:
+        return _show(args)
+    except BrokenPipeError:
+        # The reader went away (`graceful docs | head`): end as a Unix filter does, by SIGPIPE,
+        # with nothing left to flush into the closed pipe.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        if argv is None:
+            import signal
+
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGPIPE)
+        return 128 + 13  # SIGPIPE's number on Linux
+
+
+def _show(args: Any) -> int:
+    """The sub-commands that print: signals, doctor, docs, demo."""
     if args.subcommand == "signals":
         import shutil
 
