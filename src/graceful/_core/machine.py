@@ -272,6 +272,7 @@ class Shutdown:
         that started the shutdown is never judged as insisting after it.
         """
         now = time.monotonic()
+        self._announce()  # a first signal another thread judged and has not recorded yet
         with self._lock:
             if source == HANDLER:
                 self._handler_ran = True
@@ -368,8 +369,12 @@ class Shutdown:
     def _announce(self) -> None:
         """The first signal, on the timeline now, whoever heard it (the file line is written at
         once; the log line waits for a thread that may log): the process may be gone before the
-        watcher looks. Never with the lock held: no I/O of graceful's happens under it."""
-        announcement, self._announcement = self._announcement, None
+        watcher looks. Never with the lock held: no I/O of graceful's happens under it. Taken
+        under the lock, so one thread records it; each later delivery and the cleanups' start
+        record it first if the thread that judged the signal has not yet (the timeline's order
+        is the events' order: the signal before any cleanup)."""
+        with self._lock:
+            announcement, self._announcement = self._announcement, None
         if announcement is None:
             return
         sig, drain, now, fitted = announcement
@@ -613,6 +618,7 @@ class Shutdown:
     def enter_cleaning(self) -> None:
         """Cleanups begin: after a signal, or at a normal end (a signal now starts the deadline
         and ends the process after the remaining cleanups, but is never raised into them)."""
+        self._announce()  # the signal's record before the first cleanup's
         with self._lock:
             if self.phase < Phase.CLEANING:
                 if self.signal is None:
