@@ -90,11 +90,30 @@ def run_file(tmp_path: Path, name: str) -> Iterator[Child]:
 # --- what each example promises ----------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def wait_until_running(pid: int, cpu: float = 0.05) -> None:
+    """The example's endless query is running: its process has used ``cpu`` seconds of CPU since
+    it printed the line before the query (printing and starting the query take microseconds; the
+    query uses a whole core). A signal that lands between the line and the query's first step
+    finds nothing for ``conn.interrupt()`` to stop: the deadline would end the program instead."""
+    start = _cpu_seconds(pid)
+    end = time.monotonic() + TIMEOUT
+    while _cpu_seconds(pid) - start < cpu:
+        assert time.monotonic() < end, f"the query did not run within {TIMEOUT} s"
+        time.sleep(0.01)  # a bounded poll of the CPU clock, not a stand-in for readiness
+
+
 def readme_main(tmp_path: Path) -> None:
     """SIGTERM in a query that never ends: the break callback interrupts it at once, the cleanup
     closes the connection, and the program dies by SIGTERM, without a traceback."""
     with run_file(tmp_path, "readme-main") as child:
         child.wait_for("querying")
+        wait_until_running(child.proc.pid)  # sqlite3's interrupt() stops a running query only
         child.send(signal.SIGTERM)
         assert child.finish() == -signal.SIGTERM, child.stderr
     assert child.stderr == ""
