@@ -6,6 +6,7 @@ reader and the assertions are tested independently of graceful's writer.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -80,10 +81,12 @@ def test_the_failure_message_shows_the_timeline(shutdown: Shutdown) -> None:
     message = failure(lambda: result.exited_with(0))
     lines = message.splitlines()
     start = lines.index("timeline (3 records, from $GRACEFUL_TIMELINE):")
-    assert [line.split("]", 1)[1] for line in lines[start + 1 : start + 4]] == [
+    # The durations are the machine's (a few ms on a busy one): the test reads their form only.
+    shown = [line.split("]", 1)[1] for line in lines[start + 1 : start + 4]]
+    assert [re.sub(r"\d+\.\d{3} s", "N s", line) for line in shown] == [
         "  signal SIGTERM",
-        "  cleanup close_db: ok (0.000 s)",
-        "  end: reraise SIGTERM, total 0.000 s",
+        "  cleanup close_db: ok (N s)",
+        "  end: reraise SIGTERM, total N s",
     ]
     assert lines[start + 1].lstrip().startswith("+0.000 s  [")
 
