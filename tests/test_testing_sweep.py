@@ -21,9 +21,14 @@ from graceful.testing import Shutdown, ShutdownResult, SweepFailed, SweepRun
 
 pytest_plugins = ["pytester"]
 
+#: A sweep's time budget where every point must run, however busy the machine (each run is
+#: bounded by its own timeout).
+EVERY_POINT = 900.0
+
 BANK = """\
 import os, sqlite3
 import graceful
+
 
 DB = os.path.join(os.environ["GRACEFUL_SWEEP_DIR"], "bank.db")
 
@@ -67,7 +72,7 @@ def money_is_kept(result: ShutdownResult, run: SweepRun) -> None:
 def test_a_half_written_transfer_is_found_and_named(shutdown: Shutdown, tmp_path: Path) -> None:
     script = bank(tmp_path, transaction=False)
     with pytest.raises(SweepFailed) as info:
-        shutdown.sweep(script=script, where="main", check=money_is_kept)
+        shutdown.sweep(script=script, where="main", check=money_is_kept, budget=EVERY_POINT)
     message = str(info.value)
     lines = message.splitlines()
     # Grouped by line: three failing runs (the loop ran it three times) read as one line.
@@ -100,7 +105,10 @@ def test_a_half_written_transfer_is_found_and_named(shutdown: Shutdown, tmp_path
 
     # The fix: one transaction per transfer. Every line now keeps the money.
     fixed = shutdown.sweep(
-        script=bank(tmp_path, transaction=True), where="main", check=money_is_kept
+        script=bank(tmp_path, transaction=True),
+        where="main",
+        check=money_is_kept,
+        budget=EVERY_POINT,
     )
     assert not fixed.failures
     assert fixed.not_covered == []
@@ -132,7 +140,7 @@ def test_every_line_of_a_guarded_block_ends_by_the_signal(shutdown: Shutdown) ->
         registered = run.point.line > 7  # at line 7 the signal comes before register() runs
         assert result.stdout.count("closed") == registered, result.stdout
 
-    result = shutdown.sweep(code=GUARDED, where=range(7, 12), check=check)
+    result = shutdown.sweep(code=GUARDED, where=range(7, 12), check=check, budget=EVERY_POINT)
     assert len(seen) == len(result.runs) == len(result.points)
     ids = [p.id for p in result.points]
     assert ids == [  # in the order the lines first ran, each line's runs together
@@ -192,7 +200,7 @@ def test_several_signals_and_a_second_one(shutdown: Shutdown) -> None:
 
     main()
     """
-    both = shutdown.sweep(code=code, where="main", signal=("TERM", "INT"))
+    both = shutdown.sweep(code=code, where="main", signal=("TERM", "INT"), budget=EVERY_POINT)
     assert sorted({r.signal for r in both.runs}) == [signal.SIGINT, signal.SIGTERM]
     assert len(both.runs) == 2 * len(both.points)
 

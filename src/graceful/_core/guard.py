@@ -28,7 +28,7 @@ from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
 from .modules import loaded
 from .options import DEFAULT_TIMEOUT, Options
-from .protect import exception_in_flight, exit_path, on_section_end, protection
+from .protect import at_with_exit, exception_in_flight, exit_path, on_section_end, protection
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -67,10 +67,13 @@ def _handler(signum: int, frame: Optional[FrameType]) -> None:
         machine.mark_raised()
         guard.block.interrupt()
         return
-    if frame is not None and (protection(frame, _handed_back) or exception_in_flight(frame)):
+    if frame is not None and (
+        protection(frame, _handed_back) or exception_in_flight(frame) or at_with_exit(frame)
+    ):
         # graceful's own exit path (it looks at the machine when it is done), a short critical
-        # section (it raises the signal as it returns), or an exception on its way to a
-        # handler: the watcher delivers the signal again once the main thread is out of there.
+        # section (it raises the signal as it returns), an exception on its way to a handler,
+        # or a ``with`` block ended and its ``__exit__`` not yet called (3.9, 3.10): the
+        # watcher delivers the signal again once the main thread is out of there.
         machine.defer()
         return
     sig = machine.signal

@@ -21,6 +21,11 @@ The ``warnings`` module's frames are deferred too: CPython shows a warning from 
 discards whatever the Python code raised. From 3.13, ``os.fork()`` warns that the process has
 threads (graceful's watcher is one) *after* the fork hooks, and clears any exception its
 ``showwarning`` raised: a ``Signalled`` raised in there would be lost with the shutdown.
+
+Before 3.11 the interpreter also runs handlers between the end of a ``with`` block and the call
+of its ``__exit__`` (:func:`at_with_exit`): an exception raised there leaves the block without
+calling ``__exit__`` at all (a guard's included: no cleanups, a traceback). The signal waits for
+that call, as it does on 3.11+, where handlers run only at calls, jumps and function starts.
 """
 
 import sys
@@ -136,3 +141,51 @@ def exception_in_flight(frame: "FrameType") -> bool:
             return tb.tb_lasti == frame.f_lasti
         tb = tb.tb_next
     return False
+
+
+if sys.version_info < (3, 11):
+    #: A ``with`` block's normal end on 3.9 and 3.10: POP_BLOCK, LOAD_CONST None, DUP_TOP,
+    #: DUP_TOP, CALL_FUNCTION 3 (the call of ``__exit__(None, None, None)``). The opcode numbers
+    #: are those of both versions (tests/test_with_exit.py checks them against ``opcode``).
+    WITH_EXIT = (87, 100, 4, 4, 131)
+    _CALL_ARG = 3
+
+    def at_with_exit(frame: "FrameType") -> bool:
+        """3.9 and 3.10: ``frame`` has ended a ``with`` block and not yet called its ``__exit__``.
+
+        The interrupted frame has executed the instruction at ``f_lasti``. A frame paused for
+        its tracer (settrace: a debugger, graceful.testing's sweeps) has not yet executed it,
+        and an exception the tracer raises lands there: the frame the trace function was
+        called for is looked at too.
+        """
+        if _in_window(frame, range(0, 4)):
+            return True
+        f: Optional[FrameType] = frame
+        while f is not None:
+            traced = f.f_back
+            if traced is not None and _code_of(traced.f_trace) is f.f_code:
+                return _in_window(traced, range(1, 5))
+            f = traced
+        return False
+
+    def _in_window(frame: "FrameType", places: range) -> bool:
+        raw, lasti = frame.f_code.co_code, frame.f_lasti
+        for k in places:  # f_lasti is the k-th instruction of the sequence
+            start = lasti - 2 * k
+            if start < 0 or start + 2 * len(WITH_EXIT) > len(raw):
+                continue
+            if raw[start + 2 * len(WITH_EXIT) - 1] == _CALL_ARG and all(
+                raw[start + 2 * j] == op for j, op in enumerate(WITH_EXIT)
+            ):
+                return True
+        return False
+
+    def _code_of(tracer: object) -> object:
+        func = getattr(tracer, "__func__", tracer)  # a bound method: its function
+        return getattr(func, "__code__", None)
+
+else:
+
+    def at_with_exit(frame: "FrameType") -> bool:
+        """3.11+ runs no signal handler between a ``with`` block and its ``__exit__``."""
+        return False
