@@ -6,8 +6,10 @@ calling the guard's ``__exit__`` (a traceback, exit status 1, no cleanups). The 
 waits for that call (``protect.at_with_exit``), as 3.11+ does by itself. A tracer that sees every
 bytecode of the user's function sends SIGTERM before the k-th one, for every k; each run must end
 by SIGTERM, without a traceback, with each block's cleanup at most once and never skipped once
-the block has begun, and no code after a block once the signal was sent. 3.11+ runs the same
-sweep (handlers run at fewer places there).
+the block has begun, and no code after a block once the signal was sent. Not on 3.11+: handlers
+run there only at calls, jumps and function starts, so a signal injected before other bytecodes
+(a ``with`` exit's LOAD_CONSTs) is one no real signal can cause; tests/test_sweep_graceful.py
+sweeps every line of the same nesting on every version.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def _run(k: int) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 11), reason="3.11+ runs handlers at fewer places")
 def test_a_signal_at_every_bytecode_of_a_users_with_statement() -> None:
     counting = _run(0)
     assert counting.returncode == 0, counting.stderr
