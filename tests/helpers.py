@@ -19,6 +19,17 @@ import pytest
 
 TIMEOUT = 15.0  # the longest any single wait in the suite may take
 
+#: The signals graceful handles by default.
+HANDLED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM]
+
+#: Python source that turns core dumps off: a child that dies by SIGQUIT writes none.
+NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+
+
+def with_options(program: str, **options: object) -> str:
+    """``program``, which passes ``**OPTIONS`` to graceful, preceded by ``OPTIONS = options``."""
+    return f"OPTIONS = {options!r}\n" + program
+
 
 class Child:
     """A Python child running ``code``; its stdout is read line by line in a thread."""
@@ -163,6 +174,31 @@ class Child:
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def signal_timed(child: Child, sig: int, ready: str = "ready") -> float:
+    """Wait for the line ``ready``, send ``sig`` and wait for the end; return the seconds from
+    the signal to the end."""
+    child.wait_for(ready)
+    start = time.monotonic()
+    child.send(sig)
+    child.finish()
+    return time.monotonic() - start
+
+
+def timed(code: str, sig: int, ready: str = "ready", **kwargs: Any) -> tuple[Child, float]:
+    """Start ``code``, then :func:`signal_timed`: the ended child, and the seconds it took."""
+    with Child(code, **kwargs) as child:
+        return child, signal_timed(child, sig, ready)
+
+
+def timed_second(code: str, sig: int, during: str, ready: str = "ready") -> tuple[Child, float]:
+    """Start ``code``, send ``sig`` at the line ``ready``, and again at the line ``during``: the
+    ended child, and the seconds from the second signal to the end."""
+    with Child(code) as child:
+        child.wait_for(ready)
+        child.send(sig)
+        return child, signal_timed(child, sig, during)
 
 
 def run(code: str, sig: Optional[int] = None, ready: str = "ready", **kwargs: Any) -> Child:

@@ -34,10 +34,9 @@ from backends_support import (
 from graceful._process import launcher as _launcher
 from graceful._process import parent_death as _parent_death
 from graceful._process.parent_death import die_with_parent, read_marker, watch_parent
-from helpers import TIMEOUT, Child, run
+from helpers import NO_CORE, TIMEOUT, Child, run
 
 PY = sys.executable
-NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
 LINUX = sys.platform.startswith("linux")
 
 
