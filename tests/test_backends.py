@@ -18,7 +18,6 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +25,8 @@ import pytest
 from backends_support import (
     GROUP_SWITCHES,
     PIDFD_SWITCHES,
-    disabled_fixture,
     group_members,
     is_dead,
-    leftovers_fixture,
     needs_linux,
     proc_stat,
     stranger_with_pid,
@@ -43,17 +40,6 @@ from helpers import TIMEOUT, Child, run
 
 PY = sys.executable
 IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"]
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    yield from leftovers_fixture()
-
-
-@pytest.fixture
-def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
-    """The Linux parts hidden from graceful for this test (parametrize with indirect=True)."""
-    return disabled_fixture(getattr(request, "param", ""), monkeypatch)
 
 
 def started(cmd: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
