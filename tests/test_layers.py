@@ -11,6 +11,7 @@ module uses another module's private names (``_name``), by import or as ``module
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import graceful
@@ -65,17 +66,28 @@ def _target(node: ast.ImportFrom, package: str) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
+def _run_time(node: ast.AST) -> Iterator[ast.AST]:
+    """``node`` and every node under it, but those under ``if TYPE_CHECKING:`` (its else runs)."""
+    if isinstance(node, ast.If) and _is_type_checking(node):
+        for statement in node.orelse:
+            yield from _run_time(statement)
+        return
+    yield node
+    for child in ast.iter_child_nodes(node):
+        yield from _run_time(child)
+
+
+def _parse(path: Path, name: str) -> tuple[ast.Module, str]:
+    """The module's tree, and the package its relative imports start from."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    return ast.parse(path.read_text(), str(path)), package
+
+
 def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
     """The graceful modules ``path`` imports at run time (anywhere in it)."""
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree, package = _parse(path, name)
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for statement in node.orelse:
-                visit(statement)
-            return
+    for node in _run_time(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("graceful"))
         elif isinstance(node, ast.ImportFrom):
@@ -84,10 +96,6 @@ def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
                 for alias in node.names:
                     sub = f"{target}.{alias.name}"
                     found.add(sub if sub in modules else target)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
     found.discard(name)
     return {m for m in found if m in modules}
 
@@ -165,19 +173,14 @@ def test_no_import_cycle_among_graceful_modules() -> None:
 def _private_uses(path: Path, name: str, modules: set[str]) -> list[str]:
     """The private names of other graceful modules that ``path`` uses at run time: imported by
     ``from X import _name``, or read as ``module._name`` through an imported module."""
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree, package = _parse(path, name)
     found: list[str] = []
     imported: dict[str, str] = {}  # local name -> graceful module
 
     def private(attr: str) -> bool:
         return attr.startswith("_") and not attr.startswith("__")
 
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for statement in node.orelse:
-                visit(statement)
-            return
+    for node in _run_time(tree):
         if isinstance(node, ast.ImportFrom):
             target = _target(node, package)
             for alias in node.names:
@@ -187,13 +190,9 @@ def _private_uses(path: Path, name: str, modules: set[str]) -> list[str]:
                 elif target in modules and private(alias.name):
                     found.append(f"{name}:{node.lineno} imports {target}.{alias.name}")
         elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name in modules and alias.asname:
-                    imported[alias.asname] = alias.name
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
+            imported.update(
+                (a.asname, a.name) for a in node.names if a.asname and a.name in modules
+            )
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Attribute)
