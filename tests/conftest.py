@@ -39,3 +39,22 @@ def postgres_server() -> Iterator[pgserver.PostgresServer]:
 
 
 # --- end PostgreSQL ---------------------------------------------------------------------------
+
+
+# --- processes a test must not leave behind; Linux parts hidden (tests/backends_support.py) ----
+
+
+@pytest.fixture
+def leftovers() -> Iterator[list[int]]:
+    """A list of PIDs that are SIGKILLed at teardown if alive."""
+    import backends_support  # loaded by the tests that use it, not by every test session
+
+    yield from backends_support.leftovers_fixture()
+
+
+@pytest.fixture
+def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
+    """The Linux parts hidden from graceful for this test (parametrize with indirect=True)."""
+    import backends_support
+
+    return backends_support.disabled_fixture(getattr(request, "param", ""), monkeypatch)

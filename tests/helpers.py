@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -17,6 +18,17 @@ from typing import IO, Any, Callable, NoReturn, Optional
 import pytest
 
 TIMEOUT = 15.0  # the longest any single wait in the suite may take
+
+#: The signals graceful handles by default.
+HANDLED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM]
+
+#: Python source that turns core dumps off: a child that dies by SIGQUIT writes none.
+NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+
+
+def with_options(program: str, **options: object) -> str:
+    """``program``, which passes ``**OPTIONS`` to graceful, preceded by ``OPTIONS = options``."""
+    return f"OPTIONS = {options!r}\n" + program
 
 
 class Child:
@@ -164,6 +176,31 @@ class Child:
                 stream.close()
 
 
+def signal_timed(child: Child, sig: int, ready: str = "ready") -> float:
+    """Wait for the line ``ready``, send ``sig`` and wait for the end; return the seconds from
+    the signal to the end."""
+    child.wait_for(ready)
+    start = time.monotonic()
+    child.send(sig)
+    child.finish()
+    return time.monotonic() - start
+
+
+def timed(code: str, sig: int, ready: str = "ready", **kwargs: Any) -> tuple[Child, float]:
+    """Start ``code``, then :func:`signal_timed`: the ended child, and the seconds it took."""
+    with Child(code, **kwargs) as child:
+        return child, signal_timed(child, sig, ready)
+
+
+def timed_second(code: str, sig: int, during: str, ready: str = "ready") -> tuple[Child, float]:
+    """Start ``code``, send ``sig`` at the line ``ready``, and again at the line ``during``: the
+    ended child, and the seconds from the second signal to the end."""
+    with Child(code) as child:
+        child.wait_for(ready)
+        child.send(sig)
+        return child, signal_timed(child, sig, during)
+
+
 def run(code: str, sig: Optional[int] = None, ready: str = "ready", **kwargs: Any) -> Child:
     """Start ``code``, optionally wait for ``ready`` and send ``sig``, and wait for the end."""
     child = Child(code, **kwargs)
@@ -230,3 +267,122 @@ def skip_outside_ci(reason: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI must run this test: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# --- the every-step sweeps: a SIGTERM at each step of graceful's own code, one fork per step ----
+
+#: Python source for the every-step sweeps (tests/test_*every_step.py), put before the script's
+#: own ``scenario(k, log)``. ``signal_at(k, log)`` is a tracer that sends SIGTERM to its own
+#: process at the k-th line event in graceful's code (at every bytecode in a function named in
+#: ``exits``; ``on_module`` is called when a module's body starts), and the count of events.
+#: ``sweep(scenario, last)`` runs ``scenario(k, log)`` in a forked child for k = 1, 2, ... until
+#: ``last(code, lines)`` says the run got no signal (default: it did not end by SIGTERM) or k is
+#: past ``most``, and prints every run as JSON: ``[k, exit code, logged lines]``. Each k runs in
+#: a fork of one prepared process: a fork costs a millisecond, a fresh interpreter fifty.
+EVERY_STEP = r"""
+import json, os, select, signal, sys, time
+import graceful
+
+GRACEFUL = os.path.dirname(graceful.__file__)
+
+
+def signal_at(k, log, exits=(), on_module=None):
+    count = [0]
+
+    def tracer(frame, event, arg):
+        if not frame.f_code.co_filename.startswith(GRACEFUL):
+            return None
+        if event == "call":
+            if frame.f_code.co_name in exits:
+                frame.f_trace_opcodes = True  # an exit: every bytecode, up to the last one
+            elif on_module is not None and frame.f_code.co_name == "<module>":
+                on_module()
+        if event == "line" or event == "opcode":
+            count[0] += 1
+            if count[0] == k:
+                where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+                log("at", where, frame.f_code.co_name, frame.f_lasti)
+                os.kill(os.getpid(), signal.SIGTERM)
+        return tracer
+
+    return tracer, count
+
+
+def run(k, scenario):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        def log(*words):
+            os.write(w, (json.dumps(words) + "\n").encode())
+        code = 0
+        try:
+            scenario(k, log)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        except BaseException as exc:
+            log("escaped", type(exc).__name__, str(exc))
+            code = 1
+        os._exit(code)
+    os.close(w)
+    chunks = []
+    deadline = time.monotonic() + 60  # one k takes milliseconds: past this it hangs
+    while True:
+        if not select.select([r], [], [], max(0, deadline - time.monotonic()))[0]:
+            os.kill(pid, signal.SIGKILL)  # reported as killed by SIGKILL: the test names this k
+            chunks.append(b'["hung for 60 s"]\n')
+            break
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    lines = [json.loads(x) for x in b"".join(chunks).decode().splitlines()]
+    return os.waitstatus_to_exitcode(status), lines
+
+
+def sweep(scenario, last=lambda code, lines: code != -signal.SIGTERM, most=5000):
+    results = []
+    k = 1
+    while True:
+        code, lines = run(k, scenario)
+        results.append([k, code, lines])
+        if last(code, lines) or k > most:
+            break  # the first k past the end of graceful's code: no signal was sent
+        k += 1
+    print(json.dumps(results))
+"""
+
+
+def run_every_step(
+    tmp_path: Path, scenario: str, args: list[str], timeout: float
+) -> tuple[list[Any], str]:
+    """Run :data:`EVERY_STEP` followed by ``scenario`` (which calls ``sweep``) with ``args``; check
+    that it ended well with no traceback; return its runs (``[k, code, lines]``) and its stderr.
+    ``timeout`` bounds the whole sweep only against a hang (each k is bounded by the script)."""
+    script = tmp_path / "every_step.py"
+    script.write_text(EVERY_STEP + scenario)
+    rc, out, err = run_script([str(script), *args], timeout=timeout)
+    assert rc == 0, err
+    assert "Traceback" not in err, err
+    return json.loads(out), err
+
+
+def assert_skipped_only_at_the_end(
+    signalled: list[Any], *, at_start: bool, last_acts: tuple[str, ...]
+) -> None:
+    """The registered cleanup ("global") is skipped only once the outermost guard has given the
+    signal back (its last act: the previous disposition then ends the process, as outside any
+    guard), so the runs that skip it are the last ones, and the first of them is in one of the
+    functions ``last_acts``. With ``at_start``, the first runs may skip it too: the signal came
+    before the guard took it."""
+    skipped = [k for k, _, lines in signalled if ["global"] not in lines]
+    prefix = [k for i, k in enumerate(skipped, 1) if k == i]
+    suffix = skipped[len(prefix) :]
+    assert not prefix or at_start, prefix
+    if suffix:
+        assert suffix == list(range(suffix[0], len(signalled) + 1)), suffix
+        first = signalled[suffix[0] - 1][2]
+        at = next(line for line in first if line[0] == "at")
+        assert at[2] in last_acts, at

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from graceful.testing import Shutdown
-from helpers import Child, run
+from helpers import HANDLED, NO_CORE, Child, run, timed, timed_second, with_options
 
 SERVER = """
 import asyncio, os, graceful
@@ -53,12 +52,10 @@ main()
 
 
 def server(**options: object) -> str:
-    return f"OPTIONS = {options!r}\n" + SERVER
+    return with_options(SERVER, **options)
 
 
-@pytest.mark.parametrize(
-    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT], ids=lambda s: s.name
-)
+@pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
 def test_an_asyncio_server_with_open_connections_unwinds_then_dies_by_the_signal(
     sig: signal.Signals,
 ) -> None:
@@ -70,9 +67,6 @@ def test_an_asyncio_server_with_open_connections_unwinds_then_dies_by_the_signal
     assert child.lines[0] == "ready"
     assert sorted(child.lines[1:7]) == ["handler cancelled"] * 5 + ["main finally"]
     assert child.lines[7:] == ["async cleanup: pool closed", "plain cleanup (older)"]
-
-
-NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
 
 
 def test_on_signal_exit_and_exit_code_as_the_synchronous_guard() -> None:
@@ -113,12 +107,8 @@ def test_a_hung_async_cleanup_is_cut_off_by_the_deadline() -> None:
         await asyncio.sleep(60)
     main()
     """
-    with Child(code) as child:
-        child.wait_for("ready")
-        start = time.monotonic()
-        child.send(signal.SIGTERM)
-        assert child.finish() == -signal.SIGTERM
-        elapsed = time.monotonic() - start
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
     assert child.lines == ["ready", "hanging"]
     assert 1.0 <= elapsed < 3.0, elapsed
     assert "cleanup __main__.hang was still running" in child.stderr
@@ -138,14 +128,9 @@ def test_a_second_ctrl_c_forces_the_end_during_an_async_cleanup() -> None:
         await asyncio.sleep(60)
     main()
     """
-    with Child(code) as child:
-        child.wait_for("ready")
-        child.send(signal.SIGINT)
-        child.wait_for("slow cleanup")
-        start = time.monotonic()
-        child.send(signal.SIGINT)
-        assert child.finish() == -signal.SIGINT
-        assert time.monotonic() - start < 1.0
+    child, elapsed = timed_second(code, signal.SIGINT, during="slow cleanup")
+    assert child.proc.returncode == -signal.SIGINT
+    assert elapsed < 1.0
     assert "skipped" not in child.lines
 
 
@@ -166,12 +151,8 @@ def test_a_task_that_swallows_cancellation_does_not_hang_the_exit() -> None:
         await asyncio.sleep(60)
     main()
     """
-    with Child(code) as child:
-        child.wait_for("ready")
-        start = time.monotonic()
-        child.send(signal.SIGTERM)
-        assert child.finish() == -signal.SIGTERM
-        elapsed = time.monotonic() - start
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
     assert child.lines == ["ready", "cleanup"]
     assert elapsed < 3.0  # a quarter of the deadline for the other tasks, not the deadline
     assert "still running after they were cancelled (stubborn)" in child.stderr

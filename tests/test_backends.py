@@ -18,7 +18,6 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +25,8 @@ import pytest
 from backends_support import (
     GROUP_SWITCHES,
     PIDFD_SWITCHES,
-    disabled_fixture,
     group_members,
     is_dead,
-    leftovers_fixture,
     needs_linux,
     proc_stat,
     stranger_with_pid,
@@ -39,21 +36,10 @@ from graceful._process import backends as _backends
 from graceful._process.backend import Backend
 from graceful._process.backends import track
 from graceful._process.stopping import shutdown
-from helpers import TIMEOUT, Child
+from helpers import TIMEOUT, Child, run
 
 PY = sys.executable
 IGNORES_TERM = ["sh", "-c", "trap '' TERM; echo ready; exec sleep 60"]
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    yield from leftovers_fixture()
-
-
-@pytest.fixture
-def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
-    """The Linux parts hidden from graceful for this test (parametrize with indirect=True)."""
-    return disabled_fixture(getattr(request, "param", ""), monkeypatch)
 
 
 def started(cmd: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
@@ -468,11 +454,8 @@ with graceful.guard(timeout=1.0):
 @needs_linux
 @pytest.mark.parametrize("disabled", PIDFD_SWITCHES, indirect=True)
 def test_sigkill_goes_out_before_the_guards_own_deadline(disabled: frozenset[str]) -> None:
-    with Child(GUARD_DEADLINE) as parent:
-        parent.wait_for("ready")
-        parent.send(signal.SIGTERM)
-        rc = parent.finish()
-    assert rc == -signal.SIGTERM, parent.stderr
+    parent = run(GUARD_DEADLINE, signal.SIGTERM)
+    assert parent.proc.returncode == -signal.SIGTERM, parent.stderr
     returncode, after = json.loads(parent.lines[-1])
     assert returncode == -signal.SIGKILL
     assert 0.5 < after < 1.0
@@ -548,11 +531,8 @@ with graceful.guard():
 @needs_linux
 @pytest.mark.parametrize("disabled", PIDFD_SWITCHES, indirect=True)
 def test_multiprocessing_children_are_tracked_the_same_way(disabled: frozenset[str]) -> None:
-    with Child(MP_PARENT) as parent:
-        parent.wait_for("ready")
-        parent.send(signal.SIGTERM)
-        rc = parent.finish()
-    assert rc == -signal.SIGTERM, parent.stderr
+    parent = run(MP_PARENT, signal.SIGTERM)
+    assert parent.proc.returncode == -signal.SIGTERM, parent.stderr
     assert json.loads(parent.lines[-1]) == {
         "cooperative": [-signal.SIGTERM, False],
         "stubborn": [-signal.SIGKILL, False],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from backends_support import is_dead, leftovers_fixture, needs_linux, proc_stat, wait_dead
+from backends_support import is_dead, needs_linux, proc_stat, wait_dead
 from cli_support import (
     GRACEFUL,
     PY,
@@ -38,11 +38,6 @@ pytestmark = needs_linux
 @pytest.fixture
 def sessions() -> Iterator[list[int]]:
     yield from sessions_fixture()
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    yield from leftovers_fixture()
 
 
 # A command that reports every signal it gets; INT, QUIT and TERM end it (exit 0).

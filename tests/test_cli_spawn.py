@@ -12,23 +12,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import graceful
-from backends_support import is_dead, leftovers_fixture, needs_linux, wait_dead
+from backends_support import is_dead, needs_linux, wait_dead
 from cli_support import children_of, session_members
 from helpers import TIMEOUT
 
 pytestmark = needs_linux
 PY = sys.executable
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    yield from leftovers_fixture()
 
 
 # A parent that spawns supervised backends, prints every PID it should not leave behind, says

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TIMEOUT, Child, run
-
-HANDLED = [signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM]
-
-NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
+from helpers import HANDLED, NO_CORE, TIMEOUT, Child, run, with_options
 
 GUARDED = (
     NO_CORE
@@ -40,7 +36,7 @@ print("after the block")
 
 
 def guarded(**options: object) -> str:
-    return f"OPTIONS = {options!r}\n" + GUARDED
+    return with_options(GUARDED, **options)
 
 
 @pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)

@@ -9,19 +9,15 @@ print no traceback, run each cleanup at most once, and never reach the code afte
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
-from helpers import run_script
+from helpers import assert_skipped_only_at_the_end, run_every_step
 
 SCENARIOS = r'''
-import json, os, select, signal, sys, threading, time
-import graceful
-
-GRACEFUL = os.path.dirname(graceful.__file__)
 KIND = sys.argv[1]
 #: A guard's exits, traced at every bytecode (elsewhere: every line).
 EXITS = {"__exit__", "_exit_inner", "_close", "__aexit__", "exit"}
@@ -29,21 +25,7 @@ EXITS = {"__exit__", "_exit_inner", "_close", "__aexit__", "exit"}
 
 def scenario(k, log):
     """Runs in a forked child; sends SIGTERM at the k-th line event in graceful's code."""
-    count = [0]
-
-    def tracer(frame, event, arg):
-        if not frame.f_code.co_filename.startswith(GRACEFUL):
-            return None
-        if event == "call" and frame.f_code.co_name in EXITS:
-            frame.f_trace_opcodes = True  # the exits: every bytecode, up to the last one
-        if event == "line" or event == "opcode":
-            count[0] += 1
-            if count[0] == k:
-                where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-                log("at", where, frame.f_code.co_name, frame.f_lasti)
-                os.kill(os.getpid(), signal.SIGTERM)
-        return tracer
-
+    tracer, count = signal_at(k, log, exits=EXITS)
     graceful.register(log, "global")
     if KIND == "flat":
         with graceful.guard() as g:
@@ -105,62 +87,14 @@ def scenario(k, log):
     log("returned", count[0])
 
 
-def run(k):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        def log(*words):
-            os.write(w, (json.dumps(words) + "\n").encode())
-        code = 0
-        try:
-            scenario(k, log)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        except BaseException as exc:
-            log("escaped", type(exc).__name__, str(exc))
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks = []
-    deadline = time.monotonic() + 60  # one k takes milliseconds: past this it hangs
-    while True:
-        if not select.select([r], [], [], max(0, deadline - time.monotonic()))[0]:
-            os.kill(pid, signal.SIGKILL)  # reported as killed by SIGKILL: the test names this k
-            chunks.append(b'["hung for 60 s"]\n')
-            break
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    lines = [json.loads(x) for x in b"".join(chunks).decode().splitlines()]
-    return os.waitstatus_to_exitcode(status), lines
-
-
-results = []
-k = 1
-while True:
-    code, lines = run(k)
-    results.append([k, code, lines])
-    if code != -signal.SIGTERM or k > 5000:
-        break  # the first k past the end of graceful's code: no signal was sent
-    k += 1
-print(json.dumps(results))
+sweep(scenario)
 '''
 
 
 @pytest.mark.parametrize("kind", ["flat", "nested", "enter", "main", "async-guard", "async-main"])
-def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
-    script = tmp_path / "every_step.py"  # type: ignore[operator]
-    script.write_text(SCENARIOS)
+def test_a_signal_at_every_step_ends_by_it(tmp_path: Path, kind: str) -> None:
     # Thousands of forks: 10-30 s on a quiet machine, several times that with both cores busy.
-    # Each k is bounded in the script (60 s); this bounds the whole only against a hang.
-    rc, out, err = run_script([str(script), kind], timeout=900)
-    assert rc == 0, err
-    assert "Traceback" not in err, err
-    results = json.loads(out)
+    results, _ = run_every_step(tmp_path, SCENARIOS, [kind], timeout=900)
     *signalled, (last_k, last_code, last_lines) = results
     # The last run got no signal (k past the end): it ran the whole scenario normally
     # (@main ends it by sys.exit(0) after its cleanups).
@@ -183,19 +117,13 @@ def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
             # bytecode, is raised into the enclosing block: the code after the inner block
             # runs only if the signal came after it.
             assert what.index("after inner") < what.index("at"), (k, lines)
-    # The registered cleanup is skipped only once the outermost guard has given the signal back
-    # (its last act: the default disposition then ends the process, as outside any guard), so
-    # the runs that skip it are the last ones, and the first of them is in that restore.
-    # With "enter", the first runs skip it too: the signal came before the guard took it.
-    skipped = [k for k, _, lines in signalled if ["global"] not in lines]
-    prefix = [k for i, k in enumerate(skipped, 1) if k == i]
-    suffix = skipped[len(prefix) :]
-    assert not prefix or kind == "enter", prefix
-    if suffix:
-        assert suffix == list(range(suffix[0], len(signalled) + 1)), suffix
-        first = signalled[suffix[0] - 1][2]
-        at = next(line for line in first if line[0] == "at")
-        assert at[2] in ("restore", "_close", "put_back", "_close_unless_signalled"), at
+    # With "enter", the first runs skip the registered cleanup: the signal came before the guard
+    # took it. Otherwise only the last ones do, after the default disposition is put back.
+    assert_skipped_only_at_the_end(
+        signalled,
+        at_start=kind == "enter",
+        last_acts=("restore", "_close", "put_back", "_close_unless_signalled"),
+    )
     print(f"{kind}: {len(signalled)} steps, Python {sys.version_info[:2]}")
 
 
@@ -203,10 +131,8 @@ def test_a_signal_at_every_step_ends_by_it(tmp_path: object, kind: str) -> None:
 # SIGTERM at every step of the main thread's part. A module is never seen half-initialised: no
 # traceback, no error in the watcher, and every registration a thread saw accepted runs once.
 LAZY = r'''
-import json, os, signal, sys, threading
-import graceful
+import threading
 
-GRACEFUL = os.path.dirname(graceful.__file__)
 NAMES = sys.argv[1:]
 THREADS = 8
 
@@ -231,22 +157,9 @@ def first_use(offset, tag, log, block):
 
 
 def scenario(k, log):
-    count = [0]
-
-    def tracer(frame, event, arg):
-        if not frame.f_code.co_filename.startswith(GRACEFUL):
-            return None
-        if event == "call" and frame.f_code.co_name == "<module>":
-            go.set()  # the main thread runs a module's body: the threads race it now
-        if event == "line":
-            count[0] += 1
-            if count[0] == k:
-                where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-                log("at", where, frame.f_code.co_name)
-                os.kill(os.getpid(), signal.SIGTERM)
-        return tracer
-
     go = threading.Event()
+    # the main thread runs a module's body: the threads race it now
+    tracer, count = signal_at(k, log, on_module=go.set)
     holder = {}
 
     def racer(i):
@@ -279,46 +192,17 @@ def scenario(k, log):
     main()
 
 
-def run(k):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        def log(*words):
-            os.write(w, (json.dumps(words) + "\n").encode())
-        code = 0
-        try:
-            scenario(k, log)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        except BaseException as exc:
-            log("escaped", type(exc).__name__, str(exc))
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    lines = [json.loads(x) for x in b"".join(chunks).decode().splitlines()]
-    return os.waitstatus_to_exitcode(status), lines
+quiet = [0]
 
 
-results = []
-k = 1
-quiet = 0
-while quiet < 2 * len(NAMES) and k < 20000:
-    code, lines = run(k)
-    results.append([k, code, lines])
+def last(code, lines):
     # The threads race, so the main thread's count of steps varies: stop after a round of runs
     # in a row (one per starting name) that got no signal (k past the end of graceful's code).
-    quiet = 0 if any(line[0] == "at" for line in lines) else quiet + 1
-    k += 1
-print(json.dumps(results))
+    quiet[0] = 0 if any(line[0] == "at" for line in lines) else quiet[0] + 1
+    return quiet[0] >= 2 * len(NAMES)
+
+
+sweep(scenario, last, most=19998)
 '''
 
 LAZY_NAMES = [
@@ -341,16 +225,11 @@ LAZY_NAMES = [
     "ImportError/KeyError for graceful._process.pidfd, .children, .backends); every other step "
     "of the sweep ends by SIGTERM",
 )
-def test_a_signal_at_every_step_of_a_first_use_raced_by_threads(tmp_path: object) -> None:
+def test_a_signal_at_every_step_of_a_first_use_raced_by_threads(tmp_path: Path) -> None:
     """One sweep: the main thread makes the first use of every lazily loaded public name in
     turn, each of the 8 threads the same uses from another starting point."""
-    script = tmp_path / "lazy.py"  # type: ignore[operator]
-    script.write_text(LAZY)
-    rc, out, err = run_script([str(script), *LAZY_NAMES], timeout=900)
-    assert rc == 0, err
-    assert "Traceback" not in err, err
+    results, err = run_every_step(tmp_path, LAZY, LAZY_NAMES, timeout=900)
     assert "watcher hit an error" not in err, err
-    results = json.loads(out)
     signalled = [r for r in results if any(line[0] == "at" for line in r[2])]
     assert len(signalled) >= 20, "the tracer saw too few steps: is it tracing graceful?"
     for k, code, lines in signalled:

@@ -7,9 +7,8 @@ fails), no file descriptor is left (``RLIMIT_NOFILE``), a break callback hangs. 
 from __future__ import annotations
 
 import signal
-import time
 
-from helpers import Child, run
+from helpers import Child, run, timed
 
 NO_THREADS = "threading.stack_size(1 << 40)  # from here on, pthread_create fails\n"
 
@@ -50,12 +49,8 @@ def test_the_deadline_still_ends_the_process_when_no_thread_can_start() -> None:
         time.sleep(60)
     """
     )
-    with Child(code) as child:
-        child.wait_for("ready")
-        start = time.monotonic()
-        child.send(signal.SIGTERM)
-        assert child.finish() == -signal.SIGTERM
-        elapsed = time.monotonic() - start
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
     assert child.lines == ["ready", "hanging"]
     assert 1.0 <= elapsed < 3.0, elapsed
     # The last words went straight to stderr: no thread could write them.
@@ -125,12 +120,8 @@ def test_a_hung_break_callback_gets_its_share_of_the_deadline_then_cleanups_star
         print("ready", flush=True)
         time.sleep(60)
     """
-    with Child(code) as child:
-        child.wait_for("ready")
-        start = time.monotonic()
-        child.send(signal.SIGTERM)
-        assert child.finish() == -signal.SIGTERM
-        elapsed = time.monotonic() - start
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
     assert child.lines == ["ready", "cleanup ran"]
     # A quarter of the 2 s deadline for the break callbacks, then the cleanups, then the end.
     assert 0.5 <= elapsed < 1.8, elapsed

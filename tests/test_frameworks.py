@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import pgserver
-from helpers import TIMEOUT, end_script
+from helpers import LOG_FUNCTION, TIMEOUT, end_script
 
 APP = """
 import asyncio, contextlib, os, graceful
@@ -180,7 +180,8 @@ def app(environ, start_response):
     return [b"ok"]
 """
 
-CONFIG = """
+CONFIG = (
+    """
 import os, graceful
 
 DSN = os.environ["APP_DSN"]
@@ -188,14 +189,9 @@ LOG = os.environ["APP_LOG"]
 workers = 2
 bind = "127.0.0.1:0"
 graceful_timeout = 5
-
-def log(*words):
-    fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-    try:
-        os.write(fd, (" ".join(map(str, words)) + f" {os.getpid()}\\n").encode())
-    finally:
-        os.close(fd)
-
+"""
+    + LOG_FUNCTION
+    + """
 import graceful.integrations.gunicorn
 
 hooks = graceful.integrations.gunicorn.hooks()  # the recipe (docs/servers.md)
@@ -213,6 +209,7 @@ def on_exit(server):
     hooks["on_exit"](server)
     log("master-exit")
 """
+)
 
 
 def sessions(postgres_server: pgserver.PostgresServer, app: str) -> int:

@@ -89,9 +89,10 @@ def test_a_timeline_fifo_whose_reader_never_reads_never_blocks_a_shutdown(fifo: 
         os.close(reader)
 
 
-FULL_STDERR = f"""
-import fcntl, logging, os, sys, time, graceful
-logging.basicConfig(level=logging.INFO, format="%(message)s")  # to stderr, a pipe nobody reads
+#: Python source that fills the pipe on stderr, which nobody reads until the end: the next write
+#: to it blocks.
+FILL_STDERR = """
+import fcntl, os
 flags = fcntl.fcntl(2, fcntl.F_GETFL)
 fcntl.fcntl(2, fcntl.F_SETFL, flags | os.O_NONBLOCK)
 try:
@@ -100,20 +101,14 @@ try:
 except BlockingIOError:
     pass
 fcntl.fcntl(2, fcntl.F_SETFL, flags)  # blocking again, and full
-graceful.register(print, "older cleanup", flush=True)
-@graceful.register
-def cleanup():
-    print("cleanup", flush=True)
-    logging.getLogger("app").warning("the program logs too")  # blocks on the full pipe
-with graceful.guard(timeout={DEADLINE}):
-    print("ready", flush=True)
-    time.sleep(60)
 """
 
 
-def test_a_full_stderr_pipe_never_keeps_the_deadline_from_ending_the_process() -> None:
+def _full_stderr_then_sigterm(code: str) -> tuple[int, str, float]:
+    """Run ``code`` with a pipe on stderr that is never read until the end; SIGTERM it once it
+    prints "ready": its return code, its stdout, and the seconds from the signal to its end."""
     child = subprocess.Popen(
-        [sys.executable, "-u", "-c", FULL_STDERR],
+        [sys.executable, "-u", "-c", code],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,  # never read until the end
         text=True,
@@ -130,6 +125,25 @@ def test_a_full_stderr_pipe_never_keeps_the_deadline_from_ending_the_process() -
         if child.poll() is None:
             child.kill()
             child.communicate()
+    return rc, out, took
+
+
+FULL_STDERR = f"""
+import logging, os, sys, time, graceful
+logging.basicConfig(level=logging.INFO, format="%(message)s")  # to stderr, a pipe nobody reads
+{FILL_STDERR}graceful.register(print, "older cleanup", flush=True)
+@graceful.register
+def cleanup():
+    print("cleanup", flush=True)
+    logging.getLogger("app").warning("the program logs too")  # blocks on the full pipe
+with graceful.guard(timeout={DEADLINE}):
+    print("ready", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_full_stderr_pipe_never_keeps_the_deadline_from_ending_the_process() -> None:
+    rc, out, took = _full_stderr_then_sigterm(FULL_STDERR)
     assert rc == -signal.SIGTERM
     assert out.startswith("cleanup\n")
     assert took < BOUND
@@ -506,17 +520,9 @@ def test_no_deadline_has_one_spelling_in_the_api_and_the_cli() -> None:
 
 
 WATCHER_ERROR_FULL_STDERR = f"""
-import fcntl, os, sys, time, graceful
+import os, sys, time, graceful
 from graceful._core.machine import machine
-flags = fcntl.fcntl(2, fcntl.F_GETFL)
-fcntl.fcntl(2, fcntl.F_SETFL, flags | os.O_NONBLOCK)
-try:
-    while True:
-        os.write(2, b"x" * 4096)
-except BlockingIOError:
-    pass
-fcntl.fcntl(2, fcntl.F_SETFL, flags)  # blocking again, and full
-def broken_listener(event, facts):
+{FILL_STDERR}def broken_listener(event, facts):
     raise RuntimeError("an integration's listener fails")  # the watcher reports it on stderr
 machine.add_listener(broken_listener)
 graceful.register(time.sleep, 60)  # a hung cleanup: only the deadline ends the process
@@ -528,20 +534,5 @@ with graceful.guard(timeout={DEADLINE}):
 
 def test_the_watcher_never_blocks_on_a_full_stderr_pipe() -> None:
     # No logging configured: the watcher's own error report goes to stderr, a full pipe.
-    child = subprocess.Popen(
-        [sys.executable, "-u", "-c", WATCHER_ERROR_FULL_STDERR],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,  # never read until the end
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "ready\n"
-        child.send_signal(signal.SIGTERM)
-        rc = child.wait(BOUND)
-        child.communicate(timeout=TIMEOUT)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.communicate()
+    rc, _, _ = _full_stderr_then_sigterm(WATCHER_ERROR_FULL_STDERR)
     assert rc == -signal.SIGTERM

@@ -4,12 +4,14 @@
 imports only from its own layer or lower ones, and no import cycle exists among graceful's
 modules, whether the imports are at module level or inside functions (imports under
 ``if TYPE_CHECKING:`` are for type checkers only and are left out). The facade
-(``graceful/__init__.py``) loads every layer on first use and is not part of any layer.
+(``graceful/__init__.py``) loads every layer on first use and is not part of any layer. No
+module uses another module's private names (``_name``), by import or as ``module._name``.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 import graceful
@@ -55,34 +57,45 @@ def _is_type_checking(node: ast.If) -> bool:
     return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
 
 
+def _target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute name of the module ``from X import ...`` imports from, in ``package``."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _run_time(node: ast.AST) -> Iterator[ast.AST]:
+    """``node`` and every node under it, but those under ``if TYPE_CHECKING:`` (its else runs)."""
+    if isinstance(node, ast.If) and _is_type_checking(node):
+        for statement in node.orelse:
+            yield from _run_time(statement)
+        return
+    yield node
+    for child in ast.iter_child_nodes(node):
+        yield from _run_time(child)
+
+
+def _parse(path: Path, name: str) -> tuple[ast.Module, str]:
+    """The module's tree, and the package its relative imports start from."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    return ast.parse(path.read_text(), str(path)), package
+
+
 def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
     """The graceful modules ``path`` imports at run time (anywhere in it)."""
-    tree = ast.parse(path.read_text(), str(path))
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree, package = _parse(path, name)
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and _is_type_checking(node):
-            for statement in node.orelse:
-                visit(statement)
-            return
+    for node in _run_time(tree):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("graceful"))
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = _target(node, package)
             if target.startswith("graceful"):
                 for alias in node.names:
                     sub = f"{target}.{alias.name}"
                     found.add(sub if sub in modules else target)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
     found.discard(name)
     return {m for m in found if m in modules}
 
@@ -155,6 +168,50 @@ def test_no_import_cycle_among_graceful_modules() -> None:
         if v not in index:
             connect(v)
     assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def _private_uses(path: Path, name: str, modules: set[str]) -> list[str]:
+    """The private names of other graceful modules that ``path`` uses at run time: imported by
+    ``from X import _name``, or read as ``module._name`` through an imported module."""
+    tree, package = _parse(path, name)
+    found: list[str] = []
+    imported: dict[str, str] = {}  # local name -> graceful module
+
+    def private(attr: str) -> bool:
+        return attr.startswith("_") and not attr.startswith("__")
+
+    for node in _run_time(tree):
+        if isinstance(node, ast.ImportFrom):
+            target = _target(node, package)
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in modules:
+                    imported[alias.asname or alias.name] = sub
+                elif target in modules and private(alias.name):
+                    found.append(f"{name}:{node.lineno} imports {target}.{alias.name}")
+        elif isinstance(node, ast.Import):
+            imported.update(
+                (a.asname, a.name) for a in node.names if a.asname and a.name in modules
+            )
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in imported
+            and private(node.attr)
+        ):
+            found.append(f"{name}:{node.lineno} uses {imported[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    found = [
+        use for name, path in sorted(paths.items()) for use in _private_uses(path, name, set(paths))
+    ]
+    assert not found, "private names of another module (give them a public name):\n" + "\n".join(
+        found
+    )
 
 
 def test_every_fork_step_exists() -> None:

@@ -17,7 +17,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,31 +24,17 @@ import pytest
 from backends_support import (
     PARENT_SWITCHES,
     PIDFD_SWITCHES,
-    disabled_fixture,
     is_dead,
-    leftovers_fixture,
     needs_linux,
     wait_dead,
 )
 from graceful._process import launcher as _launcher
 from graceful._process import parent_death as _parent_death
 from graceful._process.parent_death import die_with_parent, read_marker, watch_parent
-from helpers import TIMEOUT, Child, run
+from helpers import NO_CORE, TIMEOUT, Child, run
 
 PY = sys.executable
-NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
 LINUX = sys.platform.startswith("linux")
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    yield from leftovers_fixture()
-
-
-@pytest.fixture
-def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
-    """The Linux parts hidden from graceful for this test (parametrize with indirect=True)."""
-    return disabled_fixture(getattr(request, "param", ""), monkeypatch)
 
 
 def launcher_armed(pid: int, timeout: float = 10.0) -> int:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from backends_support import (
-    disabled_fixture,
     kill_by_pidfd,
-    leftovers_fixture,
     needs_linux,
     proc_stat,
     session_members,
@@ -148,16 +145,6 @@ if __name__ == "__main__":
 
 KINDS = ["executor", "pool", "process"]
 METHODS = ["fork", "spawn", "forkserver"]
-
-
-@pytest.fixture
-def leftovers() -> Iterator[list[int]]:
-    yield from leftovers_fixture()
-
-
-@pytest.fixture
-def disabled(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> frozenset[str]:
-    return disabled_fixture(getattr(request, "param", ""), monkeypatch)
 
 
 def run_program(

@@ -8,19 +8,9 @@ from typing import Any
 
 import pytest
 
-from helpers import Child, run
+from helpers import Child, run, timed, timed_second
 
 DEADLINE_SLACK = 1.5  # seconds allowed past a deadline on a loaded 2-core machine
-
-
-def timed(code: str, sig: int, ready: str = "ready", **kwargs: object) -> tuple[Child, float]:
-    child = Child(code, **kwargs)  # type: ignore[arg-type]
-    with child:
-        child.wait_for(ready)
-        start = time.monotonic()
-        child.send(sig)
-        child.finish()
-        return child, time.monotonic() - start
 
 
 def test_hung_cleanup_is_cut_off_by_the_deadline_with_the_same_signal() -> None:
@@ -89,14 +79,9 @@ def test_second_sigint_during_slow_cleanup_forces_the_exit() -> None:
         print("ready")
         threading.Event().wait()
     """
-    with Child(code) as child:
-        child.wait_for("ready")
-        child.send(signal.SIGINT)
-        child.wait_for("slow cleanup")
-        start = time.monotonic()
-        child.send(signal.SIGINT)
-        assert child.finish() == -signal.SIGINT
-        assert time.monotonic() - start < 1.0
+    child, elapsed = timed_second(code, signal.SIGINT, during="slow cleanup")
+    assert child.proc.returncode == -signal.SIGINT
+    assert elapsed < 1.0
     assert "skipped" not in child.lines
     assert "second SIGINT during the shutdown: ending now" in child.stderr
     assert "Traceback" not in child.stderr
@@ -378,12 +363,8 @@ def test_a_retry_loop_sleeping_in_an_except_block_is_interrupted_at_once() -> No
                     print("ready", flush=True)
                 time.sleep(30)  # SIGTERM arrives here
     """
-    with Child(code) as child:
-        child.wait_for("ready")
-        start = time.monotonic()
-        child.send(signal.SIGTERM)
-        assert child.finish() == -signal.SIGTERM
-        elapsed = time.monotonic() - start
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
     assert child.lines == ["ready", "cleanup"]
     assert elapsed < 1.0, elapsed  # not when the except block ends (30 s), nor at the deadline
     assert child.stderr == ""

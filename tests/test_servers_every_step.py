@@ -10,35 +10,22 @@ SIGTERM, print no traceback, stop the "server" at most once and run the cleanup 
 
 from __future__ import annotations
 
-import json
 import signal
+from pathlib import Path
 
 import pytest
 
-from helpers import run_script
+from helpers import run_every_step
 
 SCENARIO = r"""
-import json, os, signal, sys, threading
-import graceful
+import threading
 from graceful.integrations import stopping
 
-GRACEFUL = os.path.dirname(graceful.__file__)
 DRAIN = float(sys.argv[1])
 
 
 def scenario(k, log):
-    count = [0]
-
-    def tracer(frame, event, arg):
-        if not frame.f_code.co_filename.startswith(GRACEFUL):
-            return None
-        if event == "line":
-            count[0] += 1
-            if count[0] == k:
-                where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-                log("at", where, frame.f_code.co_name)
-                os.kill(os.getpid(), signal.SIGTERM)
-        return tracer
+    tracer, count = signal_at(k, log)
 
     @graceful.main(drain=DRAIN)
     def main():
@@ -55,44 +42,7 @@ def scenario(k, log):
     main()
 
 
-def run(k):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        def log(*words):
-            os.write(w, (json.dumps(words) + "\n").encode())
-        code = 0
-        try:
-            scenario(k, log)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        except BaseException as exc:
-            log("escaped", type(exc).__name__, str(exc))
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    lines = [json.loads(x) for x in b"".join(chunks).decode().splitlines()]
-    return os.waitstatus_to_exitcode(status), lines
-
-
-results = []
-k = 1
-while True:
-    code, lines = run(k)
-    results.append([k, code, lines])
-    if code != -signal.SIGTERM or k > 5000:
-        break  # the first k past the end of graceful's code: no signal was sent
-    k += 1
-print(json.dumps(results))
+sweep(scenario)
 """
 
 
@@ -103,13 +53,9 @@ print(json.dumps(results))
         0.05,  # from the machine's drain_end listener (the watcher thread)
     ],
 )
-def test_a_signal_at_every_step_of_a_stopper_ends_by_it(tmp_path: object, drain: float) -> None:
-    script = tmp_path / "every_step_stopper.py"  # type: ignore[operator]
-    script.write_text(SCENARIO)
-    rc, out, err = run_script([str(script), str(drain)], timeout=240)
-    assert rc == 0, err
-    assert "Traceback" not in err, err
-    *signalled, (last_k, last_code, last_lines) = json.loads(out)
+def test_a_signal_at_every_step_of_a_stopper_ends_by_it(tmp_path: Path, drain: float) -> None:
+    results, _ = run_every_step(tmp_path, SCENARIO, [str(drain)], timeout=240)
+    *signalled, (last_k, last_code, last_lines) = results
     assert last_code == 0, (last_k, last_lines)  # no signal: served, returned, cleaned up
     assert ["global"] in last_lines, last_lines
     assert len(signalled) >= 20, "the tracer saw too few steps: is it tracing graceful?"

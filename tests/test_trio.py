@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Child, run
+from helpers import HANDLED, NO_CORE, Child, run, timed, timed_second, with_options
 
 pytest.importorskip("trio")
 pytest.importorskip("anyio")
 
-NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, 0))\n"
 
 PRELUDE = """
 import os, signal, sys, graceful
@@ -64,12 +63,10 @@ trio.run(main)
 
 
 def trio_program(**options: object) -> str:
-    return f"OPTIONS = {options!r}\n" + TRIO
+    return with_options(TRIO, **options)
 
 
-@pytest.mark.parametrize(
-    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGINT], ids=lambda s: s.name
-)
+@pytest.mark.parametrize("sig", HANDLED, ids=lambda s: s.name)
 def test_a_trio_block_unwinds_through_its_cancel_scope_then_dies_by_the_signal(
     sig: signal.Signals,
 ) -> None:
@@ -211,12 +208,8 @@ async def main():
 main()
 """
     )
-    with Child(code) as child:
-        child.wait_for("ready")
-        start = time.monotonic()
-        child.send(signal.SIGTERM)
-        assert child.finish() == -signal.SIGTERM
-        elapsed = time.monotonic() - start
+    child, elapsed = timed(code, signal.SIGTERM)
+    assert child.proc.returncode == -signal.SIGTERM
     assert child.lines == ["ready", "hanging"]
     assert 1.0 <= elapsed < 3.0, elapsed
     assert "cleanup __main__.hang was still running" in child.stderr
@@ -239,14 +232,9 @@ async def main():
 main()
 """
     )
-    with Child(code) as child:
-        child.wait_for("ready")
-        child.send(signal.SIGINT)
-        child.wait_for("slow cleanup")
-        start = time.monotonic()
-        child.send(signal.SIGINT)
-        assert child.finish() == -signal.SIGINT
-        assert time.monotonic() - start < 1.0
+    child, elapsed = timed_second(code, signal.SIGINT, during="slow cleanup")
+    assert child.proc.returncode == -signal.SIGINT
+    assert elapsed < 1.0
     assert "skipped" not in child.lines
 
 

@@ -11,39 +11,25 @@ exactly once where a second signal is absorbed), and never reach the code after 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
-from helpers import run_script
+from helpers import assert_skipped_only_at_the_end, run_every_step
 
 pytest.importorskip("trio")
 
 SCENARIOS = r'''
-import json, os, signal, sys
 import trio
-import graceful
 
-GRACEFUL = os.path.dirname(graceful.__file__)
 KIND = sys.argv[1]
 
 
 def scenario(k, log):
     """Runs in a forked child; sends SIGTERM at the k-th line event in graceful's code."""
-    count = [0]
-
-    def tracer(frame, event, arg):
-        if not frame.f_code.co_filename.startswith(GRACEFUL):
-            return None
-        if event == "line":
-            count[0] += 1
-            if count[0] == k:
-                where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
-                log("at", where, frame.f_code.co_name)
-                os.kill(os.getpid(), signal.SIGTERM)
-        return tracer
+    tracer, count = signal_at(k, log)
 
     async def awaited(name):
         await trio.sleep(0)
@@ -113,47 +99,12 @@ def scenario(k, log):
     log("returned", count[0])
 
 
-def run(k):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        def log(*words):
-            os.write(w, (json.dumps(words) + "\n").encode())
-        code = 0
-        try:
-            scenario(k, log)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 0
-        except BaseException as exc:
-            log("escaped", type(exc).__name__, str(exc))
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    lines = [json.loads(x) for x in b"".join(chunks).decode().splitlines()]
-    return os.waitstatus_to_exitcode(status), lines
-
-
 # trio's first run loads what it needs: once here, not in every forked run (graceful's driver
 # is not loaded here: its loading, on the first guard, is one of the steps swept).
 trio.run(trio.sleep, 0)
-results = []
-k = 1
-while True:
-    code, lines = run(k)
-    results.append([k, code, lines])
-    if not any(line[0] == "at" for line in lines) or k > 5000:
-        break  # the first k past the end of graceful's code: no signal was sent
-    k += 1
-print(json.dumps(results))
+# The first k past the end of graceful's code sends no signal (some runs end by a first SIGTERM
+# of their own).
+sweep(scenario, lambda code, lines: not any(line[0] == "at" for line in lines))
 '''
 
 CLEANUPS = ("global", "async global", "block", "async block", "outer", "inner")
@@ -162,13 +113,8 @@ CLEANUPS = ("global", "async global", "block", "async block", "outer", "inner")
 @pytest.mark.parametrize(
     "kind", ["flat", "nested", "enter", "cancel_force", "cancel_ignore", "main", "main_cancel"]
 )
-def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: object, kind: str) -> None:
-    script = tmp_path / "every_step.py"  # type: ignore[operator]
-    script.write_text(SCENARIOS)
-    rc, out, err = run_script([str(script), kind], timeout=300)
-    assert rc == 0, err
-    assert "Traceback" not in err, err
-    results = json.loads(out)
+def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: Path, kind: str) -> None:
+    results, _ = run_every_step(tmp_path, SCENARIOS, [kind], timeout=300)
     *signalled, (last_k, last_code, last_lines) = results
     assert len(signalled) >= 20, "the tracer saw too few steps: is it tracing graceful?"
     # The last run got no swept signal: it ran the whole scenario as it would without one.
@@ -200,14 +146,10 @@ def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: object, 
     print(f"{kind}: {len(signalled)} steps, Python {sys.version_info[:2]}")
     if kind == "cancel_force":
         return  # a second signal ends the process at once, wherever it comes: cleanups skipped
-    skipped = [k for k, _, lines in signalled if ["global"] not in lines]
-    prefix = [k for i, k in enumerate(skipped, 1) if k == i]
-    suffix = skipped[len(prefix) :]
-    assert not prefix or kind == "enter", prefix
-    if suffix:
-        # Only once the outermost guard has given the signal back (its last act) may a signal
-        # skip the registered cleanups: the previous disposition then ends the process.
-        assert suffix == list(range(suffix[0], len(signalled) + 1)), suffix
-        first = signalled[suffix[0] - 1][2]
-        at = next(line for line in first if line[0] == "at")
-        assert at[2] in ("restore", "_close", "_end_outermost", "set_mask", "block"), at
+    # Only once the outermost guard has given the signal back (its last act) may a signal skip
+    # the registered cleanups: the previous disposition then ends the process.
+    assert_skipped_only_at_the_end(
+        signalled,
+        at_start=kind == "enter",
+        last_acts=("restore", "_close", "_end_outermost", "set_mask", "block"),
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._program import Program, _collectors, run, start
+from ._program import Program, collect, run, start, stop_collecting
 from ._sweep import sweep
 
 
@@ -19,11 +19,11 @@ class Shutdown:
 
     def __init__(self) -> None:
         self._programs: list[Program] = []
-        _collectors.append(self._programs)
+        collect(self._programs)
 
     def close(self) -> None:
         """Kill every program still running, and everything it started."""
-        _collectors[:] = [c for c in _collectors if c is not self._programs]
+        stop_collecting(self._programs)
         errors = []
         for program in reversed(self._programs):
             try:

@@ -447,6 +447,17 @@ def _triggers(
 _collectors: list[list[Program]] = []
 
 
+def collect(programs: list[Program]) -> None:
+    """Append every Program started from now on to ``programs``, until :func:`stop_collecting`
+    (the ``shutdown`` fixture: it kills them at the end of the test)."""
+    _collectors.append(programs)
+
+
+def stop_collecting(programs: list[Program]) -> None:
+    """Append no more Programs to ``programs`` (given to :func:`collect`)."""
+    _collectors[:] = [c for c in _collectors if c is not programs]
+
+
 def start(
     *,
     script: Optional[StrPath] = None,
