@@ -29,7 +29,9 @@ from .block import TaskBlock
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, NoReturn, Optional
+
+    from .._core.options import Options
 
 
 async def enter(guard: Guard) -> Guard:
@@ -182,6 +184,19 @@ def _is_runner_sigint(sig: int, handler: object) -> bool:
 
 
 _ending.stands_in_for_default(_is_runner_sigint)
+
+
+def run(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]],
+) -> NoReturn:
+    """``@graceful.main`` on an ``async def``: the program's loop (``runner.py``)."""
+    from . import runner
+
+    runner.run(func, args, kwargs, options, loop_factory)
 
 
 async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:

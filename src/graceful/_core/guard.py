@@ -26,7 +26,7 @@ from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
-from .modules import loaded
+from .modules import loaded, provider
 from .options import DEFAULT_TIMEOUT, Options
 from .protect import exception_in_flight, exit_path, on_section_end, protection
 
@@ -555,14 +555,9 @@ def _in_trio() -> bool:
 
 def _async_driver() -> Any:
     """The driver of the library running this coroutine: trio's for a trio task (trio, anyio on
-    trio), asyncio's otherwise (asyncio, uvloop, anyio on asyncio). Each is loaded on first use."""
-    if _in_trio():
-        from .._trio import driver as trio_driver
-
-        return trio_driver
-    from .._asyncio import guard as asyncio_driver
-
-    return asyncio_driver
+    trio), asyncio's otherwise (asyncio, uvloop, anyio on asyncio). Each is loaded on first use,
+    through the facade (``modules.provider``: ``_core`` does not import a higher layer)."""
+    return provider("trio" if _in_trio() else "asyncio")
 
 
 def _signal_of(sig: int) -> int:

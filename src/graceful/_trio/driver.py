@@ -242,9 +242,14 @@ async def _wait_for_breaks() -> None:
 
 
 def run(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: Options
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+    loop_factory: None = None,
 ) -> NoReturn:
-    """``@graceful.main(backend="trio")``: ``trio.run`` with the program's guard around main."""
+    """``@graceful.main(backend="trio")``: ``trio.run`` with the program's guard around main
+    (``loop_factory`` is asyncio's: ``@main`` refuses it with trio)."""
     status = trio.run(_program, func, args, kwargs, options)
     _timeline.end("normal", None, status if isinstance(status, int) else 0)
     sys.exit(status)
