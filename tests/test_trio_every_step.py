@@ -210,4 +210,4 @@ def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: object, 
         assert suffix == list(range(suffix[0], len(signalled) + 1)), suffix
         first = signalled[suffix[0] - 1][2]
         at = next(line for line in first if line[0] == "at")
-        assert at[2] in ("restore", "_close", "_end_outermost", "set_mask", "block"), at
+        assert at[2] in ("restore", "_close", "close_unless_signalled", "set_mask", "block"), at
