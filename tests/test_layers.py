@@ -14,6 +14,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import graceful
 
 ROOT = Path(graceful.__file__).parent
@@ -28,23 +30,10 @@ LAYERS = {
     "testing": 4,
 }
 
-#: Arrows known to be wrong, each to be removed by the work named (issue 21's design): the test
-#: fails on any other, and on one of these once it is gone (so the list only shrinks).
-KNOWN_WRONG = {
-    # Guard.__aenter__/__aexit__ load the awaiting driver; to go with the block adapter.
-    ("graceful._core.guard", "graceful._asyncio.guard"),
-    # ... and the trio driver (issue 25), at the same dispatch point.
-    ("graceful._core.guard", "graceful._trio.driver"),
-    # @main on a coroutine function loads the asyncio runner; to go with the block adapter.
-    ("graceful._core.main", "graceful._asyncio.runner"),
-    # ... and @main(backend="trio") the trio driver's runner.
-    ("graceful._core.main", "graceful._trio.driver"),
-    # spawn(supervise=True) checks `graceful run` options (the spawn launcher's owner).
-    ("graceful._process.spawn", "graceful._cli.run_options"),
-    # The first registration hooks the interpreter's exit (at_exit imports guard, which imports
-    # the registry for a block's cleanups): registry.py belongs to another line of work.
-    ("graceful._core.registry", "graceful._core.at_exit"),
-}
+#: Arrows known to be wrong, each to be removed by the work named: the test fails on any other,
+#: and on one of these once it is gone (so the list only shrinks). Empty since issue 21: ``_core``
+#: reaches the drivers and the exit hook through the facade's table (``modules.provider``).
+KNOWN_WRONG: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -212,6 +201,29 @@ def test_no_module_uses_another_modules_private_names() -> None:
     assert not found, "private names of another module (give them a public name):\n" + "\n".join(
         found
     )
+
+
+def test_the_facade_provides_every_role_core_asks_for() -> None:
+    """``_core`` loads what it may not import through the facade's table (``modules.provider``):
+    every role it asks for is in the table, and each module offers what is called on it."""
+    from graceful._core import modules
+
+    wanted = {"asyncio": ("enter", "exit", "run"), "trio": ("enter", "exit", "run")}
+    wanted["exit hook"] = ("prepare",)
+    asked = set()
+    for path in (ROOT / "_core").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "provider":
+                argument = node.args[0]
+                if isinstance(argument, ast.Constant):
+                    asked.add(argument.value)
+    assert asked <= set(wanted), asked
+    for role, functions in wanted.items():
+        if role == "trio":
+            pytest.importorskip("trio")
+        module = modules.provider(role)
+        for function in functions:
+            assert callable(getattr(module, function, None)), (role, function)
 
 
 def test_every_fork_step_exists() -> None:

@@ -151,5 +151,5 @@ def test_a_signal_at_every_step_of_the_trio_driver_ends_by_it(tmp_path: Path, ki
     assert_skipped_only_at_the_end(
         signalled,
         at_start=kind == "enter",
-        last_acts=("restore", "_close", "_end_outermost", "set_mask", "block"),
+        last_acts=("restore", "_close", "close_unless_signalled", "set_mask", "block"),
     )

@@ -10,7 +10,27 @@ and a program pays only for what it uses (a guard, backends, asyncio, the CLI).
 import sys as _sys
 
 from ._core import forking as _forking  # noqa: F401  (the one fork hook, from the start)
+from ._core import modules as _modules
 from ._version import __version__
+
+
+def _load(module: str) -> "_ModuleType":
+    __import__(module)  # not importlib.import_module: importing importlib loads warnings too
+    return _sys.modules[module]
+
+
+#: What _core uses without importing it (a higher layer, or a module that imports the one that
+#: needs it): each role and the module that plays it, loaded on first use (``modules.provider``).
+#: A driver module offers ``enter``/``exit`` (``async with graceful.guard()``) and ``run``
+#: (``@graceful.main``).
+_modules.provide(
+    _load,
+    {
+        "asyncio": f"{__name__}._asyncio.guard",
+        "trio": f"{__name__}._trio.driver",
+        "exit hook": f"{__name__}._core.at_exit",
+    },
+)
 
 #: Each public name, and the private module that defines it.
 _WHERE = {
@@ -71,9 +91,7 @@ def __getattr__(name: str) -> object:
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module 'graceful' has no attribute {name!r}")
-    module = f"{__name__}.{where}"
-    __import__(module)  # not importlib.import_module: importing importlib loads warnings too
-    value = getattr(_sys.modules[module], name)
+    value = getattr(_load(f"{__name__}.{where}"), name)
     globals()[name] = value  # the next access is a plain module attribute
     return value
 
@@ -84,6 +102,8 @@ def __dir__() -> list[str]:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, eagerly
+    from types import ModuleType as _ModuleType
+
     from ._core.budget import budget_remaining, deadline
     from ._core.errors import RegistrationClosed, Signalled
     from ._core.guard import Guard, guard

@@ -8,12 +8,17 @@ own signal handlers (``async with graceful.guard()``).
 
 from __future__ import annotations
 
+from .._core import dispositions as _dispositions
+from .._core import watcher as _watcher
 from .._core.guard import Block
+from .._core.machine import machine
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     import asyncio
     from typing import Any, Callable, Optional
+
+    from .._core.guard import Guard
 
 
 class TaskBlock(Block):
@@ -49,6 +54,26 @@ class TaskBlock(Block):
         """Put back the loop's own handlers, newest first."""
         while self._restore:
             self._restore.pop()()
+
+    def close_unless_signalled(self, guard: Guard, ours: bool) -> Optional[int]:
+        """Close the guard unless a signal came until then (its byte is in the watcher's pipe
+        even if the loop never ran its callback); with the signals blocked, so that one that
+        comes as it closes is seen here or meets what was there."""
+        sigs = guard.options.signums
+        while True:
+            blocked = _dispositions.block(sigs)
+            try:
+                _watcher.drain()
+                sig = machine.signal if ours else None
+                if sig is not None:
+                    return sig
+                if not _dispositions.pending(sigs):
+                    guard.close()
+                    return None
+            finally:
+                # A signal that came while they were blocked is delivered now, to the guard's
+                # handlers (the watcher's pipe gets its byte): look again.
+                _dispositions.set_mask(blocked)
 
 
 def _nothing() -> None:

@@ -8,8 +8,9 @@ only the deadline, which ends the process, cuts it short.
 from __future__ import annotations
 
 import asyncio
+import time
 
-from .._core import registry as _registry
+from .._core import block_end as _block_end
 from .._core import timeline as _timeline
 from .._core.machine import BREAK_SHARE, BREAK_WAIT_WITHOUT_DEADLINE, machine
 
@@ -17,29 +18,38 @@ TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any, Optional
 
+    from .._core import registry as _registry
+
+
+#: How often an awaited break wait looks whether the break thread is done (a thread's event).
+BREAK_POLL = 0.005
+
+
+async def drive(steps: _block_end.Steps) -> None:
+    """Run a procedure of ``block_end.py`` in the running loop: each wait awaited."""
+    await _block_end.drive_awaiting(steps, _wait, _shielded)
+
 
 async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:
     """``Registry.run_all`` for a running loop."""
-    if final is not None:
-        registry.begin_final(final)  # other threads' registrations are refused from now on
-    while True:
-        entry = registry.take()
-        if entry is None:
-            if final is None or registry.close(final):
-                return
-            continue
-        started = _registry.starting(entry)
-        error: Optional[BaseException] = None
-        try:
-            result = entry.func(*entry.args, **entry.kwargs)
-            if _registry.is_coroutine(result):
-                await _shielded(result)
-        except BaseException as exc:
-            error = exc
-        _registry.finished(entry, registry.kind, started, error)
+    await drive(_block_end.run_all(registry, final=final))
+
+
+async def wait_for_breaks() -> None:
+    """``Shutdown.wait_for_breaks`` without blocking the loop (the break thread runs apart)."""
+    await drive(_block_end.breaks())
+
+
+async def _wait(request: _block_end.BreakWait) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + max(0.0, request.until - time.monotonic())
+    while not request.event.is_set() and loop.time() < end:
+        await asyncio.sleep(BREAK_POLL)
 
 
 async def _shielded(coro: Any) -> None:
+    """An awaited cleanup is shielded from cancellation (the shutdown's own, or a
+    framework's): only the deadline, which ends the process, cuts it short."""
     task = asyncio.ensure_future(coro)
     while True:
         try:
@@ -49,26 +59,6 @@ async def _shielded(coro: Any) -> None:
             if task.done():
                 raise
             # Cancelled from outside while the cleanup runs: let the cleanup finish anyway.
-
-
-async def wait_for_breaks() -> None:
-    """``Shutdown.wait_for_breaks`` without blocking the loop (the break thread runs apart)."""
-    if machine.breaks_pending_inline():
-        machine.wait_for_breaks()  # no thread could start: they run here, now
-        return
-    machine.begin_breaks()
-    budget = _share()
-    done = machine.breaks_done
-    loop = asyncio.get_running_loop()
-    end = loop.time() + budget
-    while not done.is_set() and loop.time() < end:
-        await asyncio.sleep(0.005)  # the break thread sets a threading.Event; poll it, bounded
-    if not done.is_set():
-        _timeline.log_warning(
-            "graceful: break callbacks still running after %.3g s (their share of the deadline); "
-            "the cleanups start now while they go on",
-            budget,
-        )
 
 
 #: The share of the deadline a main task cancelled by a signal has to end on its own (a

@@ -15,21 +15,23 @@ import asyncio
 import signal
 import sys
 
+from .._core import block_end as _block_end
 from .._core import dispositions as _dispositions
 from .._core import ending as _ending
 from .._core import guard as _guard
-from .._core import registry as _registry
 from .._core import watcher as _watcher
 from .._core.checks import check_main_thread, check_posix
-from .._core.errors import Signalled, signalled
+from .._core.errors import signalled
 from .._core.guard import Guard
-from .._core.machine import HANDLER, Phase, machine
+from .._core.machine import HANDLER, machine
 from . import cleanups as _cleanups
 from .block import TaskBlock
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable, NoReturn, Optional
+
+    from .._core.options import Options
 
 
 async def enter(guard: Guard) -> Guard:
@@ -151,28 +153,6 @@ def _cancel_if_due(guard: Guard) -> None:
 machine.add_listener(_on_drain_end)
 
 
-def _close_unless_signalled(guard: Guard, ours: bool) -> Optional[int]:
-    """No signal so far: put back what the guard replaced, as its last act, unless a signal came
-    until then (its byte is in the watcher's pipe even if the loop never ran its callback).
-    Returns that signal, or None (the guard is closed: a signal now meets what was there)."""
-    sigs = guard.options.signums
-    while True:
-        blocked = _dispositions.block(sigs)
-        try:
-            _watcher.drain()
-            sig = machine.signal if ours else None
-            if sig is not None:
-                return sig
-            if not _dispositions.pending(sigs):
-                guard.close()
-                machine.disarm()
-                return None
-        finally:
-            # A signal that came while they were blocked is delivered now, to the guard's
-            # handlers (the watcher's pipe gets its byte): look again.
-            _dispositions.set_mask(blocked)
-
-
 def _is_runner_sigint(sig: int, handler: object) -> bool:
     """``asyncio.run``'s SIGINT handler (3.11+: ``Runner``): it cancels the main task and returns,
     standing in for Ctrl-C's default; the process that dies by SIGINT needs SIG_DFL instead."""
@@ -184,8 +164,22 @@ def _is_runner_sigint(sig: int, handler: object) -> bool:
 _ending.stands_in_for_default(_is_runner_sigint)
 
 
+def run(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+    loop_factory: Optional[Callable[[], asyncio.AbstractEventLoop]],
+) -> NoReturn:
+    """``@graceful.main`` on an ``async def``: the program's loop (``runner.py``)."""
+    from . import runner
+
+    runner.run(func, args, kwargs, options, loop_factory)
+
+
 async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
-    """``Guard.__exit__`` for a running loop; the same steps, the waiting ones awaited."""
+    """``Guard.__exit__`` for a running loop: the same procedure (``block_end.py``), its waits
+    awaited in the loop."""
     if not guard.active:
         return False
     block = guard.block
@@ -193,33 +187,10 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     ours_cancel = isinstance(exc, asyncio.CancelledError) and machine.raised
     if ours_cancel and task is not None and hasattr(task, "uncancel"):
         task.uncancel()  # our cancellation, not the caller's: asyncio.timeout() keeps counting
-    outermost = _guard.active()[0] is guard
-    ours = not guard.late
-    if outermost and ours and machine.phase == Phase.DRAINING:
-        machine.end_drain()
-    if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
-        await _cleanups.wait_for_breaks()
-    await _cleanups.run_all(guard.cleanups)
+    passing = exc
     if ours_cancel and machine.signal is not None:
         exc = signalled(machine.signal)  # the CancelledError was our doing: say what it was
-    if not outermost:
-        if guard.exit_inner(exc) is False and isinstance(exc, Signalled) and ours_cancel:
-            raise exc from None
-        return False
-    sig = machine.signal if ours else None
-    if sig is None:
-        sig = _close_unless_signalled(guard, ours)
-        if sig is None:
-            return False
-    machine.enter_cleaning()
-    final = None
-    if guard.options.on_signal != "raise":
-        final = "this process is ending by a signal"
-    await _cleanups.run_all(_registry.cleanups, final=final)
-    guard.signal = sig
-    if guard.options.on_signal == "raise":
-        guard.end_episode(sig)
-        if isinstance(exc, Signalled):
-            raise exc from None
-        raise signalled(sig) from exc
-    return guard.end(sig, exc)
+    await _cleanups.drive(_block_end.steps(guard, exc))
+    if exc is not passing and exc is not None:
+        raise exc from None  # the Signalled in place of our CancelledError
+    return False

@@ -9,17 +9,18 @@ from __future__ import annotations
 import _thread
 import os
 
+from .._process import launcher as _launcher
 from .._process.launcher import C_SIGNAL as _signal
 
 TYPE_CHECKING = False  # typing costs the supervisor's start-up time; annotations are strings here
 if TYPE_CHECKING:
     from typing import Optional
 
-#: Forwarded by default: what a terminal, a service manager or a user sends a program.
-DEFAULT_FORWARD = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH")
-#: Forwarding these means "stop": they start the countdown to SIGKILL. HUP, USR1, USR2 and WINCH
-#: are forwarded only: daemons take HUP and USR1 as "reload" and "reopen logs".
-DEFAULT_STOP = ("INT", "QUIT", "TERM")
+#: The signals forwarded, and those that mean "stop", by default: the launcher's
+#: (``spawn(supervise=True)`` passes them too, and ``_process`` may not import ``_cli``).
+DEFAULT_FORWARD = _launcher.DEFAULT_FORWARD
+DEFAULT_STOP = _launcher.DEFAULT_STOP
+
 #: Below docker's 10 s, so the children are SIGKILLed by us, and reaped, before docker kills us.
 DEFAULT_TIMEOUT = 8.0
 #: After the parent died (``--die-with-parent``): nobody waits for a slow ending any more.

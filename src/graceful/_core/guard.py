@@ -7,9 +7,10 @@ How one signal travels (``docs/internals.md`` tells it at length):
 2. :func:`_handler` below runs in the main thread, reports it too, and raises ``Signalled`` once,
    unless the main thread is in graceful's own exit path (which decides at its end) or an
    exception is passing through the interrupted frame (then the watcher delivers it again).
-3. The block unwinds into :meth:`Guard.__exit__`: break callbacks first, then the block's
-   cleanups, then (outermost guard) every ``graceful.register`` cleanup, and ``ending.py`` ends
-   the process: re-raise the signal, exit, or let ``Signalled`` propagate.
+3. The block unwinds into :meth:`Guard.__exit__`, which runs the ending (``block_end.py``):
+   break callbacks first, then the block's cleanups, then (outermost guard) every
+   ``graceful.register`` cleanup, and ``ending.py`` ends the process: re-raise the signal,
+   exit, or let ``Signalled`` propagate.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]
 import sys
 
+from . import block_end as _block_end
 from . import dispositions as _dispositions
 from . import ending as _ending
 from . import forking as _forking
@@ -26,7 +28,7 @@ from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
-from .modules import loaded
+from .modules import loaded, provider
 from .options import DEFAULT_TIMEOUT, Options
 from .protect import at_with_exit, exception_in_flight, exit_path, on_section_end, protection
 
@@ -119,6 +121,18 @@ class Block:
     def restore(self) -> None:
         """The guard closes: put back what this block installed."""
 
+    def close_unless_signalled(self, guard: Guard, ours: bool) -> Optional[int]:
+        """The outermost guard ends and no signal came: close it (put back what it replaced), as
+        its last act, unless a signal came until then. Returns that signal (the guard may be
+        closed already: the ending closes it again, or not), or None (the guard is closed).
+
+        The main thread's frames: close, then look once more: a signal that came during the
+        cleanups or the restore has its byte in the watcher's pipe even if Python dropped it.
+        After this a signal meets the previous disposition."""
+        guard.close()
+        _watcher.drain()
+        return machine.signal if ours else None
+
 
 #: The main thread's frames: one for every synchronous guard.
 FRAMES = Block()
@@ -177,7 +191,8 @@ class Guard:
         self._ended_by_sig = value
         self._sig_named = False
 
-    def _ended_by(self, sig: int) -> None:
+    def ended_by(self, sig: int) -> None:
+        """The block ended by ``sig`` (read as a ``signal.Signals`` when :attr:`signal` is)."""
         self._ended_by_sig = sig
         self._sig_named = True
 
@@ -259,6 +274,21 @@ class Guard:
     def cleanups(self) -> Registry:
         """The block's own cleanups (``Guard.register``)."""
         return self._cleanups
+
+    @property
+    def own_cleanups(self) -> Optional[Registry]:
+        """The block's own cleanups, or None if none was ever registered (nothing loaded)."""
+        return self._block_cleanups
+
+    @property
+    def outermost(self) -> bool:
+        """The outermost active guard: its end ends the shutdown (or the program)."""
+        return bool(_stack) and _stack[0] is self
+
+    @property
+    def at_exit(self) -> bool:
+        """Entered at the interpreter's exit: it protects the ``atexit`` functions."""
+        return self._at_exit
 
     def check_inactive(self) -> None:
         if self._active:
@@ -366,7 +396,7 @@ class Guard:
         exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
-    ) -> bool:
+    ) -> Literal[False]:
         global _handed_back
         _handed_back = ()  # an earlier inner exit's frames are gone
         if self._inert:
@@ -374,69 +404,23 @@ class Guard:
             return False
         if not self._active:
             return False
-        outermost = _stack[0] is self
-        ours = not self._late
-        if outermost and ours and machine.phase == Phase.DRAINING:
-            machine.end_drain()  # the program ended during its drain: the shutdown begins now
-        if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
-            machine.wait_for_breaks()
-        self._run_block_cleanups()
-        if not outermost:
-            return self._exit_inner(exc)
-        ran = False
-        if self._program or self._at_exit or (ours and machine.signal is not None):
-            self._run_registered()
-            ran = True
-        sig = machine.signal if ours else None
-        if sig is None:
-            # Put back what we replaced, as the last act; then look once more: a signal may
-            # have come during the cleanups or the restore (its byte is in the pipe even if
-            # Python dropped it). After this point a signal meets the previous disposition.
-            self._close()
-            _watcher.drain()
-            sig = machine.signal if ours else None
-            if sig is None:
-                if self._program or self._at_exit:
-                    machine.end_episode(program_ending=True)  # its cleaning is over
-                machine.disarm()
-                return False
-        if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
-            machine.wait_for_breaks()
-        if not ran:
-            self._run_registered()
-        self._ended_by(sig)
-        return self._end(sig, exc)
+        # The ending, written once (block_end.py), run by blocking at each of its waits.
+        _block_end.drive(_block_end.steps(self, exc))
+        return False
 
     def _exit_inner(self, exc: Optional[BaseException]) -> bool:
         """An inner guard ends: the enclosing block gets the signal, if one is due."""
         self._close()
         global _handed_back
-        here = sys._getframe()
-        _handed_back = (here, here.f_back)  # type: ignore[assignment]  # its own and __exit__'s
+        _handed_back = _exit_frames(sys._getframe())
         sig = machine.signal
         if sig is None or self._late or machine.phase not in (Phase.SIGNALLED, Phase.BREAKING):
             return False
-        self._ended_by(sig)
+        self.ended_by(sig)
         if isinstance(exc, Signalled):
             return False
         machine.mark_raised()
         raise signalled(sig) from exc  # the block swallowed it, or ended as it arrived
-
-    def _run_registered(self) -> None:
-        """The program's cleanups, in the CLEANING phase (a signal now is never raised)."""
-        machine.enter_cleaning()
-        final = None
-        if machine.signal is not None and self.options.on_signal != "raise":
-            final = f"this process is ending by {_signal_name(machine.signal)}"
-        elif self._at_exit:
-            final = "the interpreter is exiting"
-        registry = loaded("graceful._core.registry")
-        if registry is None and final is not None:
-            # Nothing was registered, but the list must close (a registration now would never
-            # run): the registry is loaded here, in the main thread, not in a handler.
-            from . import registry
-        if registry is not None:
-            registry.cleanups.run_all(final=final)
 
     def _end(self, sig: int, exc: Optional[BaseException]) -> bool:
         """The outermost guard ends the process by ``sig`` as its options say."""
@@ -503,6 +487,22 @@ class Guard:
             )
 
 
+def _exit_frames(here: FrameType) -> tuple[FrameType, ...]:
+    """The frames of an inner guard's exit, from ``here`` up to ``Guard.__exit__`` (the
+    procedure's and its driver's between them): once it has closed, they protect nothing."""
+    frames: list[FrameType] = []
+    frame: Optional[FrameType] = here
+    while frame is not None and len(frames) < 8:
+        frames.append(frame)
+        if frame.f_code is _EXIT_CODE:
+            return tuple(frames)
+        frame = frame.f_back
+    return tuple(frames[:2])  # an awaiting driver's: its block does not raise
+
+
+_EXIT_CODE = Guard.__exit__.__code__
+
+
 def _install_watcher() -> int:
     try:
         return _watcher.install()
@@ -558,14 +558,9 @@ def _in_trio() -> bool:
 
 def _async_driver() -> Any:
     """The driver of the library running this coroutine: trio's for a trio task (trio, anyio on
-    trio), asyncio's otherwise (asyncio, uvloop, anyio on asyncio). Each is loaded on first use."""
-    if _in_trio():
-        from .._trio import driver as trio_driver
-
-        return trio_driver
-    from .._asyncio import guard as asyncio_driver
-
-    return asyncio_driver
+    trio), asyncio's otherwise (asyncio, uvloop, anyio on asyncio). Each is loaded on first use,
+    through the facade (``modules.provider``: ``_core`` does not import a higher layer)."""
+    return provider("trio" if _in_trio() else "asyncio")
 
 
 def _signal_of(sig: int) -> int:

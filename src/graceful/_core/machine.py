@@ -524,6 +524,17 @@ class Shutdown:
         """No thread could start for the break callbacks: the caller must run them."""
         return self._breaks_inline
 
+    def breaks_until(self) -> tuple[float, float]:
+        """When the wait for the break callbacks ends (``time.monotonic()``), and their share of
+        the deadline: it counts from when they began (after the drain, not the first signal)."""
+        options = self.options
+        timeout = options.timeout if options is not None else None
+        share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
+        started = self._breaks_started_at
+        if started is None:
+            started = time.monotonic()
+        return started + share, share
+
     def wait_for_breaks(self) -> None:
         """Break first, then clean up: wait for the break callbacks, but only for their share of
         the deadline; then the cleanups start while the break thread goes on."""
@@ -534,15 +545,8 @@ class Shutdown:
             registry = _registry()
             _run_breaks([] if registry is None else registry.breaks.pending(), self.breaks_done)
             return
-        options = self.options
-        timeout = options.timeout if options is not None else None
-        share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
-        # Their share counts from when they began: after the drain, not from the first signal.
-        started = self._breaks_started_at
-        if started is None:
-            started = time.monotonic()
-        wait = max(0.0, started + share - time.monotonic())
-        if not self.breaks_done.wait(wait):
+        until, share = self.breaks_until()
+        if not self.breaks_done.wait(max(0.0, until - time.monotonic())):
             _timeline.log_warning(
                 "graceful: break callbacks still running after %.3g s (their share of the "
                 "deadline); the cleanups start now while they go on",

@@ -10,6 +10,7 @@ import sys
 from . import registry as _registry  # noqa: F401
 from . import timeline as _timeline
 from .guard import Guard
+from .modules import provider
 from .options import DEFAULT_TIMEOUT, Options
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -116,13 +117,9 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
 
             @functools.wraps(f)
             def run_async(*args: Any, **kwargs: Any) -> NoReturn:
-                if backend == "trio":
-                    from .._trio import driver
-
-                    driver.run(f, args, kwargs, options)
-                from .._asyncio import runner
-
-                runner.run(f, args, kwargs, options, loop_factory)
+                # The driver of ``backend`` (a higher layer: loaded through the facade).
+                run_loop: Callable[..., NoReturn] = provider(str(backend)).run
+                run_loop(f, args, kwargs, options, loop_factory)
 
             return run_async
         if loop_factory is not None or backend != "asyncio":

@@ -12,7 +12,7 @@ import sys
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
     from types import ModuleType
-    from typing import Optional
+    from typing import Callable, Optional
 
 
 def loaded(name: str) -> "Optional[ModuleType]":
@@ -25,3 +25,36 @@ def loaded(name: str) -> "Optional[ModuleType]":
     if getattr(getattr(module, "__spec__", None), "_initializing", False):
         return None
     return module
+
+
+# --- What _core uses but may not import ---------------------------------------------------------
+#
+# The async drivers are a higher layer (``_asyncio``, ``_trio``), and the interpreter's exit hook
+# (``at_exit.py``) imports the guard, which imports the registry that needs the hook: ``_core``
+# imports neither (``tests/test_layers.py``). It names the role it needs; the facade
+# (``graceful/__init__.py``, in no layer: it loads every layer on first use already) says at
+# ``import graceful`` which module plays each role, and how to load it. The table is filled
+# before any other graceful module can run and never changes after: any thread may read it.
+
+_roles: "dict[str, str]" = {}
+_load: "Optional[Callable[[str], ModuleType]]" = None
+
+
+def provide(load: "Callable[[str], ModuleType]", roles: "dict[str, str]") -> None:
+    """The facade's call: ``roles`` maps each role to the module that plays it, ``load``
+    imports a module by its name."""
+    global _load
+    _roles.update(roles)
+    _load = load
+
+
+def provider(role: str) -> "ModuleType":
+    """The module that plays ``role``, loaded now if it is not yet (the import system makes
+    another thread wait while its body runs)."""
+    name = _roles.get(role)
+    if name is None or _load is None:
+        raise RuntimeError(
+            f"graceful: nothing provides {role!r}: graceful's private modules were loaded "
+            "without the package's __init__ (import graceful first)"
+        )
+    return _load(name)

@@ -23,6 +23,7 @@ from . import forking as _forking  # noqa: F401  (state lives here: the fork pat
 from . import timeline as _timeline
 from .checks import check_callable
 from .errors import RegistrationClosed, Signalled
+from .modules import provider
 from .protect import not_interruptible
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -419,10 +420,9 @@ def unregister_break(func: Callable[..., object], /) -> None:
 
 
 def _first_cleanup() -> None:
-    """A cleanup exists now: the interpreter's exit must run it (``at_exit.py``)."""
-    from . import at_exit
-
-    at_exit.prepare()
+    """A cleanup exists now: the interpreter's exit must run it (``at_exit.py``, which imports
+    this module: it is loaded through the facade, ``modules.provider``)."""
+    provider("exit hook").prepare()
 
 
 cleanups.on_first_add(_first_cleanup)

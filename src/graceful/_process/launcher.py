@@ -36,6 +36,14 @@ try:
 except ImportError:  # not CPython
     C_SIGNAL = __import__("signal")
 
+#: What ``graceful run`` forwards by default (``graceful.spawn(supervise=True)`` passes the same):
+#: what a terminal, a service manager or a user sends a program. Here, in the layer below the CLI,
+#: so that ``spawn`` need not import ``_cli``.
+DEFAULT_FORWARD = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH")
+#: Forwarding these means "stop": they start the countdown to SIGKILL. HUP, USR1, USR2 and WINCH
+#: are forwarded only: daemons take HUP and USR1 as "reload" and "reopen logs".
+DEFAULT_STOP = ("INT", "QUIT", "TERM")
+
 #: The environment variable that tells ``graceful.die_with_parent`` in the program who its parent
 #: is: "PID:PARENT_PID:ARMED_SIGNAL:LIFELINE_FD"; ARMED_SIGNAL is 0 where PR_SET_PDEATHSIG is
 #: missing, LIFELINE_FD is -1 when there is none (parsed in ``_parent_death.py``).

@@ -237,10 +237,8 @@ def _supervisor_command(
     argv: list[str],
 ) -> list[str]:
     """``graceful run`` for this backend; its options say what ``spawn``'s arguments said."""
-    from .._cli import run_options as _run
-
-    forward = [*_run.DEFAULT_FORWARD]
-    stop = [*_run.DEFAULT_STOP]
+    forward = [*_launcher.DEFAULT_FORWARD]
+    stop = [*_launcher.DEFAULT_STOP]
     command = [sys.executable, "-I", "-S", _SUPERVISOR, "--quiet", "--own-group"]
     command += ["--report-fd", str(errfd)]
     command += ["--timeout", "none" if timeout is None else repr(timeout)]

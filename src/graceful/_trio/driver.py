@@ -16,22 +16,21 @@ back at the exit where graceful's handler is still installed.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]
-import signal
 import sys
 import time
 
 import trio
 
+from .._core import block_end as _block_end
 from .._core import dispositions as _dispositions
 from .._core import ending as _ending
 from .._core import guard as _guard
-from .._core import registry as _registry
 from .._core import timeline as _timeline
 from .._core import watcher as _watcher
 from .._core.checks import check_main_thread, check_posix
 from .._core.errors import Signalled, signalled
 from .._core.guard import Block, Guard
-from .._core.machine import BREAK_SHARE, BREAK_WAIT_WITHOUT_DEADLINE, Phase, machine
+from .._core.machine import machine
 from .._core.options import Options
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -64,6 +63,19 @@ class CancelScopeBlock(Block):
     def _cancel(self) -> None:
         if not self.closed:
             self.scope.cancel()
+
+    def close_unless_signalled(self, guard: Guard, ours: bool) -> Optional[int]:
+        """Put back what the guard replaced, as the last act, with our signals blocked: one that
+        comes now is the previous disposition's once they are unblocked, and one that came
+        before has been handled (``pthread_sigmask`` runs the pending handlers): seen here."""
+        blocked = _dispositions.block(self.sigs)
+        try:
+            sig = machine.signal if ours else None
+            if sig is None:
+                guard.close()
+        finally:
+            _dispositions.set_mask(blocked)
+        return sig
 
 
 async def enter(guard: Guard) -> Guard:
@@ -115,7 +127,12 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     if ours_cancel and exc is None and machine.signal is not None:
         exc = signalled(machine.signal)  # the cancellation was our doing: say what it was
     with trio.CancelScope(shield=True):  # the deadline, which ends the process, bounds it
-        leaving = await _end_block(guard, block, exc)
+        try:
+            await _block_end.drive_awaiting(_block_end.steps(guard, exc), _wait, _await)
+        except Signalled as raised:
+            leaving: Optional[BaseException] = raised  # for the enclosing block, or the caller
+        else:
+            leaving = exc
     if leaving is None:
         return True  # nothing leaves the block (the Cancelled, if any, ended in its scope)
     if leaving is passing:
@@ -123,67 +140,17 @@ async def exit(guard: Guard, exc: Optional[BaseException]) -> bool:
     raise leaving from leaving.__cause__  # not from the Cancelled it replaces
 
 
-async def _end_block(
-    guard: Guard, block: CancelScopeBlock, exc: Optional[BaseException]
-) -> Optional[BaseException]:
-    """The steps of the exit, given what leaves the block now; returns what must leave the
-    guard (or ends the process)."""
-    outermost = _guard.active()[0] is guard
-    ours = not guard.late
-    if outermost and ours and machine.phase == Phase.DRAINING:
-        machine.end_drain()
-    if ours and machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
-        await _wait_for_breaks()
-    await run_all(guard.cleanups)
-    if not outermost:
-        try:
-            guard.exit_inner(exc)
-        except Signalled as late:
-            return late  # the block ended as the signal came: the enclosing block gets it
-        return exc
-    return await _end_outermost(guard, block, exc, ours)
+async def _wait(request: _block_end.BreakWait) -> None:
+    """A wait for the break callbacks, without blocking the run (the break thread sets a
+    thread's event: polled, bounded by their share)."""
+    with trio.move_on_after(max(0.0, request.until - time.monotonic())):
+        while not request.event.is_set():
+            await trio.sleep(BREAK_POLL)
 
 
-async def _end_outermost(
-    guard: Guard, block: CancelScopeBlock, exc: Optional[BaseException], ours: bool
-) -> Optional[BaseException]:
-    """The registered cleanups (after a signal, or at the program's end), then the process ends
-    by the signal; with none, what the guard replaced comes back, as its last act."""
-    ran = False
-    sig = machine.signal if ours else None
-    while True:
-        if not ran and (sig is not None or guard.program):
-            machine.enter_cleaning()
-            final = None
-            if sig is not None and guard.options.on_signal != "raise":
-                final = "this process is ending by a signal"
-            await run_all(_registry.cleanups, final=final)
-            ran = True
-        if sig is not None:
-            break
-        # Put back what we replaced, as the last act, with our signals blocked: one that comes
-        # now is the previous disposition's once they are unblocked, and one that came before
-        # has been handled (pthread_sigmask runs the pending handlers) and is looked at here.
-        blocked = _dispositions.block(block.sigs)
-        try:
-            sig = machine.signal if ours else None
-            if sig is None:
-                guard.close()
-                if guard.program:
-                    machine.end_episode(program_ending=True)  # a normal end's cleaning is over
-                machine.disarm()
-        finally:
-            _dispositions.set_mask(blocked)
-        if sig is None:
-            return exc
-        if machine.phase in (Phase.SIGNALLED, Phase.BREAKING):
-            await _wait_for_breaks()
-    guard.signal = signal.Signals(sig)  # as the synchronous guard names it
-    try:
-        guard.end(sig, exc)  # ends the process, or raises SystemExit or Signalled
-    except Signalled as raised:
-        return raised
-    return exc  # on_signal="raise", and the Signalled is passing already
+async def _await(coro: Any) -> None:
+    """An ``async def`` cleanup, awaited inside the exit's shielded scope."""
+    await coro
 
 
 def _is_trio_ki(sig: int, handler: object) -> bool:
@@ -200,51 +167,15 @@ _TRIO_KI = "trio._core._ki"
 _ending.stands_in_for_default(_is_trio_ki)
 
 
-async def run_all(registry: _registry.Registry, *, final: Optional[str] = None) -> None:
-    """``Registry.run_all`` in a trio run, inside the exit's shielded scope."""
-    while True:
-        entry = registry.take()
-        if entry is None:
-            if final is None or registry.close(final):
-                return
-            continue
-        started = _registry.starting(entry)
-        error: Optional[BaseException] = None
-        try:
-            result: Any = entry.func(*entry.args, **entry.kwargs)
-            if _registry.is_coroutine(result):
-                await result
-        except BaseException as exc:
-            error = exc
-        _registry.finished(entry, registry.kind, started, error)
-
-
-async def _wait_for_breaks() -> None:
-    """``Shutdown.wait_for_breaks`` without blocking the run (the break thread runs apart)."""
-    if machine.breaks_pending_inline():
-        machine.wait_for_breaks()  # no thread could start: they run here, now
-        return
-    machine.begin_breaks()
-    options = machine.options
-    timeout = options.timeout if options is not None else None
-    share = BREAK_WAIT_WITHOUT_DEADLINE if timeout is None else BREAK_SHARE * timeout
-    started = machine.started_at if machine.started_at is not None else time.monotonic()
-    done = machine.breaks_done
-    with trio.move_on_after(max(0.0, started + share - time.monotonic())):
-        while not done.is_set():
-            await trio.sleep(BREAK_POLL)
-    if not done.is_set():
-        _timeline.log_warning(
-            "graceful: break callbacks still running after %.3g s (their share of the "
-            "deadline); the cleanups start now while they go on",
-            share,
-        )
-
-
 def run(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: Options
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Options,
+    loop_factory: None = None,
 ) -> NoReturn:
-    """``@graceful.main(backend="trio")``: ``trio.run`` with the program's guard around main."""
+    """``@graceful.main(backend="trio")``: ``trio.run`` with the program's guard around main
+    (``loop_factory`` is asyncio's: ``@main`` refuses it with trio)."""
     status = trio.run(_program, func, args, kwargs, options)
     _timeline.end("normal", None, status if isinstance(status, int) else 0)
     sys.exit(status)
