@@ -73,6 +73,10 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'graceful' has no attribute {name!r}")
     module = f"{__name__}.{where}"
     __import__(module)  # not importlib.import_module: importing importlib loads warnings too
+    if module not in _sys.modules:
+        # Another thread was importing it, and its import failed while this one waited for it
+        # (CPython then hands the waiter the failed module): import it here, anew.
+        __import__(module)
     value = getattr(_sys.modules[module], name)
     globals()[name] = value  # the next access is a plain module attribute
     return value
