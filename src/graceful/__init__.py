@@ -16,6 +16,10 @@ from ._version import __version__
 
 def _load(module: str) -> "_ModuleType":
     __import__(module)  # not importlib.import_module: importing importlib loads warnings too
+    if module not in _sys.modules:
+        # Another thread was importing it, and its import failed while this one waited for it
+        # (CPython then hands the waiter the failed module): import it here, anew.
+        __import__(module)
     return _sys.modules[module]
 
 

@@ -34,6 +34,7 @@ import stat
 import time
 
 from . import timeline as _timeline
+from .modules import loaded
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -312,9 +313,7 @@ def deadline() -> Optional[float]:
     """When this process must be gone (``time.monotonic()``), by the budget inherited in
     ``GRACEFUL_DEADLINE``, or by the shutdown in progress; None when neither is known (no budget
     above, or its stop has not begun)."""
-    import sys
-
-    machine = sys.modules.get("graceful._core.machine")
+    machine = loaded("graceful._core.machine")
     armed = None if machine is None else machine.machine.deadline
     if armed is not None:
         return float(armed)

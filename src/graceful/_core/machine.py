@@ -343,7 +343,7 @@ class Shutdown:
         self.started_at = now
         self._next_redelivery = now + REDELIVER_INTERVAL
         _timeline.start(now)
-        budget = sys.modules.get(_BUDGET)  # loaded at the guard's entry if there is one
+        budget = loaded(_BUDGET)  # loaded at the guard's entry if there is one
         fitted = None if budget is None else budget.fit(now, self.options)
         drain = self.options.drain if fitted is None else fitted[0]
         drain = drain if self.phase < Phase.CLEANING else 0.0
@@ -380,7 +380,7 @@ class Shutdown:
         sig, drain, now, fitted = announcement
         name = _signals.name(sig)
         _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
-        budget = sys.modules.get(_BUDGET)
+        budget = loaded(_BUDGET)
         if budget is not None and fitted is not None:
             budget.record(now, fitted)
         if drain:
@@ -594,7 +594,7 @@ class Shutdown:
         of ours, but the break callbacks, the deadline and the cleanups all the same."""
         _prepare_budget_and_receipt(options)  # a server's hook: no guard may have been entered
         now = time.monotonic()
-        budget = sys.modules.get(_BUDGET)
+        budget = loaded(_BUDGET)
         with self._lock:
             if self.options is None:
                 self.options = options

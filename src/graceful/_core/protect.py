@@ -8,10 +8,15 @@ Two kinds of protected functions, each protecting everything it calls:
 * :func:`not_interruptible`: short critical sections (``register`` updating its index). The
   signal is delivered again in a moment, once they have returned.
 
-The import system's own code is one as well: an exception raised between two of its lock
-operations leaves a module lock (or the global import lock) in a state that deadlocks the next
-import, the deadline's included. (The body of a module being imported is not: an exception there
-unwinds through the import system's ``finally`` clauses.)
+The import system's own code is one as well, and so is whatever Python code it calls short of
+the body of a module it imports (a finder, a finalizer, a trace or profile function called for one
+of its frames): an exception raised between two of its lock operations leaves a module lock (or
+the global import lock) in a state that deadlocks the next import, the deadline's included, and
+one raised in a trace function called as an import system frame starts surfaces in that frame,
+before its ``try``: a module removed from ``sys.modules`` or a module lock never released, which
+other threads then see (a ``KeyError`` or an ``ImportError`` for the module). The body of a module
+being imported is not protected by this: an exception there unwinds through the import system's
+``finally`` clauses.
 
 The body of a graceful module being imported (its first use, in this thread) is a critical
 section too: ``Signalled`` raised there would leave the module half made (its import fails, and
@@ -104,9 +109,10 @@ def protection(frame: "FrameType", handed_back: "tuple[FrameType, ...]" = ()) ->
     ``handed_back``: frames of an exit path that has decided and handed the signal on to the
     enclosing block (an inner guard's exit, after it closed): they protect nothing any more.
     """
-    if frame.f_globals.get("__name__") in _IMPORT_SYSTEM:
-        return DEFER
     f: Optional[FrameType] = frame
+    #: A module body lies between the interrupted frame and the frames below: an import system
+    #: frame further down is a caller of that body (which may raise), not interrupted itself.
+    in_body = False
     while f is not None:
         if f in handed_back:
             f = f.f_back
@@ -117,8 +123,12 @@ def protection(frame: "FrameType", handed_back: "tuple[FrameType, ...]" = ()) ->
         if code in _DEFER_CODES:
             return DEFER
         name = f.f_globals.get("__name__")
-        if name == "warnings" or (code.co_name == "<module>" and _ours(name)):
+        if name == "warnings" or (name in _IMPORT_SYSTEM and not in_body):
             return DEFER
+        if code.co_name == "<module>":
+            if _ours(name):
+                return DEFER
+            in_body = True
         f = f.f_back
     return NONE
 

@@ -16,6 +16,7 @@ import sys
 import time
 
 from . import timeline as _timeline
+from .modules import loaded
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def _summary(end: dict[str, Any]) -> dict[str, Any]:
     if starts:
         drain = {"start": starts[0]["t"], "planned": starts[0].get("drain")}
         drain["end"] = ends[0]["t"] if ends else None
-    machine = sys.modules.get("graceful._core.machine")
+    machine = loaded("graceful._core.machine")
     deadline = None if machine is None else machine.machine.deadline
     return {
         "who": "graceful",

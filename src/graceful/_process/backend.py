@@ -8,13 +8,14 @@ reused) descriptor number.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import errno
 import os
-import signal as _signal
 import sys
 import threading
 import time
 
+from .._core import signals as _signals
 from . import children as _children
 from . import pidfd as _pidfd
 
@@ -29,10 +30,7 @@ KILL_NOW_LOCK_WAIT = 0.05
 
 
 def signal_name(sig: int) -> str:
-    try:
-        return _signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
+    return _signals.name(sig)
 
 
 #: The process objects of async libraries that wrap another one, and where they keep it: anyio's

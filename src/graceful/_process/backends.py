@@ -10,8 +10,8 @@ on one deadline is ``stopping``; pools are ``pools``.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import os
-import signal as _signal
 import sys
 import threading
 

@@ -20,10 +20,10 @@ the call raises ``NotImplementedError``: a process cannot signal itself there.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import collections
 import os
 import select
-import signal as _signal
 import sys
 import threading
 import time

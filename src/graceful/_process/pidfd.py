@@ -8,10 +8,10 @@ reaping; ``waitid(P_PIDFD, ..., WNOWAIT)`` says ECHILD once someone else has rea
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import errno
 import os
 import select
-import signal
 
 from . import features as _features
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 PIDFD_SIGNAL_PROCESS_GROUP = 1 << 2
 
 #: The platform and Python have pidfds (Linux >= 5.3, Python >= 3.9).
-SUPPORTED = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+SUPPORTED = hasattr(os, "pidfd_open") and hasattr(_signal, "pidfd_send_signal")
 #: graceful uses them: supported, and not hidden by ``GRACEFUL_DISABLE=pidfd``.
 AVAILABLE = SUPPORTED and _features.uses("pidfd")
 
@@ -48,7 +48,7 @@ def open_pidfd(pid: int) -> Optional[int]:
 def send(pidfd: int, sig: int) -> bool:
     """Send ``sig`` to the process; False if it has already exited (never a stranger)."""
     try:
-        signal.pidfd_send_signal(pidfd, sig)
+        _signal.pidfd_send_signal(pidfd, sig)
     except ProcessLookupError:
         return False
     return True
@@ -60,7 +60,7 @@ def send_group(pidfd: int, sig: int) -> Optional[bool]:
     if _group_flag_works is False:
         return None
     try:
-        signal.pidfd_send_signal(pidfd, sig, None, PIDFD_SIGNAL_PROCESS_GROUP)
+        _signal.pidfd_send_signal(pidfd, sig, None, PIDFD_SIGNAL_PROCESS_GROUP)
     except ProcessLookupError:
         _group_flag_works = True
         return False

@@ -43,6 +43,7 @@ live list of worker Processes) and ``Pool._state``.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import os
 import sys
 import threading
@@ -102,8 +103,6 @@ def pool_kind(obj: object) -> Optional[str]:
 
 def check(pool: Any, kind: str, sig: int, group: bool) -> None:
     """Refuse at ``track()`` what cannot work, saying what to do instead."""
-    import signal as _signal
-
     what = "ProcessPoolExecutor" if kind == "executor" else "multiprocessing.Pool"
     needed = _EXECUTOR_ATTRS if kind == "executor" else _POOL_ATTRS
     missing = [name for name in needed if not hasattr(pool, name)]

@@ -29,10 +29,10 @@ process group and everything it adopted, SIGKILL included, within ``ORPHAN_TIMEO
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import errno
 import os
 import select
-import signal as _signal
 import sys
 import threading
 import time

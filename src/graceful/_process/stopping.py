@@ -8,8 +8,8 @@ warnings filter set to "error" cannot cut the work short.
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module, as in _core: no enums
 import os
-import signal as _signal
 import threading
 import time
 
