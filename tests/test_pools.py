@@ -338,7 +338,7 @@ def test_a_pool_that_replaces_its_workers_costs_no_descriptor_per_worker(tmp_pat
 
 
 FORKING = """
-import functools, multiprocessing, os, signal, sys, warnings
+import functools, multiprocessing, os, signal, sys, time, warnings
 from concurrent.futures import ProcessPoolExecutor
 import graceful
 
@@ -347,6 +347,7 @@ warnings.filterwarnings("ignore", "This process .* is multi-threaded", Deprecati
 
 
 def task(i):
+    time.sleep(60)  # only the signal ends it: a signal lost at the fork leaves the program hanging
     return i
 
 

@@ -165,11 +165,12 @@ class Shutdown:
         self._heard: tuple[dict[int, int], dict[int, int]] = ({}, {})
         #: How many of each signal were sent in this shutdown (new deliveries, not copies).
         self._sent: dict[int, int] = {}
-        # A re-delivery graceful itself sent (never new), not yet heard: by the handler (Python
-        # runs one handler call for any number of deliveries pending at once, so a flag), and
-        # by the watcher (one byte per delivery: so one re-delivery at a time, the next only
-        # once the watcher heard this one, or it is known never to come).
-        self._copy_for_handler = False
+        # Re-deliveries graceful itself sent (never new), not yet heard: by the handler (a
+        # count: Python may run one handler call for several, and a copy left expected only
+        # makes a later real one a copy for the handler, which the watcher judges), and by the
+        # watcher (one byte each: so one at a time, the next only once the watcher heard this
+        # one, or its byte is known never to come).
+        self._copy_for_handler = 0
         self._copy_for_watcher = False
         #: The handler ran the re-delivered signal: its byte, if the wakeup fd is ours, was
         #: written before, so a read begun after this one has it, or it went elsewhere.
@@ -348,7 +349,7 @@ class Shutdown:
         if source == HANDLER:
             if not self._copy_for_handler:
                 return False
-            self._copy_for_handler = False
+            self._copy_for_handler -= 1
             if self._copy_for_watcher:
                 self._copy_due = self._reads  # the next read has its byte, or it never comes
             return True
@@ -671,8 +672,9 @@ class Shutdown:
                 return
             frame = sys._current_frames().get(main)
             if (frame is not None and _protect.protection(frame)) or self._copy_for_watcher:
-                # Still in graceful's exit path or a critical section, or the last re-delivery
-                # not heard yet (another one now could merge with it): look again shortly.
+                # Still in graceful's exit path or a critical section, or the watcher has not
+                # heard the last re-delivery yet (another one now could merge with it into one
+                # byte): look again shortly.
                 self._next_redelivery = now + REDELIVER_INTERVAL
                 return
             if self._deferred:
@@ -682,7 +684,8 @@ class Shutdown:
                     self._redelivery_interval * 2, REDELIVER_MAX_INTERVAL
                 )
                 self._next_redelivery = now + self._redelivery_interval
-            self._copy_for_handler = self._copy_for_watcher = True
+            self._copy_for_handler += 1
+            self._copy_for_watcher = True
             self._copy_due = None
         if hasattr(_signal, "pthread_kill"):
             _signal.pthread_kill(main, sig)
