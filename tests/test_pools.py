@@ -322,3 +322,55 @@ def test_a_pool_that_replaces_its_workers_costs_no_descriptor_per_worker(tmp_pat
     # Not one pidfd per worker it ever had (that would be 20 or more): at most those of the
     # few workers being replaced right now (their sentinels and pidfds; more on a loaded machine).
     assert after <= before + 8, program.lines
+
+
+FORKING = """
+import functools, multiprocessing, os, signal, sys, time, warnings
+from concurrent.futures import ProcessPoolExecutor
+import graceful
+
+# 3.12+ warns about forking a process with threads (graceful's helper thread is one).
+warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+
+
+def task(i):
+    time.sleep(60)  # only the signal ends it: a signal lost at the fork leaves the program hanging
+    return i
+
+
+@graceful.main
+def main():
+    graceful.register(print, "cleanup", flush=True)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    graceful.track(pool, timeout=1)
+    # SIGTERM at the moment the pool forks its worker: sent in this process, by a hook that runs
+    # no bytecode (a C function), as fork() returns in the parent; so Python runs the handler at
+    # the very next bytecode, between the worker's start and the pool's record of it.
+    os.register_at_fork(after_in_parent=functools.partial(os.kill, os.getpid(), signal.SIGTERM))
+    print("ready", flush=True)
+    with pool:
+        print("result", pool.submit(task, 1).result(), flush=True)
+    print("after the pool", flush=True)
+
+
+main()
+"""
+
+
+@needs_linux
+def test_a_sigterm_while_the_executor_forks_a_worker_leaves_no_worker(
+    tmp_path: Path, leftovers: list[int]
+) -> None:
+    script = tmp_path / "forking.py"
+    script.write_text(FORKING)
+    code = f"import runpy; runpy.run_path({str(script)!r}, run_name='__main__')\n"
+    with Child(code, start_new_session=True) as program:
+        try:
+            rc = program.finish(stacks_signal=None)
+            left = _settle(program.pid)
+        finally:
+            for pid in session_members(program.pid):
+                kill_by_pidfd(pid)  # never a PID of another session: listed just now
+    assert rc == -signal.SIGTERM, program.stderr
+    assert program.lines == ["ready", "cleanup"], program.stderr
+    assert left == [], [(pid, proc_stat(pid)) for pid in left]

@@ -93,9 +93,6 @@ def _registry() -> Any:
 
 REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
 REDELIVER_MAX_INTERVAL = 0.5  # backoff cap while the handler has not run (main stuck in C?)
-#: A re-delivered signal not heard by the watcher within this time never will be (wakeup fd
-#: replaced): stop expecting it, so a real signal is not mistaken for it.
-REDELIVERY_EXPIRY = 0.1
 #: Cleanups wait for the break callbacks at most this share of the deadline (then start while
 #: the break thread goes on); without a deadline, at most this share of the default timeout.
 BREAK_SHARE = 0.25
@@ -124,6 +121,7 @@ class Verdict:
     AGAIN = 2  # a delivery already accounted for (the other listener, or our re-delivery)
     FORCE = 3  # a second signal that ends the process at once
     ABSORBED = 4  # a second signal that is logged and absorbed
+    UNSETTLED = 5  # SIGINT/SIGQUIT heard by the handler: judged at the next read of the pipe
 
 
 HANDLER = 0
@@ -149,6 +147,9 @@ class Shutdown:
         self._not_insisting: dict[int, Callable[[], bool]] = {}
         self._owned: dict[int, Callable[[], bool]] = {}
         self._listeners: list[Callable[[str, dict[str, Any]], object]] = []
+        #: Reads of the wakeup pipe begun so far (:meth:`read_begins`): every byte written
+        #: before read ``n`` began is in read ``n`` or an earlier one.
+        self._reads = 0
         self._new_episode()
 
     def _new_episode(self) -> None:
@@ -164,14 +165,29 @@ class Shutdown:
         self._heard: tuple[dict[int, int], dict[int, int]] = ({}, {})
         #: How many of each signal were sent in this shutdown (new deliveries, not copies).
         self._sent: dict[int, int] = {}
-        # Per listener, the re-deliveries of each signal graceful itself sent (never new).
-        self._redelivered: tuple[dict[int, int], dict[int, int]] = ({}, {})
-        self._redelivered_at = 0.0
+        # Re-deliveries graceful itself sent (never new), not yet heard: by the handler (a
+        # count: Python may run one handler call for several, and a copy left expected only
+        # makes a later real one a copy for the handler, which the watcher judges), and by the
+        # watcher (one byte each: so one at a time, the next only once the watcher heard this
+        # one, or its byte is known never to come).
+        self._copy_for_handler = 0
+        self._copy_for_watcher = False
+        #: The handler ran the re-delivered signal: its byte, if the wakeup fd is ours, was
+        #: written before, so a read begun after this one has it, or it went elsewhere.
+        self._copy_due: Optional[int] = None
+        #: SIGINT/SIGQUIT heard during a shutdown, not judged yet (the first signal's read is
+        #: not known, or the handler heard them first): [signal, reads begun when heard, the
+        #: read that had its byte (None: not yet)].
+        self._unsettled: list[list[Any]] = []
         #: Signals the watcher heard while someone else's handler had them (a server that owns
         #: the signals): when that server raises them again (uvicorn replays each one it
         #: captured), graceful's handler hears a signal already sent, never a second one.
         self._foreign: dict[int, int] = {}
-        self._first_batch: Optional[int] = None
+        #: The read of the wakeup pipe that had the first signal's byte (None: not yet known).
+        self._first_read: Optional[int] = None
+        #: The handler judged the first signal when this many reads had begun (None: the
+        #: watcher did): if its byte never reaches the pipe, those reads stand for its read.
+        self._first_judged_at: Optional[int] = None
         self.raised = False
         self._handler_ran = False
         self._deferred = False
@@ -267,16 +283,18 @@ class Shutdown:
         number, not in the order they came: so deliveries are matched per signal. A delivery is
         new only if its listener is ahead of the other for that signal; a re-delivery graceful
         made, or a replay of a signal heard while a server owned it, is never a new signal.
-        ``batch`` numbers the watcher's reads: signals pending together come out of the kernel
-        lowest number first, whatever order they were sent in, so a signal read with the one
-        that started the shutdown is never judged as insisting after it.
+        ``batch`` numbers the watcher's reads (:meth:`heard_read`): signals pending together
+        come out of the kernel lowest number first, whatever order they were sent in, so a
+        signal read with the one that started the shutdown is never judged as insisting after
+        it. The handler cannot tell what came with what: a SIGINT or SIGQUIT it hears first
+        during a shutdown is judged once the watcher has read the pipe (:meth:`_settle`).
         """
         now = time.monotonic()
         self._announce()  # a first signal another thread judged and has not recorded yet
         with self._lock:
             if source == HANDLER:
                 self._handler_ran = True
-            if self._redelivered_copy(sig, source, now):
+            if self._redelivered_copy(sig, source):
                 return Verdict.AGAIN if self.signal is not None else Verdict.IGNORED
             if self.options is None or sig not in self.handled:
                 return Verdict.IGNORED
@@ -286,6 +304,8 @@ class Shutdown:
             mine, other = self._heard[source], self._heard[1 - source]
             mine[sig] = mine.get(sig, 0) + 1
             if mine[sig] <= other.get(sig, 0):
+                if source == WATCHER:
+                    self._matched(sig, batch)
                 return Verdict.AGAIN  # the other listener reported this one already
             replay = self._foreign.get(sig, 0) > 0
             if replay:
@@ -294,14 +314,13 @@ class Shutdown:
             self._sent[sig] = sent + 1
             if self.signal is None and self.phase in (Phase.IDLE, Phase.CLEANING, Phase.ENDING):
                 self._first(sig, now)
-                self._first_batch = batch
+                self._first_read = batch
+                self._first_judged_at = self._reads if batch is None else None
                 verdict = Verdict.FIRST
             elif replay:
                 return Verdict.AGAIN
             else:
-                together = batch is not None and batch == self._first_batch
-                insisting = sig in _INSISTENT and not together
-                verdict = self._second(sig, now, repeat=sent > 0 or insisting)
+                verdict = self._new_second(sig, source, batch, now, repeat=sent > 0)
         self._announce()
         if source == WATCHER:
             self._report(sig, verdict)
@@ -309,16 +328,102 @@ class Shutdown:
             self._wake()  # the watcher starts the shutdown, or ends the process, for us
         return verdict
 
-    def _redelivered_copy(self, sig: int, source: int, now: float) -> bool:
+    def _new_second(
+        self, sig: int, source: int, batch: Optional[int], now: float, *, repeat: bool
+    ) -> int:
+        """A new delivery during the shutdown (lock held): SIGINT and SIGQUIT insist, unless
+        they came with the first signal (read with its byte from the wakeup pipe)."""
+        if repeat or sig not in _INSISTENT:
+            return self._second(sig, now, repeat=repeat)
+        if batch is not None and self._first_read is not None:
+            return self._second(sig, now, repeat=batch > self._first_read)
+        # Sent with the first signal, or after it? Only the pipe tells: its byte is in the read
+        # that has the first signal's byte (or an earlier one), or in a later one.
+        self._unsettled.append([sig, self._reads, batch])
+        return Verdict.UNSETTLED
+
+    def _redelivered_copy(self, sig: int, source: int) -> bool:
         """This delivery is one graceful made itself (:meth:`_redeliver`): consume it."""
-        expected = self._redelivered[source]
-        if not expected.get(sig):
+        if sig != self.signal:
             return False
-        if source == WATCHER and now - self._redelivered_at >= REDELIVERY_EXPIRY:
-            expected.clear()  # the watcher never heard them (wakeup fd replaced)
+        if source == HANDLER:
+            if not self._copy_for_handler:
+                return False
+            self._copy_for_handler -= 1
+            if self._copy_for_watcher:
+                self._copy_due = self._reads  # the next read has its byte, or it never comes
+            return True
+        if not self._copy_for_watcher:
             return False
-        expected[sig] -= 1
+        self._copy_for_watcher = False
+        self._copy_due = None
         return True
+
+    # --- reads of the wakeup pipe (watcher.py) --------------------------------------------------
+
+    def read_begins(self) -> int:
+        """A reader of the wakeup pipe is about to read it (under the watcher's read lock, so
+        reads are numbered in the order they happen): the read's number, for :meth:`heard_read`."""
+        self._reads += 1
+        return self._reads
+
+    def heard_read(self, signals: bytes, read: int) -> None:
+        """Report the signal bytes of one read of the wakeup pipe, in order, then judge what
+        waited for this read. The read that has the first signal's byte (whoever judged that
+        signal first) is the first signal's read: what was read with it or before came with
+        it."""
+        with self._lock:
+            first = self.signal
+            if (
+                first is not None
+                and self._first_read is None
+                and first in signals
+                and not self._heard[WATCHER].get(first)
+            ):
+                self._first_read = read
+        for sig in signals:
+            self.heard(sig, WATCHER, read)
+        self._settle(read)
+
+    def _matched(self, sig: int, read: Optional[int]) -> None:
+        """The watcher read the byte of a signal the handler reported first (lock held)."""
+        for entry in self._unsettled:
+            if entry[0] == sig and entry[2] is None:
+                entry[2] = read
+                return
+
+    def _settle(self, read: int) -> None:
+        """After a read: judge the SIGINT/SIGQUIT that waited for the first signal's read, or
+        for their own byte: they insist if read after the first signal's byte. A byte that a
+        read begun after its signal was heard did not have never comes (the wakeup fd was not
+        ours): the handler's word is then all there is (the signal insists; the first signal's
+        read is the last one begun before the handler judged it). Forget a re-delivery's byte
+        that such a read did not have either."""
+        now = time.monotonic()
+        settled = []
+        with self._lock:
+            if self._copy_due is not None and read > self._copy_due:
+                self._copy_for_watcher = False  # its byte went elsewhere (wakeup fd replaced)
+                self._copy_due = None
+            judged_at = self._first_judged_at
+            if self._first_read is None and judged_at is not None and read > judged_at:
+                self._first_read = judged_at
+            first_read = self._first_read
+            waiting = []
+            for entry in self._unsettled:
+                sig, since, batch = entry
+                if first_read is None or (batch is None and since >= read):
+                    waiting.append(entry)
+                    continue
+                if self.options is None or self.signal is None:
+                    continue
+                insisting = batch is None or batch > first_read
+                settled.append((sig, self._second(sig, now, repeat=insisting)))
+            self._unsettled = waiting
+        for sig, verdict in settled:
+            self._report(sig, verdict)
+        if settled:
+            self._wake()  # the watcher ends the drain, or the process, for us
 
     def _second(self, sig: int, now: float, *, repeat: bool) -> int:
         """A new signal during the shutdown: it ends the drain, forces the end, or is absorbed."""
@@ -570,8 +675,10 @@ class Shutdown:
                 self._deferred = False
                 return
             frame = sys._current_frames().get(main)
-            if frame is not None and _protect.protection(frame):
-                # Still in graceful's exit path or a critical section: look again shortly.
+            if (frame is not None and _protect.protection(frame)) or self._copy_for_watcher:
+                # Still in graceful's exit path or a critical section, or the watcher has not
+                # heard the last re-delivery yet (another one now could merge with it into one
+                # byte): look again shortly.
                 self._next_redelivery = now + REDELIVER_INTERVAL
                 return
             if self._deferred:
@@ -581,9 +688,9 @@ class Shutdown:
                     self._redelivery_interval * 2, REDELIVER_MAX_INTERVAL
                 )
                 self._next_redelivery = now + self._redelivery_interval
-            for expected in self._redelivered:
-                expected[sig] = expected.get(sig, 0) + 1
-            self._redelivered_at = now
+            self._copy_for_handler += 1
+            self._copy_for_watcher = True
+            self._copy_due = None
         if hasattr(_signal, "pthread_kill"):
             _signal.pthread_kill(main, sig)
 
@@ -685,6 +792,7 @@ class Shutdown:
         self._not_insisting = {}
         self._owned = {}
         self._listeners = [listener for listener in self._listeners if _survives_fork(listener)]
+        self._reads = 0
         self._new_episode()
         global _made_lock
         _made_lock = _threads.RLock()

@@ -22,6 +22,11 @@ The body of a graceful module being imported (its first use, in this thread) is 
 section too: ``Signalled`` raised there would leave the module half made (its import fails, and
 other threads waiting for it import it again); it is delivered again once the body is done.
 
+A library's start of a child process is one too, up to its record of the process: ``Signalled``
+raised after the fork but before a ``ProcessPoolExecutor`` put the worker in its ``_processes``
+(or a ``Process`` set its ``_popen``, a ``Pool`` appended it) leaves a process that nobody knows,
+so nobody stops it: it outlives the program (issue 24; ``tests/test_pools.py``).
+
 The ``warnings`` module's frames are deferred too: CPython shows a warning from C code that
 discards whatever the Python code raised. From 3.13, ``os.fork()`` warns that the process has
 threads (graceful's watcher is one) *after* the fork hooks, and clears any exception its
@@ -58,6 +63,16 @@ _IMPORT_SYSTEM = frozenset(
         "importlib._bootstrap_external",
     )
 )
+
+#: Library functions that start a child process and record it (see the module docstring), by
+#: module: from 3.9 to 3.13.
+_SPAWNING = {
+    "multiprocessing.process": frozenset({"start"}),
+    "concurrent.futures.process": frozenset(
+        {"_adjust_process_count", "_launch_processes", "_spawn_process"}
+    ),
+    "multiprocessing.pool": frozenset({"_repopulate_pool", "_repopulate_pool_static"}),
+}
 
 _EXIT_CODES: set[object] = set()
 _DEFER_CODES: set[object] = set()
@@ -129,6 +144,9 @@ def protection(frame: "FrameType", handed_back: "tuple[FrameType, ...]" = ()) ->
             if _ours(name):
                 return DEFER
             in_body = True
+        spawning = _SPAWNING.get(name) if isinstance(name, str) else None
+        if spawning is not None and code.co_name in spawning:
+            return DEFER
         f = f.f_back
     return NONE
 

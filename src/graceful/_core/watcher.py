@@ -19,7 +19,7 @@ from . import dispositions as _dispositions
 from . import threads as _threads
 from . import timeline as _timeline
 from . import wakeup as _wakeup
-from .machine import WATCHER, machine
+from .machine import machine
 from .protect import not_interruptible
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -36,7 +36,6 @@ class _Watcher:
     def __init__(self) -> None:
         self.wakeup = _wakeup.make()  # how a signal wakes this thread (wakeup.py)
         self.forward_to = -1
-        self.batches = 0  # reads of the pipe: the signals of one read came together
         self.pid = os.getpid()
         self.stopped = _threads.Event()
         self.stopped.set()
@@ -100,10 +99,12 @@ class _Watcher:
             return True
         self.reader = me
         try:
+            read = machine.read_begins()
             try:
                 data = self.wakeup.read()
             except BlockingIOError:
-                return True  # another reader took them
+                machine.heard_read(b"", read)  # nothing new: what waited for a read is judged
+                return True
             if not data:
                 return False
             stop = _STOP in data
@@ -114,9 +115,7 @@ class _Watcher:
                     os.write(self.forward_to, signals)
                 except OSError:
                     pass
-            self.batches += 1
-            for byte in signals:
-                machine.heard(byte, WATCHER, self.batches)
+            machine.heard_read(signals, read)
             if (signals or _POKE in data) and _threads.get_ident() != self.ident:
                 # The thread acts on what was heard (breaks, deadline, force), and on a poke
                 # that was meant for it (graceful.end_drain() from another thread, say).
@@ -214,8 +213,10 @@ def hear_pending() -> None:
     Python runs pending handlers by signal number, not by arrival: SIGTERM then SIGHUP, sent
     together (systemd's SendSIGHUP), reach the handler as HUP first. The bytes are in the
     order the signals came (as the kernel delivered them: when both are pending at once, the
-    lower number first). If the watcher has just read them, wait until it has reported them:
-    otherwise the later signal could be heard first.
+    lower number first). If the watcher has just read them, wait a moment until it has
+    reported them, so the signal sent first is usually the first one. No verdict depends on
+    this wait: a SIGINT/SIGQUIT the handler hears first is judged once its byte is read
+    (``machine.heard_read``).
     """
     watcher = _watcher
     if watcher is not None and watcher.pid == os.getpid():
