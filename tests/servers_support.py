@@ -26,7 +26,10 @@ PROGRAMS = Path(__file__).parent / "server_programs"
 SLOW = 1.5  # seconds the slow request takes
 DRAIN = 1.0  # seconds of drain in the drain plan
 STOP_TIMEOUT = 15.0  # a server still running this long after the first signal is SIGKILLed
-SECOND_AFTER = 0.3  # seconds between the two signals of a "twice" plan
+SECOND_AFTER = 0.3  # a "twice" plan, alone, for a server that says nothing when it hears a signal
+#: graceful's timeline line for the first signal (tests/server_programs/common.py logs it): with
+#: graceful's recipe under @graceful.main, a "twice" plan's second signal waits for it.
+GRACEFUL_HEARD = re.compile(r"^graceful: \+[0-9.]+s SIG[A-Z]+ received$")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class Server:
     #: Its own shutdown varies from run to run (celery's warm shutdown hangs in some runs, alone
     #: too): a cell that disagrees is run up to twice more.
     varies: bool = False
+    #: The line it prints once it has heard a first SIGTERM or SIGINT (the server's own, alone
+    #: and, where the server keeps its signals, with graceful): a "twice" plan sends its second
+    #: signal then, never before the first was heard (two signals before a handler ran are
+    #: one). None: it says nothing; alone, the second comes SECOND_AFTER s after the first.
+    heard: Optional[re.Pattern[str]] = None
     #: Plans whose ending graceful's recipe cannot change (the lifespan recipe and uvicorn's
     #: supervisor, which ignores SIGQUIT): the row says what happens, no promise is checked.
     not_promised: tuple[str, ...] = ()
@@ -63,6 +71,7 @@ SERVERS = {
             "uvicorn",
             _script("serve_uvicorn.py"),
             re.compile(r"Uvicorn running on"),
+            heard=re.compile(r"Shutting down"),
             under_main=True,
         ),
         Server(
@@ -84,6 +93,7 @@ SERVERS = {
             ],
             re.compile(r"Application startup complete"),
             env=(("LIFESPAN_RECIPE", "1"),),
+            heard=re.compile(r"Received SIG(TERM|INT), exiting"),
             cleanups=2,
             hup_reloads=True,
             workers=2,
@@ -109,6 +119,7 @@ SERVERS = {
             "gunicorn gthread",
             _gunicorn("wsgi_app:app"),
             re.compile(r"^worker ready$"),
+            heard=re.compile(r"Handling signal: (term|int)"),
             env=(("WORKER_CLASS", "gthread"),),
             cleanups=2,
             hup_reloads=True,
@@ -117,6 +128,7 @@ SERVERS = {
             "gunicorn sync",
             _gunicorn("wsgi_app:app"),
             re.compile(r"^worker ready$"),
+            heard=re.compile(r"Handling signal: (term|int)"),
             env=(("WORKER_CLASS", "sync"),),
             cleanups=2,
             hup_reloads=True,
@@ -125,6 +137,7 @@ SERVERS = {
             "gunicorn UvicornWorker",
             _gunicorn("asgi_app:app"),
             re.compile(r"^worker ready$"),
+            heard=re.compile(r"Handling signal: (term|int)"),
             env=(("WORKER_CLASS", "uvicorn.workers.UvicornWorker"),),
             cleanups=2,
             hup_reloads=True,
@@ -147,6 +160,7 @@ SERVERS = {
                 "--without-gossip",
             ],
             re.compile(r"ready\.$"),
+            heard=re.compile(r"^worker: Warm shutdown \(MainProcess\)"),
             cleanups=2,
             hup_reloads=True,
             tasks=True,
@@ -289,7 +303,11 @@ def _run_cell(server_name: str, mode: str, plan: str, broker: str = "") -> Cell:
                 reloads = "reloads; "
                 result = program.stop("TERM", timeout=STOP_TIMEOUT)
             else:
-                result = program.stop(*signals, interval=SECOND_AFTER, timeout=STOP_TIMEOUT)
+                heard = GRACEFUL_HEARD if server.under_main and mode == "graceful" else server.heard
+                if heard is None or len(signals) == 1:
+                    result = program.stop(*signals, interval=SECOND_AFTER, timeout=STOP_TIMEOUT)
+                else:
+                    result = program.stop(*signals, after=heard, timeout=STOP_TIMEOUT)
         finally:
             client.join(STOP_TIMEOUT + 5)
     cell.result = result

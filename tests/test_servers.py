@@ -85,6 +85,26 @@ def test_sigterm_with_a_request_in_flight(server: str) -> None:
     check_graceful_cell(servers_support.run_cell(server, "graceful", "TERM"))
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "aiohttp", "aiohttp AppRunner"])
+@pytest.mark.parametrize("plan", ["TERM twice", "INT twice"])
+def test_a_repeat_under_a_server_forces_the_end(server: str, plan: str) -> None:
+    """graceful's second-signal rule under a server that owns the signals: the second signal,
+    sent once graceful has logged the first, ends the process at once by the signal, skipping
+    the cleanups (the server's stopper is graceful's handler: the repeat is never taken for the
+    replay of a signal someone else's handler had)."""
+    cell = servers_support.run_cell(server, "graceful", plan)
+    result = cell.result
+    assert result is not None
+    report = result.report()
+    assert [s.delivered for s in result.signals_sent] == [True, True], report
+    ends = result.events("end")
+    assert [e["how"] for e in ends] == ["forced"], report
+    assert cell.cleanups == 0, report
+    result.died_by(servers_support.PLANS[plan][0])
+    result.no_orphans()
+    result.ended_within(servers_support.SLOW)  # before the request in flight was done
+
+
 # --- the helpers' refusals ----------------------------------------------------------------------
 
 
