@@ -276,18 +276,8 @@ def _run_cell(server_name: str, mode: str, plan: str, broker: str = "") -> Cell:
     port = free_port()
     drain = plan.endswith("drain")
     queue = f"q{port}"  # cells share one Redis: each its own queue
-    env = dict(
-        os.environ,
-        MODE=mode,
-        PORT=str(port),
-        DRAIN=str(DRAIN if drain else 0),
-        SLOW=str(SLOW),
-        BROKER=broker,
-        PYTHONPATH=str(PROGRAMS),
-        PYTHONDONTWRITEBYTECODE="1",
-        **dict(server.env),
-    )
-    argv = [a.replace("{port}", str(port)) for a in server.argv(mode)]
+    env = cell_env(server, mode, port, drain=DRAIN if drain else 0, broker=broker)
+    argv = command(server, mode, port)
     argv += ["-Q", queue] if server.tasks else []
     with testing.start(
         command=argv, ready=server.ready, env=env, cwd=PROGRAMS, ready_timeout=30
@@ -332,6 +322,27 @@ def _run_cell(server_name: str, mode: str, plan: str, broker: str = "") -> Cell:
     cell.ended = reloads + describe_end(result) + (f", {cell.orphans} left" if cell.orphans else "")
     cell.elapsed = result.elapsed
     return cell
+
+
+def cell_env(
+    server: Server, mode: str, port: int, *, drain: float = 0, broker: str = ""
+) -> dict[str, str]:
+    """The environment of a server program (tests/server_programs/common.py reads it)."""
+    return dict(
+        os.environ,
+        MODE=mode,
+        PORT=str(port),
+        DRAIN=str(drain),
+        SLOW=str(SLOW),
+        BROKER=broker,
+        PYTHONPATH=str(PROGRAMS),
+        PYTHONDONTWRITEBYTECODE="1",
+        **dict(server.env),
+    )
+
+
+def command(server: Server, mode: str, port: int) -> list[str]:
+    return [a.replace("{port}", str(port)) for a in server.argv(mode)]
 
 
 def _stop(

@@ -19,6 +19,7 @@ from typing import Optional
 import pytest
 
 import servers_support
+from graceful import testing
 from helpers import run
 
 HTTP_SERVERS = [
@@ -103,6 +104,36 @@ def test_a_repeat_under_a_server_forces_the_end(server: str, plan: str) -> None:
     result.died_by(servers_support.PLANS[plan][0])
     result.no_orphans()
     result.ended_within(servers_support.SLOW)  # before the request in flight was done
+
+
+def test_uvicorn_workers_stop_on_sigquit_under_graceful_run() -> None:
+    """uvicorn's --workers supervisor ignores SIGQUIT (it hangs and its workers serve on, with
+    the lifespan recipe or without): under `graceful run --map QUIT:TERM` it gets SIGTERM
+    instead, the request in flight is served, each worker runs its cleanup, nothing is left."""
+    server = servers_support.SERVERS["uvicorn --workers 2"]
+    port = servers_support.free_port()
+    graceful_run = [sys.executable, "-m", "graceful", "run", "--map", "QUIT:TERM", "--"]
+    argv = graceful_run + servers_support.command(server, "graceful", port)
+    env = servers_support.cell_env(server, "graceful", port)
+    outcome: list[str] = []
+    with testing.start(
+        command=argv, ready=server.ready, env=env, cwd=servers_support.PROGRAMS, ready_timeout=30
+    ) as program:
+        program.wait_for(server.ready, timeout=30)  # the second worker
+        client = threading.Thread(target=lambda: outcome.append(servers_support.get(port, "/slow")))
+        client.start()
+        try:
+            program.wait_for("request started", timeout=15)
+            result = program.stop("QUIT", timeout=servers_support.STOP_TIMEOUT)
+        finally:
+            client.join(servers_support.STOP_TIMEOUT + 5)
+    report = result.report()
+    assert outcome == ["200"], report
+    pids = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("cleanup")]
+    assert len(pids) == 2 == len(set(pids)), report  # each worker's, once
+    result.exited_with(0)  # as the supervisor exits on SIGTERM
+    result.no_orphans()
+    result.ended_within(servers_support.SLOW + 5.0)
 
 
 # --- the helpers' refusals ----------------------------------------------------------------------
