@@ -9,6 +9,7 @@ helpers' refusals and celery's strong references.
 from __future__ import annotations
 
 import gc
+import re
 import signal
 import sys
 import threading
@@ -134,6 +135,33 @@ def test_uvicorn_workers_stop_on_sigquit_under_graceful_run() -> None:
     result.exited_with(0)  # as the supervisor exits on SIGTERM
     result.no_orphans()
     result.ended_within(servers_support.SLOW + 5.0)
+
+
+def test_plain_aiohttp_run_app_under_main_says_what_to_use() -> None:
+    """web.run_app itself under @graceful.main takes SIGTERM through its event loop, where
+    graceful never hears it, and resets it to the default at its end: the program exits 0 (as
+    docs/servers.md says), and graceful's guard, finding its handler removed, says why and what
+    to use instead."""
+    port = servers_support.free_port()
+    code = f"""
+    import os, graceful
+    from aiohttp import web
+
+    @graceful.main(timeout=5)
+    def main():
+        graceful.register(lambda: os.write(1, b"cleanup ran\\n"))
+        web.run_app(web.Application(), host="127.0.0.1", port={port}, print=print)
+
+    main()
+    """
+    with testing.start(code=code, ready=re.compile("Running on")) as program:
+        result = program.stop("TERM", timeout=servers_support.STOP_TIMEOUT)
+    report = result.report()
+    result.exited_with(0)
+    assert "cleanup ran" in result.stdout.splitlines(), report
+    assert "graceful: SIGTERM" in result.stderr, report
+    assert "reset to the default inside the guard" in result.stderr, report
+    assert "graceful.integrations (aiohttp.run_app" in result.stderr, report
 
 
 # --- the helpers' refusals ----------------------------------------------------------------------
