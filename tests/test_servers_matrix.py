@@ -106,7 +106,7 @@ def test_graceful_keeps_its_promises_under_every_server(
 
 def test_graceful_leaves_no_process_behind(cells: list[servers_support.Cell]) -> None:
     left = [
-        f"{c.server} {c.plan}: {c.orphans}"
+        f"{c.server} {c.plan}: {c.orphans} ({servers_support.report(c)})"
         for c in cells
         if c.mode == "graceful"
         and c.orphans
