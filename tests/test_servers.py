@@ -9,6 +9,7 @@ helpers' refusals and celery's strong references.
 from __future__ import annotations
 
 import gc
+import re
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from typing import Optional
 import pytest
 
 import servers_support
+from graceful import testing
 from helpers import run
 
 HTTP_SERVERS = [
@@ -83,6 +85,83 @@ def test_drain_under_a_server_that_owns_the_signals(server: str) -> None:
 @pytest.mark.parametrize("server", HTTP_SERVERS)
 def test_sigterm_with_a_request_in_flight(server: str) -> None:
     check_graceful_cell(servers_support.run_cell(server, "graceful", "TERM"))
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "aiohttp", "aiohttp AppRunner"])
+@pytest.mark.parametrize("plan", ["TERM twice", "INT twice"])
+def test_a_repeat_under_a_server_forces_the_end(server: str, plan: str) -> None:
+    """graceful's second-signal rule under a server that owns the signals: the second signal,
+    sent once graceful has logged the first, ends the process at once by the signal, skipping
+    the cleanups (the server's stopper is graceful's handler: the repeat is never taken for the
+    replay of a signal someone else's handler had)."""
+    cell = servers_support.run_cell(server, "graceful", plan)
+    result = cell.result
+    assert result is not None
+    report = result.report()
+    assert [s.delivered for s in result.signals_sent] == [True, True], report
+    ends = result.events("end")
+    assert [e["how"] for e in ends] == ["forced"], report
+    assert cell.cleanups == 0, report
+    result.died_by(servers_support.PLANS[plan][0])
+    result.no_orphans()
+    result.ended_within(servers_support.SLOW)  # before the request in flight was done
+
+
+def test_uvicorn_workers_stop_on_sigquit_under_graceful_run() -> None:
+    """uvicorn's --workers supervisor ignores SIGQUIT (it hangs and its workers serve on, with
+    the lifespan recipe or without): under `graceful run --map QUIT:TERM` it gets SIGTERM
+    instead, the request in flight is served, each worker runs its cleanup, nothing is left."""
+    server = servers_support.SERVERS["uvicorn --workers 2"]
+    port = servers_support.free_port()
+    graceful_run = [sys.executable, "-m", "graceful", "run", "--map", "QUIT:TERM", "--"]
+    argv = graceful_run + servers_support.command(server, "graceful", port)
+    env = servers_support.cell_env(server, "graceful", port)
+    outcome: list[str] = []
+    with testing.start(
+        command=argv, ready=server.ready, env=env, cwd=servers_support.PROGRAMS, ready_timeout=30
+    ) as program:
+        program.wait_for(server.ready, timeout=30)  # the second worker
+        client = threading.Thread(target=lambda: outcome.append(servers_support.get(port, "/slow")))
+        client.start()
+        try:
+            program.wait_for("request started", timeout=15)
+            result = program.stop("QUIT", timeout=servers_support.STOP_TIMEOUT)
+        finally:
+            client.join(servers_support.STOP_TIMEOUT + 5)
+    report = result.report()
+    assert outcome == ["200"], report
+    pids = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("cleanup")]
+    assert len(pids) == 2 == len(set(pids)), report  # each worker's, once
+    result.exited_with(0)  # as the supervisor exits on SIGTERM
+    result.no_orphans()
+    result.ended_within(servers_support.SLOW + 5.0)
+
+
+def test_plain_aiohttp_run_app_under_main_says_what_to_use() -> None:
+    """web.run_app itself under @graceful.main takes SIGTERM through its event loop, where
+    graceful never hears it, and resets it to the default at its end: the program exits 0 (as
+    docs/servers.md says), and graceful's guard, finding its handler removed, says why and what
+    to use instead."""
+    port = servers_support.free_port()
+    code = f"""
+    import os, graceful
+    from aiohttp import web
+
+    @graceful.main(timeout=5)
+    def main():
+        graceful.register(lambda: os.write(1, b"cleanup ran\\n"))
+        web.run_app(web.Application(), host="127.0.0.1", port={port}, print=print)
+
+    main()
+    """
+    with testing.start(code=code, ready=re.compile("Running on")) as program:
+        result = program.stop("TERM", timeout=servers_support.STOP_TIMEOUT)
+    report = result.report()
+    result.exited_with(0)
+    assert "cleanup ran" in result.stdout.splitlines(), report
+    assert "graceful: SIGTERM" in result.stderr, report
+    assert "reset to the default inside the guard" in result.stderr, report
+    assert "graceful.integrations (aiohttp.run_app" in result.stderr, report
 
 
 # --- the helpers' refusals ----------------------------------------------------------------------

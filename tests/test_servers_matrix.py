@@ -89,23 +89,24 @@ def test_graceful_keeps_its_promises_under_every_server(
             continue  # the server reloads: its own business (the row says what happened)
         if cell.plan in server.not_promised:
             continue  # graceful's recipe cannot change it (the row says what happens)
-        tries = 3 if server.varies else 1
+        # Once more only where the work never reached the server (uvicorn's --workers on a busy
+        # machine: its workers sometimes never take the request), which says nothing of
+        # graceful; any other failure counts at once.
         trial = cell
-        for attempt in range(tries):
-            try:
-                check_graceful_cell(trial, alone)
+        for _ in range(2):
+            if trial.request != "not taken":
                 break
-            except AssertionError as exc:
-                if attempt == tries - 1:
-                    failures.append(f"{cell.server} / {cell.plan}: {exc}")
-                else:
-                    trial = servers_support.run_cell(*cell.key, broker=redis.url)
+            trial = servers_support.run_cell(*cell.key, broker=redis.url)
+        try:
+            check_graceful_cell(trial, alone)
+        except AssertionError as exc:
+            failures.append(f"{cell.server} / {cell.plan}: {exc}")
     assert not failures, "\n\n".join(failures)
 
 
 def test_graceful_leaves_no_process_behind(cells: list[servers_support.Cell]) -> None:
     left = [
-        f"{c.server} {c.plan}: {c.orphans}"
+        f"{c.server} {c.plan}: {c.orphans} ({servers_support.report(c)})"
         for c in cells
         if c.mode == "graceful"
         and c.orphans

@@ -14,6 +14,22 @@ def say(text: str) -> None:
     os.write(1, (text + "\n").encode())  # one write a line: lines of processes never mix
 
 
+def log_graceful() -> None:
+    """graceful's timeline on stdout, one line a record ("graceful: +0.000s SIGTERM received"):
+    the test sends a plan's second signal once graceful has heard the first (graceful's logger,
+    as any program would configure it)."""
+    import logging
+
+    class Say(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            say(self.format(record))
+
+    logger = logging.getLogger("graceful")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Say())
+    logger.propagate = False  # a server's own root handler would print it twice
+
+
 def draining() -> bool:
     if not GRACEFUL:
         return False

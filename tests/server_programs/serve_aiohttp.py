@@ -1,7 +1,7 @@
 import asyncio
 
 from aiohttp import web
-from common import DRAIN, GRACEFUL, PORT, SLOW, TIMEOUT, cleanup, draining, say
+from common import DRAIN, GRACEFUL, PORT, SLOW, TIMEOUT, cleanup, draining, log_graceful, say
 
 
 async def slow(request):
@@ -29,6 +29,8 @@ options = dict(host="127.0.0.1", port=PORT, shutdown_timeout=5, print=say, acces
 if __name__ == "__main__" and GRACEFUL:
     import graceful
     from graceful.integrations import aiohttp as graceful_aiohttp
+
+    log_graceful()  # "SIGTERM received": the test waits for it before a second signal
 
     @graceful.main(drain=DRAIN, timeout=TIMEOUT)
     def main() -> None:

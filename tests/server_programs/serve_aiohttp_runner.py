@@ -4,7 +4,7 @@ raises GracefulExit in the loop). With graceful: wait_for_stop(), then the runne
 import asyncio
 
 from aiohttp import web
-from common import DRAIN, GRACEFUL, PORT, TIMEOUT, cleanup, say
+from common import DRAIN, GRACEFUL, PORT, TIMEOUT, cleanup, log_graceful, say
 from serve_aiohttp import app, on_cleanup
 
 
@@ -22,6 +22,8 @@ async def serve(wait) -> None:
 if GRACEFUL:
     import graceful
     from graceful.integrations import wait_for_stop
+
+    log_graceful()  # "SIGTERM received": the test waits for it before a second signal
 
     @graceful.main(drain=DRAIN, timeout=TIMEOUT)
     async def main() -> None:

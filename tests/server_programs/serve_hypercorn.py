@@ -1,7 +1,7 @@
 import asyncio
 
 from asgi_app import app
-from common import DRAIN, GRACEFUL, PORT, TIMEOUT, cleanup
+from common import DRAIN, GRACEFUL, PORT, TIMEOUT, cleanup, log_graceful
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
@@ -12,6 +12,8 @@ config.errorlog = "-"
 if GRACEFUL:
     import graceful
     from graceful.integrations import wait_for_stop
+
+    log_graceful()  # "SIGTERM received": the test waits for it before a second signal
 
     @graceful.main(drain=DRAIN, timeout=TIMEOUT)
     async def main() -> None:

@@ -478,7 +478,16 @@ class Guard:
             if self._wakeup is not None:
                 _watcher.uninstall(self._wakeup)
                 self._wakeup = None
-        if kept:
+        reset = [s for s in kept if _signal.getsignal(s) in (_signal.SIG_DFL, _default_int)]
+        if reset:  # an event loop's remove_signal_handler (aiohttp's web.run_app does so)
+            _timeline.log_warning(
+                "graceful: %s: reset to the default inside the guard (an event loop's signal "
+                "handler, removed: aiohttp's web.run_app does so); graceful did not hear them "
+                "meanwhile, so the program does not end by them: run the server through "
+                "graceful.integrations (aiohttp.run_app, uvicorn.run, wait_for_stop)",
+                ", ".join(_signal_name(s) for s in reset),
+            )
+        elif kept:
             names = ", ".join(_signal_name(s) for s in kept)
             _timeline.log_info(
                 "graceful: %s handled by a handler installed inside the guard; it stays "
@@ -567,6 +576,9 @@ def _signal_of(sig: int) -> int:
     from .signals import as_signal
 
     return as_signal(sig)
+
+
+_default_int = getattr(_signal, "default_int_handler", None)
 
 
 def _signal_name(sig: int) -> str:

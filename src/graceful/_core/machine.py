@@ -264,14 +264,19 @@ class Shutdown:
             return owned()
         return self._handler is not None and bool(_signal.getsignal(sig) is self._handler)
 
-    def own(self, sig: int, still_ours: Optional[Callable[[], bool]]) -> None:
+    def own(
+        self, sig: int, still_ours: Optional[Callable[[], bool]]
+    ) -> Optional[Callable[[], bool]]:
         """A block adapter installed graceful for ``sig`` by other means (an event loop's
-        handler): ``still_ours()`` tells whether it is still installed (None: forget it)."""
+        handler, a server's stopper): ``still_ours()`` tells whether it is still installed
+        (None: forget it). Returns the one it replaces (to put back)."""
         with self._lock:
+            before = self._owned.get(sig)
             if still_ours is None:
                 self._owned.pop(sig, None)
             else:
                 self._owned[sig] = still_ours
+            return before
 
     # --- deliveries ---------------------------------------------------------------------------
 

@@ -59,12 +59,16 @@ class Stopper:
             # No guard takes this signal: the server alone, as without graceful.
             (self._alone or _call_stop(self._stop))(sig, frame)
             return
-        if verdict != Verdict.FIRST:
-            return  # a repeat: the guard's rule (absorbed, ends the drain, or forces the end)
+        # The first signal, whichever listener judged it (the watcher may have, first: this
+        # delivery is then AGAIN); a repeat follows the guard's rule (absorbed, ends the drain,
+        # or forces the end), and the server's stop is given once.
+        first = machine.signal
         with _lock:
+            if self._fired or self in _pending:
+                return
             _pending.append(self)
         if machine.phase != Phase.DRAINING:
-            self.fire(sig)  # no drain, or it is over already (the listener may have missed us)
+            self.fire(sig if first is None else first)  # no drain, or it is over already
 
     def fire(self, sig: int) -> None:
         """Give the server its stop, once."""
@@ -131,23 +135,36 @@ class Installed:
 
     def __init__(self, stopper: Stopper) -> None:
         self.stopper = stopper
-        self._saved: list[tuple[int, Any]] = []
+        self._saved: list[tuple[int, Any, Optional[Callable[[], bool]]]] = []
 
     def __enter__(self) -> Stopper:
         check_main_thread("graceful.integrations.stopping()")
         try:
             for sig in stop_signals():
-                self._saved.append((sig, _signal.signal(sig, self.stopper)))
+                owner = machine.own(sig, self._installed(sig))
+                try:
+                    previous = _signal.signal(sig, self.stopper)
+                except BaseException:
+                    machine.own(sig, owner)
+                    raise
+                self._saved.append((sig, previous, owner))
         except BaseException:
             self.__exit__()
             raise
         return self.stopper
 
+    def _installed(self, sig: int) -> Callable[[], bool]:
+        # The stopper is graceful's handler: the watcher judges the deliveries it reads as it
+        # does for the guard's own handler (a repeat is a second signal, never a replay).
+        stopper = self.stopper
+        return lambda: _signal.getsignal(sig) is stopper
+
     def __exit__(self, *exc: object) -> None:
         while self._saved:
-            sig, previous = self._saved.pop()
+            sig, previous, owner = self._saved.pop()
             if _signal.getsignal(sig) is self.stopper and previous is not None:
                 _signal.signal(sig, previous)
+            machine.own(sig, owner)
 
 
 async def wait_for_stop() -> None:
