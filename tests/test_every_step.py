@@ -259,7 +259,6 @@ NOT_SWEPT = {
     "graceful._asyncio.runner": "@graceful.main on a coroutine function: main thread only",
     "graceful._asyncio.cleanups": "graceful.shutdown()/ashutdown() in a framework's hook",
     "graceful._trio.driver": "trio's guard and @main: main thread only",
-    "graceful._cli.run_options": "graceful.spawn(supervise=True): a supervisor process per call",
 }
 
 
@@ -308,11 +307,31 @@ def _function_level_imports() -> dict[str, list[str]]:
     return found
 
 
+def _provided_roles(facade: Path) -> list[tuple[str, str]]:
+    """What _core loads by a role's name (modules.provider): the module the facade's table
+    names for each role, and where."""
+    import ast
+
+    roles = []
+    for call in ast.walk(ast.parse(facade.read_text())):
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "_modules.provide":
+            table = call.args[1]
+            assert isinstance(table, ast.Dict), ast.unparse(call)
+            for role, module in zip(table.keys, table.values):
+                name = ast.unparse(module).replace("{__name__}", "graceful").strip("f'\"")
+                assert role is not None
+                roles.append((name, f"graceful/__init__.py:{call.lineno} ({ast.unparse(role)})"))
+    return roles
+
+
 def test_the_sweep_knows_every_function_level_import() -> None:
     """Every module a function loads on first use is loaded by the sweep below, or listed in
     NOT_SWEPT with the reason."""
     found = _function_level_imports()
-    assert "graceful._core.at_exit" in found, found  # the scan sees relative imports
+    for name, where in _provided_roles(Path(__file__).resolve().parent.parent / "src/graceful/__init__.py"):
+        found.setdefault(name, []).append(where)
+    assert "graceful._core.registry" in found, found  # the scan sees relative imports
+    assert "graceful._core.at_exit" in found, found  # ... and the facade's table of roles
     swept = {module for modules in LAZY_USES.values() for module in modules}
     unknown = {m: where for m, where in found.items() if m not in swept and m not in NOT_SWEPT}
     assert not unknown, f"sweep their first use, or say in NOT_SWEPT why not: {unknown}"
