@@ -278,8 +278,7 @@ def cleanup(name: str, duration: float, error: Optional[BaseException], kind: st
     hand and the log message only built for a logger that logs INFO."""
     ok = error is None
     failure = None if ok else f"{type(error).__name__}: {error}"
-    t = 0.0 if _t0 is None else round(time.monotonic() - _t0, 6)
-    took = round(duration, 6)
+    t = 0.0 if _t0 is None else time.monotonic() - _t0
     path = _path
     opened = _file
     if path:
@@ -290,8 +289,10 @@ def cleanup(name: str, duration: float, error: Optional[BaseException], kind: st
             assert quote is not None
         error_json = "null" if failure is None else quote(failure)
         line = (
-            f'{{"event": "cleanup", "t": {t!r}, "pid": {_pid}, "name": {quote(name)}, '
-            f'"kind": {quote(kind)}, "duration": {took!r}, "ok": {"true" if ok else "false"}, '
+            # ".6f": the value round(x, 6) reads back as, at a third of repr(round(x, 6))'s cost
+            f'{{"event": "cleanup", "t": {t:.6f}, "pid": {_pid}, "name": {quote(name)}, '
+            f'"kind": {quote(kind)}, "duration": {duration:.6f}, '
+            f'"ok": {"true" if ok else "false"}, '
             f'"error": {error_json}}}\n'
         )
         if opened is not None and opened[1] == path and opened[0] == _pid:
@@ -308,11 +309,11 @@ def cleanup(name: str, duration: float, error: Optional[BaseException], kind: st
         return
     facts = {
         "event": "cleanup",
-        "t": t,
+        "t": round(t, 6),
         "pid": _pid,
         "name": name,
         "kind": kind,
-        "duration": took,
+        "duration": round(duration, 6),
         "ok": ok,
         "error": failure,
     }
