@@ -29,7 +29,6 @@ BANK = """\
 import os, sqlite3
 import graceful
 
-
 DB = os.path.join(os.environ["GRACEFUL_SWEEP_DIR"], "bank.db")
 
 
