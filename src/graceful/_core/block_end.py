@@ -138,6 +138,9 @@ def run_all(registry: Registry, *, final: Optional[str] = None) -> Steps:
 
     if final is not None:
         registry.begin_final(final)  # other threads' registrations are refused from now on
+    # The first signal's record before any cleanup's, whichever thread judged it (a block's own
+    # cleanups run before the CLEANING phase, whose start records it too).
+    machine.announce()
     while True:
         entry = registry.take()
         if entry is None:

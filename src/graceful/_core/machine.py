@@ -138,6 +138,9 @@ class Shutdown:
         # (``_first`` happens once; the handler raises when ``want_raise()``, whatever its own
         # delivery was judged to be).
         self._lock = _threads.RLock()
+        #: Held while the first signal's record is taken and written (announce): a thread that
+        #: finds it taken waits for the write, so no cleanup's record comes before it.
+        self._announcing = _threads.RLock()
         self._wake: Callable[[], None] = _nothing
         self._handler: Optional[Callable[[int, Any], Any]] = None
         self.options: Optional[Options] = None
@@ -295,7 +298,7 @@ class Shutdown:
         during a shutdown is judged once the watcher has read the pipe (:meth:`_settle`).
         """
         now = time.monotonic()
-        self._announce()  # a first signal another thread judged and has not recorded yet
+        self.announce()  # a first signal another thread judged and has not recorded yet
         with self._lock:
             if source == HANDLER:
                 self._handler_ran = True
@@ -326,7 +329,7 @@ class Shutdown:
                 return Verdict.AGAIN
             else:
                 verdict = self._new_second(sig, source, batch, now, repeat=sent > 0)
-        self._announce()
+        self.announce()
         if source == WATCHER:
             self._report(sig, verdict)
         else:
@@ -464,7 +467,7 @@ class Shutdown:
         if ends_by is None and timeout is not None:
             ends_by = now + drain + timeout
         self._emit("stopping", signal=sig, drain=drain, timeout=timeout, ends_by=ends_by)
-        # recorded once the lock is released: see _announce
+        # recorded once the lock is released: see announce
         self._announcement = (sig, drain, now, fitted if budget is not None else None)
         if self.phase in (Phase.CLEANING, Phase.ENDING):
             self._arm_deadline(now)  # the program was ending anyway: no drain, no Signalled
@@ -476,25 +479,30 @@ class Shutdown:
             self.phase = Phase.SIGNALLED
             self._arm_deadline(now)
 
-    def _announce(self) -> None:
+    def announce(self) -> None:
         """The first signal, on the timeline now, whoever heard it (the file line is written at
         once; the log line waits for a thread that may log): the process may be gone before the
         watcher looks. Never with the lock held: no I/O of graceful's happens under it. Taken
         under the lock, so one thread records it; each later delivery and the cleanups' start
         record it first if the thread that judged the signal has not yet (the timeline's order
-        is the events' order: the signal before any cleanup)."""
-        with self._lock:
-            announcement, self._announcement = self._announcement, None
-        if announcement is None:
-            return
-        sig, drain, now, fitted = announcement
-        name = _signals.name(sig)
-        _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
-        budget = loaded(_BUDGET)
-        if budget is not None and fitted is not None:
-            budget.record(now, fitted)
-        if drain:
-            _timeline.record("drain_start", f"draining for {drain:g} s", defer=True, drain=drain)
+        is the events' order: the signal before any cleanup). Taking and writing it happen
+        under ``_announcing`` (never the machine's lock): a thread that comes while another
+        writes it waits for that write (a non-blocking one) before its own records."""
+        with self._announcing:
+            with self._lock:
+                announcement, self._announcement = self._announcement, None
+            if announcement is None:
+                return
+            sig, drain, now, fitted = announcement
+            name = _signals.name(sig)
+            _timeline.record("signal", f"{name} received", defer=True, signal=name, signum=sig)
+            budget = loaded(_BUDGET)
+            if budget is not None and fitted is not None:
+                budget.record(now, fitted)
+            if drain:
+                _timeline.record(
+                    "drain_start", f"draining for {drain:g} s", defer=True, drain=drain
+                )
 
     def _arm_deadline(self, now: float) -> None:
         assert self.options is not None
@@ -734,7 +742,7 @@ class Shutdown:
     def enter_cleaning(self) -> None:
         """Cleanups begin: after a signal, or at a normal end (a signal now starts the deadline
         and ends the process after the remaining cleanups, but is never raised into them)."""
-        self._announce()  # the signal's record before the first cleanup's
+        self.announce()  # the signal's record before the first cleanup's
         with self._lock:
             if self.phase < Phase.CLEANING:
                 if self.signal is None:
@@ -790,6 +798,7 @@ class Shutdown:
     def after_fork_in_child(self) -> None:
         """A forked child starts with no shutdown in progress and no guard of its own."""
         self._lock = _threads.RLock()
+        self._announcing = _threads.RLock()
         self._wake = _nothing
         self._handler = None
         self.options = None
