@@ -69,6 +69,37 @@ def _step(module: "Any", function: str, what: str) -> None:
 # would be lost, and the shutdown with it. So graceful's handler never raises in these frames (nor
 # in the user hooks they call); a signal that arrives meanwhile is delivered again afterwards.
 
+#: The forking thread's signal mask before the fork (None: nothing was blocked). From the last
+#: before-hook until the child has reset its state, the forking thread blocks every catchable
+#: signal: a child inherits the parent's handlers and its wakeup fd (the watcher's pipe, shared
+#: with the parent), so a signal it got before its own reset (a pool's break stopping a worker
+#: it has just forked) wrote its byte into the parent's pipe, and the parent's watcher heard it
+#: as the parent's own (a second SIGTERM: the end forced, the cleanups skipped). Blocked, it
+#: waits in the child until the child's handlers and wakeup fd are its own again; in the
+#: parent, it waits until the fork has returned.
+_mask: "Optional[set[int]]" = None
+
+
+def _block_for_the_fork() -> None:
+    global _mask
+    dispositions = _loaded("graceful._core.dispositions")  # loaded by every guard's entry
+    if dispositions is not None:
+        try:
+            _mask = dispositions.block(dispositions.ASYNC_SIGNALS)
+        except (OSError, ValueError):
+            _mask = None
+
+
+def _unblock_after_the_fork() -> None:
+    global _mask
+    mask, _mask = _mask, None
+    dispositions = _loaded("graceful._core.dispositions")
+    if mask is not None and dispositions is not None:
+        try:
+            dispositions.set_mask(mask)
+        except (OSError, ValueError):
+            pass
+
 
 @exit_path
 def _before() -> None:
@@ -76,10 +107,12 @@ def _before() -> None:
     _step(_loaded(_USER_HOOKS), "run_before", "running the at_fork before-hooks")
     # Last, so signals that arrive during the hooks are still handled at once.
     _step(_loaded("graceful._core.watcher"), "before_fork", "pausing the watcher before a fork")
+    _block_for_the_fork()
 
 
 @exit_path
 def _after_in_parent() -> None:
+    _unblock_after_the_fork()  # a signal that came meanwhile: its byte waits for the watcher
     _step(_loaded("graceful._core.watcher"), "after_fork_in_parent", "restarting the watcher")
     _step(_loaded(_USER_HOOKS), "run_after_in_parent", "running the at_fork parent hooks")
     machine_module = _loaded("graceful._core.machine")
@@ -93,6 +126,7 @@ def _after_in_child() -> None:
     forked = True
     for name, what in CHILD_STEPS:
         _step(_loaded(name), "after_fork_in_child", what)
+    _unblock_after_the_fork()  # the child's own handlers and wakeup fd hear what came meanwhile
     _step(_loaded(_USER_HOOKS), "run_after_in_child", "running the at_fork child hooks")
 
 
