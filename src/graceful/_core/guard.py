@@ -56,6 +56,7 @@ _handed_back: tuple[FrameType, ...] = ()
 # hear_pending) must not raise the signal as it returns, past the checks below
 def _handler(signum: int, frame: Optional[FrameType]) -> None:
     """The Python-level handler: report, and raise ``Signalled`` once, where that is safe."""
+    machine.handler_starts()  # what was read before this run came with the first signal
     _watcher.hear_pending()  # the order the signals came in, not Python's order
     machine.heard(signum, HANDLER)
     # Whatever this delivery was (the first, a copy, an absorbed second signal, or one heard by a

@@ -93,6 +93,10 @@ def _registry() -> Any:
 
 REDELIVER_INTERVAL = 0.01  # seconds between deliveries of a deferred signal
 REDELIVER_MAX_INTERVAL = 0.5  # backoff cap while the handler has not run (main stuck in C?)
+#: A SIGINT/SIGQUIT read after the first signal's byte, while graceful's handler has not run in
+#: the main thread since the first signal (blocked in C, or not scheduled), is judged by the
+#: order of the reads alone once it has waited this long for that handler (see ``_settle``).
+UNANCHORED_WAIT = 1.0
 #: Cleanups wait for the break callbacks at most this share of the deadline (then start while
 #: the break thread goes on); without a deadline, at most this share of the default timeout.
 BREAK_SHARE = 0.25
@@ -178,10 +182,18 @@ class Shutdown:
         #: The handler ran the re-delivered signal: its byte, if the wakeup fd is ours, was
         #: written before, so a read begun after this one has it, or it went elsewhere.
         self._copy_due: Optional[int] = None
-        #: SIGINT/SIGQUIT heard during a shutdown, not judged yet (the first signal's read is
-        #: not known, or the handler heard them first): [signal, reads begun when heard, the
-        #: read that had its byte (None: not yet)].
+        #: SIGINT/SIGQUIT heard during a shutdown, not judged yet (graceful's handler has not
+        #: run since the first signal, or it heard them first): [signal, reads begun when
+        #: heard, the read that had its byte (None: not yet), when heard].
         self._unsettled: list[list[Any]] = []
+        #: Reads numbered above this one began after graceful's handler had run in the main
+        #: thread during this shutdown (None: it has not run yet): a signal whose byte one of
+        #: them read was sent after the program had begun to act on the first signal. Signals
+        #: pending together reach their C handlers one after the other, with no Python code of
+        #: the main thread in between, so the handler's run comes after all their bytes.
+        self._anchor: Optional[int] = None
+        #: Where the reads stood as the handler now running began (handler_starts).
+        self._handler_since: Optional[int] = None
         #: Signals the watcher heard while someone else's handler had them (a server that owns
         #: the signals): when that server raises them again (uvicorn replays each one it
         #: captured), graceful's handler hears a signal already sent, never a second one.
@@ -283,6 +295,18 @@ class Shutdown:
 
     # --- deliveries ---------------------------------------------------------------------------
 
+    def handler_starts(self) -> None:
+        """graceful's handler begins in the main thread, before it reads the pipe: every signal
+        byte written so far is in a read numbered at most one more than those begun now."""
+        with self._lock:
+            since = self._reads + 1
+            self._handler_since = since
+            waiting = self._anchor is None and bool(self._unsettled)
+            if self.signal is not None and self._anchor is None:
+                self._anchor = since
+        if waiting:
+            self._wake()  # the watcher judges what waited for this run
+
     def heard(self, sig: int, source: int, batch: Optional[int] = None) -> int:
         """Record one delivery of ``sig`` to ``source`` (HANDLER or WATCHER) and judge it.
 
@@ -300,8 +324,7 @@ class Shutdown:
         now = time.monotonic()
         self.announce()  # a first signal another thread judged and has not recorded yet
         with self._lock:
-            if source == HANDLER:
-                self._handler_ran = True
+            since = self._handler_runs() if source == HANDLER else 0
             if self._redelivered_copy(sig, source):
                 return Verdict.AGAIN if self.signal is not None else Verdict.IGNORED
             if self.options is None or sig not in self.handled:
@@ -324,6 +347,8 @@ class Shutdown:
                 self._first(sig, now)
                 self._first_read = batch
                 self._first_judged_at = self._reads if batch is None else None
+                if source == HANDLER:
+                    self._anchor = since
                 verdict = Verdict.FIRST
             elif replay:
                 return Verdict.AGAIN
@@ -336,18 +361,31 @@ class Shutdown:
             self._wake()  # the watcher starts the shutdown, or ends the process, for us
         return verdict
 
+    def _handler_runs(self) -> int:
+        """The handler reports a delivery (lock held): it has run since the first signal, if
+        there is one. Returns where the reads stood as it began."""
+        self._handler_ran = True
+        since, self._handler_since = self._handler_since, None
+        if since is None:  # a handler that reads no pipe first (a server's, a loop's)
+            since = self._reads + 1
+        if self._anchor is None and self.signal is not None:
+            self._anchor = since
+            if self._unsettled:
+                self._wake()  # the watcher judges what waited for this run (a poke: no I/O)
+        return since
+
     def _new_second(
         self, sig: int, source: int, batch: Optional[int], now: float, *, repeat: bool
     ) -> int:
         """A new delivery during the shutdown (lock held): SIGINT and SIGQUIT insist, unless
-        they came with the first signal (read with its byte from the wakeup pipe)."""
+        they came with the first signal: their byte was read before graceful's handler ran."""
         if repeat or sig not in _INSISTENT:
             return self._second(sig, now, repeat=repeat)
-        if batch is not None and self._first_read is not None:
-            return self._second(sig, now, repeat=batch > self._first_read)
-        # Sent with the first signal, or after it? Only the pipe tells: its byte is in the read
-        # that has the first signal's byte (or an earlier one), or in a later one.
-        self._unsettled.append([sig, self._reads, batch])
+        if batch is not None and self._anchor is not None:
+            return self._second(sig, now, repeat=batch > self._anchor)
+        # Sent with the first signal, or after it? The pipe tells, once the handler has run:
+        # its byte is in a read begun before that run, or in a later one (see _settle).
+        self._unsettled.append([sig, self._reads, batch, now])
         return Verdict.UNSETTLED
 
     def _redelivered_copy(self, sig: int, source: int) -> bool:
@@ -400,32 +438,48 @@ class Shutdown:
                 entry[2] = read
                 return
 
-    def _settle(self, read: int) -> None:
-        """After a read: judge the SIGINT/SIGQUIT that waited for the first signal's read, or
-        for their own byte: they insist if read after the first signal's byte. A byte that a
-        read begun after its signal was heard did not have never comes (the wakeup fd was not
-        ours): the handler's word is then all there is (the signal insists; the first signal's
-        read is the last one begun before the handler judged it). Forget a re-delivery's byte
-        that such a read did not have either."""
+    def _settle(self, read: Optional[int]) -> None:
+        """After a read (None: the watcher's tick), judge the SIGINT/SIGQUIT that waited for
+        graceful's handler, or for their own byte: they insist if their byte was read after the
+        handler had run (``_anchor``). A byte that a read begun after its signal was heard did
+        not have never comes (the wakeup fd was not ours): the handler's word is then all there
+        is (the signal insists). If the handler has not run after ``UNANCHORED_WAIT`` (the main
+        thread blocked in C, or not scheduled), the reads alone judge: a byte read after the
+        first signal's insists (a signal pending with the first one whose C handler ran just
+        after the watcher read the first byte is then misjudged: the main thread taken off the
+        CPU between two C handlers for that long). Forget a re-delivery's byte that such a read
+        did not have either."""
         now = time.monotonic()
         settled = []
         with self._lock:
-            if self._copy_due is not None and read > self._copy_due:
+            if read is not None and self._copy_due is not None and read > self._copy_due:
                 self._copy_for_watcher = False  # its byte went elsewhere (wakeup fd replaced)
                 self._copy_due = None
             judged_at = self._first_judged_at
-            if self._first_read is None and judged_at is not None and read > judged_at:
+            if (
+                self._first_read is None
+                and judged_at is not None
+                and read is not None
+                and read > judged_at
+            ):
                 self._first_read = judged_at
-            first_read = self._first_read
+            anchor, first_read = self._anchor, self._first_read
             waiting = []
             for entry in self._unsettled:
-                sig, since, batch = entry
-                if first_read is None or (batch is None and since >= read):
+                sig, since, batch, heard_at = entry
+                if batch is None and (read is None or since >= read):
+                    waiting.append(entry)  # its byte may still come
+                    continue
+                if anchor is not None:
+                    after = anchor
+                elif first_read is not None and now - heard_at >= UNANCHORED_WAIT:
+                    after = first_read
+                else:
                     waiting.append(entry)
                     continue
                 if self.options is None or self.signal is None:
                     continue
-                insisting = batch is None or batch > first_read
+                insisting = batch is None or batch > after
                 settled.append((sig, self._second(sig, now, repeat=insisting)))
             self._unsettled = waiting
         for sig, verdict in settled:
@@ -572,7 +626,20 @@ class Shutdown:
         if redelivery is not None and redelivery <= 0:
             self._redeliver(now)
             redelivery = self._redelivery_wait(now)
-        return self._sooner(None if self.deadline is None else self.deadline - now, redelivery)
+        return self._sooner(
+            None if self.deadline is None else self.deadline - now,
+            self._sooner(redelivery, self._unsettled_wait(now)),
+        )
+
+    def _unsettled_wait(self, now: float) -> Optional[float]:
+        """Judge what waited long enough for the handler; the seconds until the next one has
+        (None: nothing waits for the handler; what waits for its byte is judged at a read)."""
+        with self._lock:
+            due = [entry[3] + UNANCHORED_WAIT for entry in self._unsettled]
+        if any(at <= now for at in due):
+            self._settle(None)
+        later = [at - now for at in due if at > now]
+        return min(later) if later else None
 
     @staticmethod
     def _sooner(a: Optional[float], b: Optional[float]) -> Optional[float]:
