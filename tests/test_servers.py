@@ -137,6 +137,87 @@ def test_uvicorn_workers_stop_on_sigquit_under_graceful_run() -> None:
     result.ended_within(servers_support.SLOW + 5.0)
 
 
+HYPERCORN_WORKERS = servers_support.Server(
+    "hypercorn --workers 2",
+    lambda mode: [
+        sys.executable,
+        "-u",
+        "-m",
+        "hypercorn",
+        "asgi_app:app",
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        "2",
+        "--graceful-timeout",
+        "5",
+        "--error-logfile",
+        "-",
+    ],
+    re.compile(r"Running on http"),
+    env=(("LIFESPAN_RECIPE", "1"),),
+    cleanups=2,
+    workers=2,
+)
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT", "QUIT"])
+def test_hypercorn_workers_under_graceful_run(sig: str) -> None:
+    """hypercorn's --workers master, under `graceful run --map QUIT:TERM`, each worker with the
+    lifespan recipe and graceful.integrations.hypercorn.install(): the request in flight is
+    served, each worker runs its cleanup once, the master exits 0, nothing is left behind.
+    Without install(), the master's SIGTERMs (sent once the first worker has exited) kill the
+    worker still serving: the request is cut, and its cleanup never runs."""
+    server = HYPERCORN_WORKERS
+    port = servers_support.free_port()
+    graceful_run = [sys.executable, "-m", "graceful", "run", "--map", "QUIT:TERM", "--"]
+    argv = graceful_run + servers_support.command(server, "graceful", port)
+    env = servers_support.cell_env(server, "graceful", port)
+    outcome: list[str] = []
+    with testing.start(
+        command=argv, ready=server.ready, env=env, cwd=servers_support.PROGRAMS, ready_timeout=30
+    ) as program:
+        program.wait_for(server.ready, timeout=30)  # the second worker
+        client = threading.Thread(target=lambda: outcome.append(servers_support.get(port, "/slow")))
+        client.start()
+        try:
+            program.wait_for("request started", timeout=15)
+            result = program.stop(sig, timeout=servers_support.STOP_TIMEOUT)
+        finally:
+            client.join(servers_support.STOP_TIMEOUT + 5)
+    report = result.report()
+    assert outcome == ["200"], report
+    pids = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("cleanup")]
+    assert len(pids) == 2 == len(set(pids)), report  # each worker's, once
+    result.exited_with(0)
+    result.no_orphans()
+    result.ended_within(servers_support.SLOW + 5.0)
+
+
+def test_hypercorn_install_absorbs_sigterm_until_the_deadline() -> None:
+    """install() does nothing where SIGTERM is handled; where it is at the default, SIGTERM (sent
+    twice, as hypercorn's master does) no longer kills the worker at once: graceful's deadline,
+    counted from the first, ends it by SIGTERM if it has not finished by then."""
+    child = run(
+        """
+        import os, signal, time
+        import graceful.integrations.hypercorn as hypercorn
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        print(hypercorn.install())
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        print(hypercorn.install(timeout=0.5))
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("alive", flush=True)
+        time.sleep(10)
+        print("not reached")
+        """
+    )
+    assert child.lines == ["False", "True", "alive"], child
+    assert child.proc.returncode == -signal.SIGTERM, child
+    assert "shutdown deadline of 0.5 s passed" in child.stderr, child
+
+
 def test_plain_aiohttp_run_app_under_main_says_what_to_use() -> None:
     """web.run_app itself under @graceful.main takes SIGTERM through its event loop, where
     graceful never hears it, and resets it to the default at its end: the program exits 0 (as
@@ -254,7 +335,7 @@ def test_integrations_import_no_server() -> None:
         import sys
         import graceful.integrations, graceful.integrations.uvicorn
         import graceful.integrations.aiohttp, graceful.integrations.gunicorn
-        import graceful.integrations.celery
+        import graceful.integrations.celery, graceful.integrations.hypercorn
         servers = {"uvicorn", "aiohttp", "gunicorn", "celery", "hypercorn"}
         print(sorted(servers & set(sys.modules)))
         print("ready")

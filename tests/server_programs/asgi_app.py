@@ -1,6 +1,7 @@
 """An ASGI app: /slow takes SLOW seconds, /ready fails while draining. Without graceful its
-lifespan shutdown is the cleanup (the best a server offers alone); run by uvicorn's command with
-graceful, the lifespan registers the cleanup and calls ``graceful.ashutdown()``."""
+lifespan shutdown is the cleanup (the best a server offers alone); run by uvicorn's or hypercorn's
+command with graceful, the lifespan registers the cleanup (after hypercorn's ``install()``) and
+calls ``graceful.ashutdown()``."""
 
 import asyncio
 import os
@@ -18,7 +19,11 @@ async def app(scope, receive, send):
             if message["type"] == "lifespan.startup":
                 if LIFESPAN_RECIPE:
                     import graceful
+                    import graceful.integrations.hypercorn
 
+                    # hypercorn --workers: its master's SIGTERM must not cut what this worker
+                    # finishes (under uvicorn, which handles SIGTERM itself, it does nothing).
+                    graceful.integrations.hypercorn.install()
                     graceful.register(cleanup)
                 await send({"type": "lifespan.startup.complete"})
             else:

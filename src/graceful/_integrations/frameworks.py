@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 _FINAL = "the program's shutdown hook has run them (graceful.shutdown())"
 
 
-def _begin(timeout: Optional[float], what: str) -> None:
+def begin(timeout: Optional[float], what: str) -> None:
+    """graceful's shutdown begins: the deadline (from now), ``shutdown_event``, the breaks."""
     options = Options.parse(timeout=timeout, what=what)
     try:
         _watcher.start_thread()  # the deadline's thread
@@ -37,7 +38,7 @@ def shutdown(*, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
     """Run graceful's shutdown now, from a framework's shutdown hook (gunicorn's ``on_exit`` and
     ``worker_exit``, a lifespan's shutdown): break callbacks, then the registered cleanups,
     newest first, exactly once. ``timeout`` bounds it, from this call (None: no deadline)."""
-    _begin(timeout, "graceful.shutdown()")
+    begin(timeout, "graceful.shutdown()")
     try:
         machine.wait_for_breaks()
         machine.enter_cleaning()
@@ -51,7 +52,7 @@ async def ashutdown(*, timeout: Optional[float] = DEFAULT_TIMEOUT) -> None:
     steps, with ``async def`` cleanups awaited in the running loop."""
     from .._asyncio import cleanups as _cleanups
 
-    _begin(timeout, "graceful.ashutdown()")
+    begin(timeout, "graceful.ashutdown()")
     try:
         await _cleanups.wait_for_breaks()
         machine.enter_cleaning()

@@ -9,6 +9,7 @@ the signal. One module per server, each importing its server only when called:
 - ``graceful.integrations.aiohttp``: ``run_app(app, ...)``
 - ``graceful.integrations.gunicorn``: hooks for a ``gunicorn.conf.py``
 - ``graceful.integrations.celery``: ``install()``
+- ``graceful.integrations.hypercorn``: ``install()`` in each worker of ``hypercorn --workers N``
 
 and two for any other server: :func:`wait_for_stop` (an awaitable shutdown trigger: hypercorn's
 ``shutdown_trigger=``, an ``aiohttp.web.AppRunner`` program) and :func:`stopping` (a block in
