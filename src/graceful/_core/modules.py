@@ -40,6 +40,8 @@ def loaded(name: str) -> "Optional[ModuleType]":
 _roles: "dict[str, str]" = {}
 _load: "Optional[Callable[[str], ModuleType]]" = None
 _drivers: "tuple[str, ...]" = ()
+#: Each role's module once loaded: a plain guard's entry asks the loaded drivers every time.
+_provided: "dict[str, ModuleType]" = {}
 
 
 def provide(
@@ -65,11 +67,15 @@ def drivers() -> "tuple[str, ...]":
 
 def provider(role: str) -> "ModuleType":
     """The module that plays ``role``, loaded now if it is not yet (the import system makes
-    another thread wait while its body runs)."""
+    another thread wait while its body runs); after that, a dict lookup."""
+    module = _provided.get(role)
+    if module is not None:
+        return module
     name = _roles.get(role)
     if name is None or _load is None:
         raise RuntimeError(
             f"graceful: nothing provides {role!r}: graceful's private modules were loaded "
             "without the package's __init__ (import graceful first)"
         )
-    return _load(name)
+    module = _provided[role] = _load(name)
+    return module

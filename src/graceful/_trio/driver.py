@@ -41,11 +41,13 @@ if TYPE_CHECKING:
 BREAK_POLL = 0.005
 
 
+_in_trio_task = getattr(trio.lowlevel, "in_trio_task", None)  # trio >= 0.23
+
+
 def running() -> bool:
     """A trio task runs in this thread (trio itself, or anyio on trio). ``_core`` asks only once
     the program has loaded trio (the facade's table of drivers)."""
-    in_task = getattr(trio.lowlevel, "in_trio_task", None)  # trio >= 0.23
-    return in_task is not None and bool(in_task())
+    return _in_trio_task is not None and bool(_in_trio_task())
 
 
 class CancelScopeBlock(Block):
