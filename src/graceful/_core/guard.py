@@ -573,7 +573,8 @@ def _async_driver() -> Any:
     trio), else the table's last, the default (asyncio's: asyncio, uvloop, anyio on asyncio).
     Each is loaded on first use, through the facade (``modules.provider``: ``_core`` does not
     import a higher layer)."""
-    return _running_driver() or provider(drivers()[-1])
+    default = drivers()[-1:] or ("async driver",)  # none: provider says the facade is missing
+    return _running_driver() or provider(default[0])
 
 
 def _signal_of(sig: int) -> int:
