@@ -255,10 +255,12 @@ NOT_SWEPT = {
     "graceful._core.receipt": "a guard's entry (main thread) with GRACEFUL_REPORT set",
     "graceful._core.coroutines": "a coroutine cleanup, run by the outermost guard's exit in the "
     "main thread (the exits' own sweeps above)",
-    "graceful._asyncio.guard": "async with graceful.guard(): main thread only (sweeps above)",
+    "graceful._asyncio.guard": "async with graceful.guard() (sweeps above), or a plain guard's "
+    "entry once the program has loaded asyncio (asked whether its loop runs): main thread only",
     "graceful._asyncio.runner": "@graceful.main on a coroutine function: main thread only",
     "graceful._asyncio.cleanups": "graceful.shutdown()/ashutdown() in a framework's hook",
-    "graceful._trio.driver": "trio's guard and @main: main thread only",
+    "graceful._trio.driver": "trio's guard and @main, or a plain guard's entry once the program "
+    "has loaded trio (asked whether it runs): main thread only",
 }
 
 
@@ -317,7 +319,15 @@ def _provided_roles(facade: Path) -> list[tuple[str, str]]:
         if isinstance(call, ast.Call) and ast.unparse(call.func) == "_modules.provide":
             table = call.args[1]
             assert isinstance(table, ast.Dict), ast.unparse(call)
-            for role, module in zip(table.keys, table.values):
+            pairs = list(zip(table.keys, table.values))
+            for keyword in call.keywords:  # drivers=((library, module), ...): the library's role
+                assert keyword.arg == "drivers", ast.unparse(call)
+                assert isinstance(keyword.value, ast.Tuple), ast.unparse(keyword)
+                for entry in keyword.value.elts:
+                    assert isinstance(entry, ast.Tuple), ast.unparse(entry)
+                    library, module = entry.elts
+                    pairs.append((library, module))
+            for role, module in pairs:
                 name = ast.unparse(module).replace("{__name__}", "graceful").strip("f'\"")
                 assert role is not None
                 roles.append((name, f"graceful/__init__.py:{call.lineno} ({ast.unparse(role)})"))
@@ -333,6 +343,7 @@ def test_the_sweep_knows_every_function_level_import() -> None:
         found.setdefault(name, []).append(where)
     assert "graceful._core.registry" in found, found  # the scan sees relative imports
     assert "graceful._core.at_exit" in found, found  # ... and the facade's table of roles
+    assert "graceful._trio.driver" in found, found  # ... and of drivers
     swept = {module for modules in LAZY_USES.values() for module in modules}
     unknown = {m: where for m, where in found.items() if m not in swept and m not in NOT_SWEPT}
     assert not unknown, f"sweep their first use, or say in NOT_SWEPT why not: {unknown}"

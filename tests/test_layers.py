@@ -205,10 +205,12 @@ def test_no_module_uses_another_modules_private_names() -> None:
 
 def test_the_facade_provides_every_role_core_asks_for() -> None:
     """``_core`` loads what it may not import through the facade's table (``modules.provider``):
-    every role it asks for is in the table, and each module offers what is called on it."""
+    every role it asks for by name is in the table, and each module offers what is called on it.
+    The async drivers it asks by the table's list (``modules.drivers()``), never by name."""
     from graceful._core import modules
 
-    wanted = {"asyncio": ("enter", "exit", "run"), "trio": ("enter", "exit", "run")}
+    assert modules.drivers() == ("trio", "asyncio")  # asked in this order; the last: the default
+    wanted = {library: ("running", "enter", "exit", "run") for library in modules.drivers()}
     wanted["exit hook"] = ("prepare",)
     asked = set()
     for path in (ROOT / "_core").glob("*.py"):
@@ -217,7 +219,7 @@ def test_the_facade_provides_every_role_core_asks_for() -> None:
                 argument = node.args[0]
                 if isinstance(argument, ast.Constant):
                     asked.add(argument.value)
-    assert asked <= set(wanted), asked
+    assert asked == {"exit hook"}, asked
     for role, functions in wanted.items():
         if role == "trio":
             pytest.importorskip("trio")
@@ -266,3 +268,126 @@ graceful.unregister(print)
     assert proc.returncode == 0, proc.stderr
     assert "a step that is not failed" in proc.stderr, proc.stderr
     assert "AttributeError" in proc.stderr, proc.stderr
+
+
+# --- A third async driver: one new module and one line in the facade's table ------------------
+
+TOY_LIBRARY = '''
+"""A toy event loop: runs one coroutine that never waits."""
+current = None
+
+
+def run(coro):
+    global current
+    current = coro
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        current = None
+    raise RuntimeError("a toy loop runs no coroutine that waits")
+'''
+
+TOY_DRIVER = '''
+"""The toy loop's driver: it says when its library runs, and shows that it was chosen."""
+import sys
+
+import toyloop
+
+
+def running():
+    return toyloop.current is not None
+
+
+async def enter(guard):
+    print("toy enter")
+    return guard
+
+
+async def exit(guard, exc):
+    print("toy exit")
+    return False
+
+
+def run(func, args, kwargs, options, loop_factory):
+    sys.exit(toyloop.run(func(*args, **kwargs)))
+'''
+
+TOY_PROGRAM = """
+import asyncio, sys  # asyncio loaded, not running: the toy loop's driver is still the one
+import graceful, toyloop
+
+assert graceful.__file__.startswith(sys.argv[1]), graceful.__file__
+try:
+    graceful.main(backend="nothing")
+except ValueError as exc:
+    print(exc)
+with graceful.guard():  # toyloop loaded, not running: a plain guard is fine
+    print("plain guard")
+
+
+@graceful.main(backend="toyloop")
+async def main():
+    async with graceful.guard():
+        print("in the block")
+    try:
+        with graceful.guard():
+            pass
+    except RuntimeError as exc:
+        print(exc)
+    return 3
+
+
+main()
+"""
+
+
+def test_a_third_driver_is_one_new_module_and_one_line_in_the_facade(tmp_path: Path) -> None:
+    """Issue 25.5: a copy of graceful with one new module (``_toy/driver.py``) and one line added
+    to the facade's table drives a third library: ``async with graceful.guard()`` in its task is
+    the new driver's, a plain guard there is refused, ``@graceful.main(backend=)`` runs it. No
+    ``_core`` module (nor any other) is edited."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "graceful"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "_toy").mkdir()
+    (copy / "_toy" / "driver.py").write_text(TOY_DRIVER)
+    facade = (copy / "__init__.py").read_text()
+    line = '        ("toyloop", f"{__name__}._toy.driver"),\n'
+    assert facade.count("    drivers=(\n") == 1
+    (copy / "__init__.py").write_text(facade.replace("    drivers=(\n", "    drivers=(\n" + line))
+    (tmp_path / "toyloop.py").write_text(TOY_LIBRARY)
+    (tmp_path / "program.py").write_text(TOY_PROGRAM)
+
+    originals = {p.relative_to(ROOT) for p in ROOT.rglob("*.py")}
+    copies = {p.relative_to(copy) for p in copy.rglob("*.py")}
+    assert copies - originals == {Path("_toy/driver.py")}
+    changed = [p for p in originals if (copy / p).read_text() != (ROOT / p).read_text()]
+    assert changed == [Path("__init__.py")]
+
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "program.py"), str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "@graceful.main: backend must be 'asyncio', 'toyloop' or 'trio', got 'nothing' (anyio "
+        "programs choose the one they run on, as with anyio.run(..., backend=))",
+        "plain guard",
+        "toy enter",
+        "in the block",
+        "toy exit",
+        "graceful.guard(): an event loop is running in this thread; use `async with "
+        "graceful.guard():` inside a coroutine (a signal then cancels the task that entered it), "
+        "or @graceful.main on your `async def main()`",
+    ], proc.stderr

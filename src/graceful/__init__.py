@@ -25,15 +25,18 @@ def _load(module: str) -> "_ModuleType":
 
 #: What _core uses without importing it (a higher layer, or a module that imports the one that
 #: needs it): each role and the module that plays it, loaded on first use (``modules.provider``).
-#: A driver module offers ``enter``/``exit`` (``async with graceful.guard()``) and ``run``
-#: (``@graceful.main``).
+#: The async drivers, in the order they are asked, each as the library it drives (its role, and
+#: ``@graceful.main(backend=)``'s name) and its module: the first whose library is loaded and
+#: whose ``running()`` says it runs the current task drives ``async with graceful.guard()``; the
+#: last is the default. A driver module offers ``running``, ``enter``/``exit`` and ``run``
+#: (``@graceful.main``). A new driver is its module and one line here (docs/internals.md).
 _modules.provide(
     _load,
-    {
-        "asyncio": f"{__name__}._asyncio.guard",
-        "trio": f"{__name__}._trio.driver",
-        "exit hook": f"{__name__}._core.at_exit",
-    },
+    {"exit hook": f"{__name__}._core.at_exit"},
+    drivers=(
+        ("trio", f"{__name__}._trio.driver"),  # trio, anyio on trio
+        ("asyncio", f"{__name__}._asyncio.guard"),  # asyncio, uvloop, anyio on asyncio
+    ),
 )
 
 #: Each public name, and the private module that defines it.

@@ -34,6 +34,12 @@ if TYPE_CHECKING:
     from .._core.options import Options
 
 
+def running() -> bool:
+    """An asyncio event loop runs in this thread (asyncio, uvloop, anyio on asyncio). ``_core``
+    asks only once the program has loaded asyncio (the facade's table of drivers)."""
+    return asyncio.events._get_running_loop() is not None
+
+
 async def enter(guard: Guard) -> Guard:
     check_main_thread("async with graceful.guard()")
     check_posix("async with graceful.guard()")

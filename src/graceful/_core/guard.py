@@ -28,13 +28,13 @@ from . import watcher as _watcher
 from .checks import check_callable, check_main_thread, check_posix
 from .errors import Signalled, signalled
 from .machine import HANDLER, Phase, machine
-from .modules import loaded, provider
+from .modules import drivers, loaded, provider
 from .options import DEFAULT_TIMEOUT, Options
 from .protect import at_with_exit, exception_in_flight, exit_path, on_section_end, protection
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
 if TYPE_CHECKING:
-    from types import FrameType, TracebackType
+    from types import FrameType, ModuleType, TracebackType
     from typing import Any, Callable, Optional
 
 if TYPE_CHECKING:
@@ -548,9 +548,7 @@ def active() -> tuple[Guard, ...]:
 def _check_no_running_loop() -> None:
     """A plain ``with`` guard inside a coroutine would raise Signalled into the event loop's own
     code (between two callbacks, say): inside a running loop the guard must be ``async with``."""
-    asyncio = loaded("asyncio")
-    running = asyncio is not None and asyncio.events._get_running_loop() is not None
-    if running or _in_trio():
+    if _running_driver() is not None:
         raise RuntimeError(
             "graceful.guard(): an event loop is running in this thread; use `async with "
             "graceful.guard():` inside a coroutine (a signal then cancels the task that entered "
@@ -558,19 +556,26 @@ def _check_no_running_loop() -> None:
         )
 
 
-def _in_trio() -> bool:
-    """A trio task runs in this thread (trio itself, or anyio on trio). Never imports trio: a
-    program that has not imported it is not running it."""
-    lowlevel = getattr(sys.modules.get("trio"), "lowlevel", None)  # None while trio loads
-    in_task = getattr(lowlevel, "in_trio_task", None)  # trio >= 0.23
-    return in_task is not None and bool(in_task())
+def _running_driver() -> Optional[ModuleType]:
+    """The driver whose library runs the current task, if one does. The facade's table names the
+    drivers (``modules.drivers()``: each by its library, in the order to ask them); one whose
+    library this program has not loaded is not asked (nor loaded: a program that has not
+    imported a library is not running it), the others answer by their ``running()``."""
+    for library in drivers():
+        if loaded(library) is not None:
+            driver = provider(library)
+            if driver.running():
+                return driver
+    return None
 
 
 def _async_driver() -> Any:
-    """The driver of the library running this coroutine: trio's for a trio task (trio, anyio on
-    trio), asyncio's otherwise (asyncio, uvloop, anyio on asyncio). Each is loaded on first use,
-    through the facade (``modules.provider``: ``_core`` does not import a higher layer)."""
-    return provider("trio" if _in_trio() else "asyncio")
+    """The driver of the library running this coroutine (trio's in a trio task: trio, anyio on
+    trio), else the table's last, the default (asyncio's: asyncio, uvloop, anyio on asyncio).
+    Each is loaded on first use, through the facade (``modules.provider``: ``_core`` does not
+    import a higher layer)."""
+    default = drivers()[-1:] or ("async driver",)  # none: provider says the facade is missing
+    return _running_driver() or provider(default[0])
 
 
 def _signal_of(sig: int) -> int:

@@ -10,7 +10,7 @@ import sys
 from . import registry as _registry  # noqa: F401
 from . import timeline as _timeline
 from .guard import Guard
-from .modules import provider
+from .modules import drivers, provider
 from .options import DEFAULT_TIMEOUT, Options
 
 TYPE_CHECKING = False  # typing costs import time; annotations are strings here
@@ -96,14 +96,17 @@ def main(  # noqa: F811  (ruff does not see the overloads above)
         drain=drain,
     )
 
-    if backend not in ("asyncio", "trio"):
+    backends = sorted(drivers())  # the facade's table of async drivers
+    if backend not in backends:
+        *others, last = map(repr, backends)
+        names = f"{', '.join(others)} or {last}" if others else last
         raise ValueError(
-            f"@graceful.main: backend must be 'asyncio' or 'trio', got {backend!r} (anyio "
-            "programs choose the one they run on, as with anyio.run(..., backend=))"
+            f"@graceful.main: backend must be {names}, got {backend!r} (anyio programs choose "
+            "the one they run on, as with anyio.run(..., backend=))"
         )
-    if backend == "trio" and loop_factory is not None:
+    if backend != "asyncio" and loop_factory is not None:
         raise TypeError(
-            "@graceful.main: loop_factory chooses an asyncio event loop; trio has none to "
+            f"@graceful.main: loop_factory chooses an asyncio event loop; {backend} has none to "
             "choose: drop loop_factory, or use backend='asyncio'"
         )
     if loop_factory is not None and not callable(loop_factory):

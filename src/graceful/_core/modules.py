@@ -31,30 +31,51 @@ def loaded(name: str) -> "Optional[ModuleType]":
 #
 # The async drivers are a higher layer (``_asyncio``, ``_trio``), and the interpreter's exit hook
 # (``at_exit.py``) imports the guard, which imports the registry that needs the hook: ``_core``
-# imports neither (``tests/test_layers.py``). It names the role it needs; the facade
+# imports neither (``tests/test_layers.py``). It names the role it needs (or asks which async
+# drivers there are, and which of them runs the current task: ``guard.py``); the facade
 # (``graceful/__init__.py``, in no layer: it loads every layer on first use already) says at
 # ``import graceful`` which module plays each role, and how to load it. The table is filled
 # before any other graceful module can run and never changes after: any thread may read it.
 
 _roles: "dict[str, str]" = {}
 _load: "Optional[Callable[[str], ModuleType]]" = None
+_drivers: "tuple[str, ...]" = ()
+#: Each role's module once loaded: a plain guard's entry asks the loaded drivers every time.
+_provided: "dict[str, ModuleType]" = {}
 
 
-def provide(load: "Callable[[str], ModuleType]", roles: "dict[str, str]") -> None:
+def provide(
+    load: "Callable[[str], ModuleType]",
+    roles: "dict[str, str]",
+    drivers: "tuple[tuple[str, str], ...]" = (),
+) -> None:
     """The facade's call: ``roles`` maps each role to the module that plays it, ``load``
-    imports a module by its name."""
-    global _load
+    imports a module by its name. ``drivers`` are the async drivers, in the order they are
+    asked, each as (the library it drives, its module): the library's name is its role."""
+    global _load, _drivers
     _roles.update(roles)
+    _roles.update(drivers)
+    _drivers = tuple(library for library, _ in drivers)
     _load = load
+
+
+def drivers() -> "tuple[str, ...]":
+    """The libraries that an async driver drives (each its role), in the order they are asked;
+    the last is the default."""
+    return _drivers
 
 
 def provider(role: str) -> "ModuleType":
     """The module that plays ``role``, loaded now if it is not yet (the import system makes
-    another thread wait while its body runs)."""
+    another thread wait while its body runs); after that, a dict lookup."""
+    module = _provided.get(role)
+    if module is not None:
+        return module
     name = _roles.get(role)
     if name is None or _load is None:
         raise RuntimeError(
             f"graceful: nothing provides {role!r}: graceful's private modules were loaded "
             "without the package's __init__ (import graceful first)"
         )
-    return _load(name)
+    module = _provided[role] = _load(name)
+    return module

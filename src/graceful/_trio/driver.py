@@ -41,6 +41,15 @@ if TYPE_CHECKING:
 BREAK_POLL = 0.005
 
 
+_in_trio_task = getattr(trio.lowlevel, "in_trio_task", None)  # trio >= 0.23
+
+
+def running() -> bool:
+    """A trio task runs in this thread (trio itself, or anyio on trio). ``_core`` asks only once
+    the program has loaded trio (the facade's table of drivers)."""
+    return _in_trio_task is not None and bool(_in_trio_task())
+
+
 class CancelScopeBlock(Block):
     """A trio cancel scope as a guard's block: a signal cancels the scope (through the run's
     token: a scope is not signal-safe, the token is)."""
