@@ -343,6 +343,13 @@ def run(k, scenario):
 
 
 def sweep(scenario, last=lambda code, lines: code != -signal.SIGTERM, most=5000):
+    # What a run imports (graceful loads modules on first use: a swept step) comes from a bytecode
+    # cache next to this script, written by the first run that imports it: with no cache to read
+    # (PYTHONDONTWRITEBYTECODE, as on CI, and no __pycache__ in the tree) every run compiled
+    # graceful's lazily loaded modules again, three quarters of a run's CPU. The same bytecode
+    # runs: the same line events, the same steps.
+    sys.pycache_prefix = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), "pycache")
+    sys.dont_write_bytecode = False
     results = []
     k = 1
     while True:
