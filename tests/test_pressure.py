@@ -264,6 +264,34 @@ def test_an_existing_wakeup_fd_keeps_working_and_is_put_back() -> None:
     assert run(code).lines == ["forwarded True", "put back True"]
 
 
+def test_a_wakeup_fd_set_inside_the_guard_stays_and_a_closed_loop_leaves_none() -> None:
+    """Restore policy for the wakeup fd, as for the dispositions: one set inside the block is
+    theirs. asyncio sets -1 as its loop's last signal handler goes (an async guard's exit removes
+    its own): putting the loop's fd back left it installed after asyncio.run closed it, and the
+    next guard failed with EBADF (found by the drivers helper; 3.9 and 3.13 alike)."""
+    code = """
+    import asyncio, os, signal, socket, graceful
+
+    async def main():
+        async with graceful.guard():
+            pass
+
+    asyncio.run(main())
+    print("after asyncio.run", signal.set_wakeup_fd(-1))
+    with graceful.guard():
+        pass
+    print("plain guard ok")
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    with graceful.guard():
+        signal.set_wakeup_fd(a.fileno())  # inside the block: theirs
+    print("theirs stays", signal.set_wakeup_fd(-1) == a.fileno())
+    """
+    child = run(code)
+    assert child.lines == ["after asyncio.run -1", "plain guard ok", "theirs stays True"], child
+    assert child.stderr == "", child.stderr
+
+
 def _wait_until_running(server: Any, application_name: str) -> None:
     """Readiness from the server itself: the child's query is executing."""
     import psycopg

@@ -185,11 +185,24 @@ def install() -> int:
 
 
 def uninstall(previous: int) -> None:
-    """Put back the wakeup fd that :func:`install` replaced; the thread stays for the next guard
-    (and for a shutdown still in progress: the deadline)."""
-    _signal.set_wakeup_fd(previous)
-    if _watcher is not None:
-        _watcher.forward_to = -1
+    """Put back the wakeup fd that :func:`install` replaced, where the watcher's is still the
+    one installed; the thread stays for the next guard (and for a shutdown still in progress:
+    the deadline).
+
+    Restore policy, as for the dispositions: a wakeup fd someone set inside the block is theirs
+    and stays. asyncio sets -1 when its loop's last signal handler is removed (an ``async with``
+    guard's exit removes its own): putting back the loop's fd then would leave it installed
+    once the loop has closed it, and the next ``set_wakeup_fd`` fails (EBADF)."""
+    watcher = _watcher
+    ours = watcher.wakeup.fd if watcher is not None and watcher.pid == os.getpid() else None
+    try:
+        current: int = _signal.set_wakeup_fd(previous)
+    except (OSError, ValueError):  # the fd that was there is closed by now: nothing goes back
+        current = _signal.set_wakeup_fd(-1)
+    if current not in (ours, previous):
+        _signal.set_wakeup_fd(current)  # theirs, set inside the block: it stays
+    if watcher is not None:
+        watcher.forward_to = -1
 
 
 def drain() -> None:
