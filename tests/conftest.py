@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -16,6 +18,16 @@ for _name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2"):
     _sig = getattr(signal, _name, None)
     if _sig is not None and signal.getsignal(_sig) == signal.SIG_IGN:
         signal.signal(_sig, signal.default_int_handler if _name == "SIGINT" else signal.SIG_DFL)
+
+# Bytecode for the tests' child programs. Thousands of them import graceful (every forked run of
+# a sweep, every program a test starts); with PYTHONDONTWRITEBYTECODE set (as on CI) and no
+# __pycache__ in the tree, each compiled graceful's modules from source again: most of a sweep's
+# CPU (found by the fastsweep helper with perf: the parser and compiler). The children write it
+# once to a cache of their own, outside the tree, and read it after; the code they run is the same.
+os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(
+    tempfile.gettempdir(), f"graceful-tests-pycache-{os.getuid()}"
+)
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # --- PostgreSQL (tests/pgserver.py) -----------------------------------------------------------
 
